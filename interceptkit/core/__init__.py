@@ -1,0 +1,40 @@
+"""The sans-IO core: events in, commands out. No sockets, no clock, no asyncio."""
+
+from .commands import (
+    CloseClient,
+    CloseUpstream,
+    Command,
+    FlowFinished,
+    FlowStarted,
+    Log,
+    OpenUpstream,
+    PauseClient,
+    ResumeClient,
+    RunHook,
+    SendToClient,
+    SendToUpstream,
+    StartTimer,
+)
+from .config import ProxyConfig
+from .connection import Phase, ProxyConnection
+from .errors import LocalProtocolError, ProxyError, RemoteProtocolError, UpstreamError
+from .events import (
+    ClientConnected,
+    ClientDataReceived,
+    ConnectionClosed,
+    Event,
+    HookReturned,
+    TimerFired,
+    UpstreamConnected,
+    UpstreamConnectFailed,
+    UpstreamDataReceived,
+)
+
+__all__ = [
+    "ClientConnected", "ClientDataReceived", "CloseClient", "CloseUpstream", "Command",
+    "ConnectionClosed", "Event", "FlowFinished", "FlowStarted", "HookReturned",
+    "LocalProtocolError", "Log", "OpenUpstream", "PauseClient", "Phase", "ProxyConfig",
+    "ProxyConnection", "ProxyError", "RemoteProtocolError", "ResumeClient", "RunHook",
+    "SendToClient", "SendToUpstream", "StartTimer", "TimerFired", "UpstreamConnectFailed",
+    "UpstreamConnected", "UpstreamDataReceived", "UpstreamError",
+]

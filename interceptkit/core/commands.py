@@ -1,0 +1,112 @@
+"""Commands: what the core asks the transport to do.
+
+Commands are imperative verbs. The transport executes them in order and
+reports outcomes back as events; it makes no protocol decisions of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..flow import Flow
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Command:
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendToClient(Command):
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendToUpstream(Command):
+    upstream: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpenUpstream(Command):
+    """Connect to ``host:port`` and answer with UpstreamConnected/ConnectFailed.
+
+    ``reuse`` allows the transport to hand out an idle pooled connection for
+    the same ``(host, port, tls)`` key; the core always frames TLS itself, so
+    ``tls`` only separates pool keys.
+    """
+
+    upstream: int
+    host: str
+    port: int
+    tls: bool = False
+    reuse: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloseUpstream(Command):
+    """Stop using ``upstream``; ``reusable`` lets the transport pool it."""
+
+    upstream: int
+    reusable: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloseClient(Command):
+    """Close the client connection once queued data has been written."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PauseClient(Command):
+    """Stop reading from the client: the core is not consuming its bytes."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResumeClient(Command):
+    """Resume reading from the client after :class:`PauseClient`."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunHook(Command):
+    """Run the user's hooks named ``name`` on ``flow``.
+
+    With ``call`` set, the core waits for ``HookReturned(call=...)`` before it
+    goes on with this flow; with ``call`` None the hooks only observe.
+    """
+
+    name: str
+    flow: Flow
+    call: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FlowStarted(Command):
+    """A new exchange began: record it (the table shows in-flight flows)."""
+
+    flow: Flow
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FlowFinished(Command):
+    """An exchange ended, completely or with ``flow.error`` set."""
+
+    flow: Flow
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartTimer(Command):
+    """Fire ``TimerFired(timer=name)`` after ``delay`` seconds.
+
+    Starting a timer that is already pending replaces it.
+    """
+
+    name: str
+    delay: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Log(Command):
+    level: str
+    message: str

@@ -1,0 +1,47 @@
+"""What a :class:`ProxyConnection` is told by the layers above it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Container
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxyConfig:
+    """Settings shared by every connection of one proxy; never mutated.
+
+    ``hooks`` is a live view of the hook names that have callbacks attached:
+    the core asks for a hook only when someone listens, so an unhooked proxy
+    pays nothing for the feature.
+    """
+
+    mode: str = "forward"
+    max_header_size: int = 64 * 1024
+    #: Seconds without a byte from the upstream while awaiting its answer: 504.
+    read_timeout: float = 60.0
+    #: Seconds a client connection may sit idle between requests.
+    idle_timeout: float = 120.0
+    #: Add X-Forwarded-For (off by default for a forward proxy).
+    forwarded_for: bool = False
+    #: A comment in our Via field that is unique per proxy, so a request that
+    #: comes back to the same proxy is recognised as a loop (RFC 9110 7.6.3).
+    via_token: str = "interceptkit"
+    #: Bytes of each body kept on the flow (the rest is counted, not kept).
+    body_capture_limit: int = 64 * 1024
+    #: Request bytes kept to resend an idempotent request once when a reused
+    #: upstream connection turns out to have been closed while idle.
+    retry_buffer_limit: int = 64 * 1024
+    retry_idempotent: bool = True
+    #: Bytes buffered for an upstream that is still connecting before the
+    #: client stops being read.
+    pending_limit: int = 1024 * 1024
+    listen_addresses: frozenset[tuple[str, int]] = frozenset()
+    hooks: Container[str] = field(default_factory=frozenset)
+    #: The CA certificate offered on the info page (PEM and DER), if any.
+    ca_cert_pem: bytes | None = None
+    ca_cert_der: bytes | None = None
+    next_flow_id: Callable[[], int] | None = None
+
+    @property
+    def via(self) -> bytes:
+        return f"1.1 interceptkit ({self.via_token})".encode("ascii")

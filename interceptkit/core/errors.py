@@ -1,0 +1,31 @@
+"""The core's errors, each carrying the HTTP status to answer with (as h11 does)."""
+
+from __future__ import annotations
+
+
+class ProxyError(Exception):
+    """Base of interceptkit's protocol errors.
+
+    ``status`` is the answer the client should get (400, 431, 502, ...).
+    """
+
+    status: int = 400
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
+class RemoteProtocolError(ProxyError):
+    """A peer sent something we refuse (a malformed or ambiguous message)."""
+
+
+class LocalProtocolError(ProxyError):
+    """We were asked to do something the protocol does not allow."""
+
+
+class UpstreamError(ProxyError):
+    """The upstream could not be reached or broke off; answered with 502/504."""
+
+    status = 502

@@ -1,0 +1,253 @@
+"""HTTP/1.x proxy semantics on top of h11: targets, hop-by-hop fields, framing.
+
+h11 parses and frames messages; this module holds what a *proxy* must add:
+turning request-targets into upstream addresses (RFC 9112 3.2), removing the
+fields that belong to one connection only (RFC 9110 7.6.1), refusing message
+shapes that two parsers could read differently (request smuggling), and
+building the answers the proxy gives on its own behalf.
+"""
+
+from __future__ import annotations
+
+import re
+from http import HTTPStatus
+
+import h11
+
+from .errors import RemoteProtocolError
+
+Fields = list[tuple[bytes, bytes]]
+
+# RFC 9110 7.6.1 names these as connection-specific; Proxy-Authenticate and
+# Proxy-Authorization are addressed to this proxy (RFC 9110 11.7) and must not
+# leak to the next hop.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+
+DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+# RFC 3986 3.2.2 reg-name characters; also what DNS and IP literals need.
+_REG_NAME = re.compile(rb"[A-Za-z0-9\-._~%!$&'()*+,;=]+")
+_IPV6 = re.compile(rb"\[[0-9A-Fa-f:.]+\]")
+_PORT = re.compile(rb"[0-9]{1,5}")
+
+
+def parse_authority(authority: bytes, default_port: int | None) -> tuple[str, int]:
+    """Split ``host[:port]`` (RFC 3986 3.2) into a host and a port.
+
+    Raises RemoteProtocolError for userinfo, a bad port, or illegal characters.
+    """
+    if b"@" in authority:
+        # RFC 9110 4.2.4: userinfo is deprecated and a phishing vector.
+        raise RemoteProtocolError("userinfo in the request-target is not allowed")
+    host, port_text = _split_host_port(authority)
+    if not (_REG_NAME.fullmatch(host) or _IPV6.fullmatch(host)):
+        raise RemoteProtocolError(f"invalid host in request-target: {authority!r}")
+    if port_text is None:
+        if default_port is None:
+            raise RemoteProtocolError(f"missing port in {authority!r}")
+        return _host_text(host), default_port
+    if not _PORT.fullmatch(port_text) or not 0 < int(port_text) < 65536:
+        raise RemoteProtocolError(f"invalid port in request-target: {authority!r}")
+    return _host_text(host), int(port_text)
+
+
+def _split_host_port(authority: bytes) -> tuple[bytes, bytes | None]:
+    if authority.startswith(b"["):
+        end = authority.find(b"]")
+        rest = authority[end + 1 :]
+        if end < 0 or (rest and not rest.startswith(b":")):
+            raise RemoteProtocolError(f"invalid IPv6 authority: {authority!r}")
+        return authority[: end + 1], (rest[1:] if rest else None)
+    host, colon, port = authority.rpartition(b":")
+    return (host, port) if colon else (authority, None)
+
+
+def _host_text(host: bytes) -> str:
+    text = host.decode("ascii").lower()
+    return text[1:-1] if text.startswith("[") else text
+
+
+def parse_absolute_url(target: bytes) -> tuple[str, str, int, str]:
+    """Parse an absolute-form target into ``(scheme, host, port, path)``.
+
+    The path keeps its query and defaults to ``/`` (RFC 9112 3.2.1).
+    """
+    scheme, sep, rest = target.partition(b"://")
+    scheme_text = scheme.decode("ascii", "replace").lower()
+    if not sep or scheme_text not in DEFAULT_PORTS:
+        raise RemoteProtocolError(f"unsupported request-target: {target[:100]!r}")
+    cut = len(rest)
+    for delimiter in (b"/", b"?", b"#"):
+        index = rest.find(delimiter)
+        if 0 <= index < cut:
+            cut = index
+    authority, path = rest[:cut], rest[cut:].partition(b"#")[0]
+    if not authority:
+        raise RemoteProtocolError("empty host in request-target")
+    host, port = parse_authority(authority, DEFAULT_PORTS[scheme_text])
+    if not path.startswith(b"/"):
+        path = b"/" + path
+    return scheme_text, host, port, path.decode("latin-1")
+
+
+def format_authority(host: str, port: int, scheme: str | None = None) -> bytes:
+    """``host:port`` for a Host field; the port is left out when it is the default."""
+    text = f"[{host}]" if ":" in host else host
+    if scheme is None or DEFAULT_PORTS.get(scheme) != port:
+        text = f"{text}:{port}"
+    return text.encode("ascii")
+
+
+def connection_tokens(fields: Fields) -> set[bytes]:
+    """The lower-cased option names listed in every Connection field."""
+    tokens: set[bytes] = set()
+    for name, value in fields:
+        if name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+    return tokens
+
+
+def check_request_framing(fields: Fields, http_version: bytes) -> None:
+    """Refuse request shapes that a proxy must not forward (request smuggling).
+
+    h11 already refuses conflicting Content-Length values, repeated or
+    unknown Transfer-Encoding and bad chunk sizes; it does not refuse both
+    framing fields at once, which RFC 9112 6.3 lets a server treat as an
+    attack and which is the classic CL.TE desync.
+    """
+    has_length = has_chunked = False
+    for name, _ in fields:
+        lower = name.lower()
+        has_length = has_length or lower == b"content-length"
+        has_chunked = has_chunked or lower == b"transfer-encoding"
+    if has_length and has_chunked:
+        raise RemoteProtocolError("both Content-Length and Transfer-Encoding sent")
+    if has_chunked and http_version == b"1.0":
+        # RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 means faulty framing.
+        raise RemoteProtocolError("Transfer-Encoding in an HTTP/1.0 request")
+
+
+def end_to_end_fields(fields: Fields, *, keep_upgrade: bool = False) -> tuple[Fields, bool]:
+    """Drop hop-by-hop fields; return the rest and whether the body was chunked.
+
+    With ``keep_upgrade`` the Upgrade field and ``Connection: upgrade`` pass,
+    which is how a WebSocket handshake crosses the proxy.
+    """
+    named = connection_tokens(fields) - {b"close", b"keep-alive"}
+    chunked = False
+    kept: Fields = []
+    for name, value in fields:
+        lower = name.lower()
+        if lower == b"transfer-encoding":
+            chunked = True
+        elif keep_upgrade and lower == b"upgrade":
+            kept.append((name, value))
+        elif lower not in HOP_BY_HOP and lower not in named:
+            kept.append((name, value))
+    if keep_upgrade:
+        kept.append((b"Connection", b"upgrade"))
+    return kept, chunked
+
+
+def reframe(fields: Fields, chunked: bool) -> Fields:
+    """Re-add framing for the next hop: h11 then writes chunks itself.
+
+    A chunked message's Content-Length is dropped (RFC 9112 6.3.3: a
+    recipient must not forward both).
+    """
+    if chunked:
+        fields = [(n, v) for n, v in fields if n.lower() != b"content-length"]
+        fields.append((b"Transfer-Encoding", b"chunked"))
+    return fields
+
+
+def replace_field(fields: Fields, name: bytes, value: bytes) -> Fields:
+    """``fields`` with every ``name`` field replaced by one, put first."""
+    lower = name.lower()
+    rest = [(n, v) for n, v in fields if n.lower() != lower]
+    return [(name, value), *rest]
+
+
+def append_forwarded_for(fields: Fields, client_ip: str) -> Fields:
+    """Append the client address to X-Forwarded-For (the de-facto list form)."""
+    for index, (name, value) in enumerate(fields):
+        if name.lower() == b"x-forwarded-for":
+            fields[index] = (name, value + b", " + client_ip.encode("ascii"))
+            return fields
+    fields.append((b"X-Forwarded-For", client_ip.encode("ascii")))
+    return fields
+
+
+def h11_request(method: bytes, target: bytes, fields: Fields) -> h11.Request:
+    """An h11 Request from fields h11 itself has already parsed and checked.
+
+    ``_parsed=True`` skips h11's per-field regex validation of values it
+    produced a moment ago: the largest single cost of forwarding (about a
+    fifth of the proxy's time per exchange). It is the one private keyword we
+    use; pyproject pins h11 below 0.17 and tests/core/test_h11_contract.py
+    fails if its meaning changes. Fields a hook set are validated by h11
+    (``validated=False`` path in the callers).
+    """
+    return h11.Request(method=method, target=target, headers=fields, _parsed=True)
+
+
+def h11_response(status: int, reason: bytes, fields: Fields) -> h11.Response:
+    """An h11 Response from already-validated fields (see :func:`h11_request`)."""
+    return h11.Response(status_code=status, reason=reason, headers=fields, _parsed=True)
+
+
+def status_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def plain_answer(status: int, message: str, *, close: bool = True) -> tuple[h11.Response, bytes]:
+    """A short text/plain answer from the proxy itself: headers and body."""
+    body = f"{status} {status_phrase(status)}: {message}\n".encode("utf-8", "replace")
+    fields: Fields = [
+        (b"Content-Type", b"text/plain; charset=utf-8"),
+        (b"Content-Length", str(len(body)).encode()),
+        (b"Cache-Control", b"no-store"),
+    ]
+    if close:
+        fields.append((b"Connection", b"close"))
+    return h11.Response(status_code=status, headers=fields, reason=status_phrase(status)), body
+
+
+INFO_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>interceptkit</title></head>
+<body style="font-family: sans-serif; max-width: 40em; margin: 2em auto">
+<h1>This is interceptkit</h1>
+<p>You reached the interceptkit proxy itself, not a website. To send traffic
+<em>through</em> it, configure it as your HTTP and HTTPS proxy (for example
+<code>curl --proxy http://HOST:PORT https://example.com/</code>).</p>
+<h2>Trust the interceptkit CA</h2>
+<p>To see HTTPS traffic, the client must trust interceptkit's certificate
+authority. Download it: <a href="/cert/pem">PEM</a> (Linux, macOS, Firefox,
+Python, curl) or <a href="/cert/cer">DER</a> (Windows, Android).
+On the proxy's machine, <code>interceptkit ca</code> prints its path and how to
+install it.</p>
+</body></html>
+"""
+
+
+def info_page_fields(body: bytes, content_type: bytes) -> Fields:
+    return [
+        (b"Content-Type", content_type),
+        (b"Content-Length", str(len(body)).encode()),
+        (b"Cache-Control", b"no-store"),
+    ]

@@ -1,0 +1,399 @@
+"""The data everyone shares: one :class:`Flow` per exchange.
+
+The core builds flows, hooks read and change them, the table shows them. The
+objects are plain and cheap because the proxy builds one per request: header
+fields stay as the raw ``(name, value)`` byte pairs they arrived as, and the
+string views are computed only when someone asks.
+"""
+
+from __future__ import annotations
+
+import json as _json
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+HeaderFields = list[tuple[bytes, bytes]]
+
+
+def _b(value: str | bytes) -> bytes:
+    # Header octets are latin-1 on the wire (RFC 9110 5.5): every byte maps.
+    return value if isinstance(value, bytes) else value.encode("latin-1")
+
+
+class Headers:
+    """HTTP header fields: case-insensitive, multi-valued, order and casing kept.
+
+    ``headers["Content-Type"]`` is the first value (a ``str``); ``get_all``
+    gives every value; assigning replaces all fields of that name in place of
+    the first one; :meth:`add` appends. ``fields`` is the raw wire list.
+    """
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: Iterable[tuple[str | bytes, str | bytes]] = ()) -> None:
+        self.fields: HeaderFields = [(_b(n), _b(v)) for n, v in fields]
+
+    @classmethod
+    def from_wire(cls, fields: HeaderFields) -> Headers:
+        """Wrap a list of byte pairs without copying or checking it."""
+        headers = cls.__new__(cls)
+        headers.fields = fields
+        return headers
+
+    def get_all(self, name: str) -> list[str]:
+        key = _b(name).lower()
+        return [v.decode("latin-1") for n, v in self.fields if n.lower() == key]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        key = _b(name).lower()
+        for n, v in self.fields:
+            if n.lower() == key:
+                return v.decode("latin-1")
+        return default
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, (str, bytes)) and self.get(
+            name.decode("latin-1") if isinstance(name, bytes) else name
+        ) is not None
+
+    def __setitem__(self, name: str, value: str) -> None:
+        key = _b(name).lower()
+        new: HeaderFields = []
+        placed = False
+        for n, v in self.fields:
+            if n.lower() != key:
+                new.append((n, v))
+            elif not placed:
+                new.append((n, _b(value)))
+                placed = True
+        if not placed:
+            new.append((_b(name), _b(value)))
+        self.fields[:] = new
+
+    def __delitem__(self, name: str) -> None:
+        key = _b(name).lower()
+        if not any(n.lower() == key for n, _ in self.fields):
+            raise KeyError(name)
+        self.fields[:] = [(n, v) for n, v in self.fields if n.lower() != key]
+
+    def add(self, name: str, value: str) -> None:
+        self.fields.append((_b(name), _b(value)))
+
+    def pop(self, name: str, default: str | None = None) -> str | None:
+        value = self.get(name, default)
+        if name in self:
+            del self[name]
+        return value
+
+    def keys(self) -> list[str]:
+        seen: dict[bytes, str] = {}
+        for n, _ in self.fields:
+            seen.setdefault(n.lower(), n.decode("latin-1"))
+        return list(seen.values())
+
+    def items(self) -> list[tuple[str, str]]:
+        """Every field as ``(name, value)`` in wire order, repeats included."""
+        return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in self.fields]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Headers):
+            return self.fields == other.fields
+        if isinstance(other, dict):
+            return {k.lower(): v for k, v in self.items()} == {
+                str(k).lower(): v for k, v in other.items()
+            }
+        return NotImplemented
+
+    def copy(self) -> Headers:
+        return Headers.from_wire(list(self.fields))
+
+    def __repr__(self) -> str:
+        return f"Headers({self.items()!r})"
+
+
+def _decode_content_encoding(body: bytes, encoding: str) -> bytes:
+    for coding in reversed([c.strip().lower() for c in encoding.split(",") if c.strip()]):
+        body = _decode_one(body, coding)
+    return body
+
+
+def _decode_one(body: bytes, coding: str) -> bytes:
+    if coding in ("identity", ""):
+        return body
+    if coding in ("gzip", "x-gzip"):
+        return zlib.decompress(body, 16 + zlib.MAX_WBITS)
+    if coding == "deflate":
+        # RFC 9110 8.4.1.2 says zlib-wrapped; some servers send raw deflate.
+        try:
+            return zlib.decompress(body)
+        except zlib.error:
+            return zlib.decompress(body, -zlib.MAX_WBITS)
+    if coding == "br":
+        import brotli  # type: ignore[import-not-found]  # optional extra
+
+        return bytes(brotli.decompress(body))
+    if coding == "zstd":
+        import zstandard  # type: ignore[import-not-found]  # optional extra
+
+        return bytes(zstandard.ZstdDecompressor().decompressobj().decompress(body))
+    raise ValueError(f"unsupported Content-Encoding: {coding}")
+
+
+class Message:
+    """What requests and responses share: headers, body, version."""
+
+    __slots__ = ("http_version", "headers", "content", "body_size", "truncated")
+
+    def __init__(self, http_version: str, headers: Headers, content: bytes = b"") -> None:
+        self.http_version = http_version
+        self.headers = headers
+        #: The body as captured: complete unless ``truncated`` (then a prefix).
+        self.content = content
+        #: Size of the whole body on the wire, after transfer decoding.
+        self.body_size = len(content)
+        self.truncated = False
+
+    def set_content(self, content: bytes) -> None:
+        """Replace the body and keep Content-Length in step with it."""
+        self.content = content
+        self.body_size = len(content)
+        self.truncated = False
+        if "transfer-encoding" not in self.headers:
+            self.headers["Content-Length"] = str(len(content))
+
+    def decoded_content(self) -> bytes:
+        """The body with Content-Encoding (gzip, deflate; br, zstd if installed) undone."""
+        encoding = self.headers.get("content-encoding")
+        return _decode_content_encoding(self.content, encoding) if encoding else self.content
+
+    @property
+    def charset(self) -> str:
+        ctype = self.headers.get("content-type", "") or ""
+        for part in ctype.split(";")[1:]:
+            key, _, value = part.strip().partition("=")
+            if key.lower() == "charset" and value:
+                return value.strip('"').strip()
+        return "utf-8"
+
+    @property
+    def text(self) -> str:
+        """The decoded body as text, using the declared charset (UTF-8 if none)."""
+        try:
+            return self.decoded_content().decode(self.charset, errors="replace")
+        except LookupError:
+            return self.decoded_content().decode("utf-8", errors="replace")
+
+    @text.setter
+    def text(self, value: str) -> None:
+        self.headers.pop("content-encoding")
+        self.set_content(value.encode(self.charset if self.charset else "utf-8"))
+
+    def json(self) -> Any:
+        return _json.loads(self.decoded_content())
+
+    @property
+    def content_type(self) -> str:
+        return (self.headers.get("content-type") or "").split(";")[0].strip().lower()
+
+
+class Request(Message):
+    """An HTTP request as the client sent it (and hooks may have changed it)."""
+
+    __slots__ = ("method", "scheme", "host", "port", "path", "authority")
+
+    def __init__(
+        self,
+        *,
+        method: str,
+        scheme: str,
+        host: str,
+        port: int,
+        path: str,
+        http_version: str = "HTTP/1.1",
+        headers: Headers | None = None,
+        content: bytes = b"",
+        authority: str = "",
+    ) -> None:
+        super().__init__(http_version, headers if headers is not None else Headers(), content)
+        self.method = method
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+        #: The origin-form target: path plus query, e.g. ``/search?q=1``.
+        self.path = path
+        #: The authority as the client wrote it (for CONNECT: ``host:port``).
+        self.authority = authority
+
+    @property
+    def url(self) -> str:
+        default = {"http": 80, "https": 443, "ws": 80, "wss": 443}.get(self.scheme)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        netloc = host if self.port == default else f"{host}:{self.port}"
+        if self.method == "CONNECT":
+            return f"{netloc}"
+        return f"{self.scheme}://{netloc}{self.path}"
+
+    @url.setter
+    def url(self, value: str) -> None:
+        from .core.http1 import parse_absolute_url
+
+        scheme, host, port, path = parse_absolute_url(value.encode("latin-1"))
+        self.scheme, self.host, self.port, self.path = scheme, host, port, path
+
+    @property
+    def query(self) -> dict[str, str]:
+        """The query string parsed into a dict (the last value wins)."""
+        _, _, qs = self.path.partition("?")
+        return dict(parse_qsl(qs, keep_blank_values=True))
+
+    @property
+    def path_only(self) -> str:
+        return self.path.partition("?")[0]
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.url}>"
+
+
+class Response(Message):
+    """An HTTP response as the upstream sent it (or a hook made it)."""
+
+    __slots__ = ("status", "reason")
+
+    def __init__(
+        self,
+        *,
+        status: int,
+        reason: str = "",
+        http_version: str = "HTTP/1.1",
+        headers: Headers | None = None,
+        content: bytes = b"",
+    ) -> None:
+        super().__init__(http_version, headers if headers is not None else Headers(), content)
+        self.status = status
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason} {self.body_size}B>"
+
+
+@dataclass(slots=True)
+class Timings:
+    """Points in time (seconds since the epoch) in the life of an exchange."""
+
+    start: float = 0.0
+    connect_start: float | None = None
+    connect_end: float | None = None
+    tls_end: float | None = None
+    request_sent: float | None = None
+    response_start: float | None = None
+    end: float | None = None
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.end is None else self.end - self.start
+
+    def phases(self) -> dict[str, float | None]:
+        """Durations in seconds: connect, tls, send, wait, receive (None if not seen)."""
+
+        def span(a: float | None, b: float | None) -> float | None:
+            return None if a is None or b is None else max(0.0, b - a)
+
+        connected = self.tls_end or self.connect_end
+        return {
+            "connect": span(self.connect_start, self.connect_end),
+            "tls": span(self.connect_end, self.tls_end),
+            "send": span(connected or self.start, self.request_sent),
+            "wait": span(self.request_sent, self.response_start),
+            "receive": span(self.response_start, self.end),
+        }
+
+
+@dataclass(slots=True)
+class TLSInfo:
+    """What was negotiated on one TLS session."""
+
+    sni: str | None = None
+    version: str | None = None
+    cipher: str | None = None
+    alpn: str | None = None
+
+
+@dataclass(slots=True, eq=False)
+class Flow:
+    """One exchange: a request, its response (or error), and what we know of it.
+
+    Hooks change ``request`` and ``response`` in place, or call
+    :meth:`respond` (answer without contacting the upstream) or :meth:`kill`.
+    """
+
+    id: int
+    request: Request
+    client_address: tuple[str, int] | None = None
+    server_address: tuple[str, int] | None = None
+    response: Response | None = None
+    error: str | None = None
+    timings: Timings = field(default_factory=Timings)
+    client_tls: TLSInfo | None = None
+    server_tls: TLSInfo | None = None
+    #: "http" for an HTTP exchange, "tunnel" for a relayed CONNECT.
+    kind: str = "http"
+    #: "open" while in flight, then "done" or "error".
+    state: str = "open"
+    killed: bool = False
+    hook_errors: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def respond(
+        self,
+        status: int = 200,
+        *,
+        content: bytes | None = None,
+        text: str | None = None,
+        json: Any = None,
+        headers: dict[str, str] | Iterable[tuple[str, str]] | None = None,
+        reason: str = "",
+    ) -> Response:
+        """Answer the client with this response instead of the upstream's."""
+        header_list = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
+        hdrs = Headers(header_list)
+        body = content if content is not None else b""
+        if json is not None:
+            body = _json.dumps(json).encode()
+            if "content-type" not in hdrs:
+                hdrs["Content-Type"] = "application/json"
+        elif text is not None:
+            body = text.encode("utf-8")
+            if "content-type" not in hdrs:
+                hdrs["Content-Type"] = "text/plain; charset=utf-8"
+        response = Response(status=status, reason=reason, headers=hdrs)
+        response.set_content(body)
+        self.response = response
+        self.metadata["mocked"] = True
+        return response
+
+    def kill(self) -> None:
+        """Close the client connection without an answer."""
+        self.killed = True
+
+    @property
+    def duration(self) -> float | None:
+        return self.timings.duration
+
+    def __repr__(self) -> str:
+        status = self.response.status if self.response else (self.error or self.state)
+        return f"<Flow #{self.id} {self.request.method} {self.request.url} -> {status}>"

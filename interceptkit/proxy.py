@@ -1,0 +1,224 @@
+"""Proxy: the one object a user holds."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+
+from .core.config import ProxyConfig
+from .flow import Flow
+from .table import FlowTable
+from .transport import Callbacks, ProxyServer, Resolver, TransportSettings
+
+log = logging.getLogger("interceptkit")
+
+
+class ProxyStartError(OSError):
+    """The proxy could not start (for example: the port is in use)."""
+
+
+class Proxy:
+    """An HTTP(S) proxy that runs on its own thread and event loop.
+
+    ``Proxy(port=0).start()`` returns once it listens (``port=0`` picks a
+    free port); ``.stop()`` ends it. Also ``with Proxy() as p:`` and
+    ``async with Proxy() as p:``. Several proxies in one process are
+    independent of each other.
+
+    Args:
+        host: address to listen on; 127.0.0.1 unless you mean to expose it.
+        port: port to listen on; 0 picks a free one.
+        mode: "forward" (clients configure it as their proxy).
+        read_timeout: seconds to wait for the upstream's answer (then 504).
+        connect_timeout: seconds to wait for an upstream connection (then 504).
+        idle_timeout: seconds an idle client connection is kept open.
+        connect_retries: extra connection attempts, with exponential backoff.
+        forwarded_for: add X-Forwarded-For (default off in forward mode).
+        resolver: ``async (host, port) -> [(ip, port), ...]``, for tests or pinning.
+        max_flows: how many flows ``.flows`` keeps (the oldest are dropped).
+        body_capture_limit: bytes of each body kept on its flow.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        *,
+        mode: str = "forward",
+        read_timeout: float = 60.0,
+        connect_timeout: float = 10.0,
+        idle_timeout: float = 120.0,
+        connect_retries: int = 0,
+        forwarded_for: bool = False,
+        resolver: Resolver | None = None,
+        max_flows: int | None = 10_000,
+        body_capture_limit: int = 64 * 1024,
+        pool_size: int = 32,
+    ) -> None:
+        if mode != "forward":
+            raise ValueError(f"unknown mode {mode!r}: this version supports 'forward'")
+        self.host = host
+        self._requested_port = port
+        self.mode = mode
+        self.flows = FlowTable(max_flows=max_flows)
+        self._config = ProxyConfig(
+            mode=mode, read_timeout=read_timeout, idle_timeout=idle_timeout,
+            forwarded_for=forwarded_for, body_capture_limit=body_capture_limit,
+            via_token=secrets.token_hex(4), next_flow_id=itertools.count(1).__next__,
+        )
+        self._settings = TransportSettings(
+            connect_timeout=connect_timeout, connect_retries=connect_retries,
+            resolver=resolver, pool_size=pool_size,
+        )
+        self._listeners: list[Callable[[Flow], None]] = []
+        self._server: ProxyServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._addresses: list[tuple[str, int]] = []
+        self._lock = threading.Lock()
+
+    # -- where it listens --------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (the real one when started with port=0)."""
+        return self._addresses[0][1] if self._addresses else self._requested_port
+
+    @property
+    def url(self) -> str:
+        """``http://host:port``: what to give clients as their proxy."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> Proxy:
+        """Start on a new thread; return once listening. Raises ProxyStartError."""
+        with self._lock:
+            if self.running:
+                return self
+            ready = threading.Event()
+            failure: list[BaseException] = []
+            self._thread = threading.Thread(
+                target=self._thread_main, args=(ready, failure), name=f"interceptkit:{self._requested_port}",
+                daemon=True,
+            )
+            self._thread.start()
+            ready.wait()
+            if failure:
+                self._thread.join()
+                self._thread = None
+                raise failure[0]
+        return self
+
+    def _thread_main(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._listen())
+        except BaseException as exc:  # reported to the thread that called start()
+            failure.append(exc)
+            ready.set()
+            loop.close()
+            return
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._shutdown())
+            loop.close()
+
+    async def _listen(self) -> None:
+        server = ProxyServer(self._config, self._settings, _ProxyCallbacks(self))
+        try:
+            addresses = await server.listen(self.host, self._requested_port)
+        except OSError as exc:
+            raise ProxyStartError(exc.errno, f"cannot listen on {self.host}:{self._requested_port}: "
+                                  f"{exc.strerror or exc}") from exc
+        self._addresses = addresses
+        server.config = replace(self._config, listen_addresses=frozenset(_self_addresses(addresses)))
+        self._server = server
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            await self._server.close()
+            self._server = None
+
+    def stop(self) -> None:
+        """Stop listening and close every connection. Safe to call twice."""
+        with self._lock:
+            thread, loop = self._thread, self._loop
+            if thread is None or loop is None:
+                return
+            if thread is not threading.current_thread():
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(timeout=10)
+            self._thread = None
+
+    async def serve_forever(self, stop: asyncio.Event) -> None:
+        """Run in the current event loop until ``stop`` is set (used by the CLI)."""
+        await self._listen()
+        try:
+            await stop.wait()
+        finally:
+            await self._shutdown()
+
+    def __enter__(self) -> Proxy:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Proxy:
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await asyncio.to_thread(self.stop)
+
+    # -- observing -----------------------------------------------------------------
+
+    def on_flow(self, listener: Callable[[Flow], None]) -> Callable[[], None]:
+        """Call ``listener(flow)`` on the proxy thread as each flow finishes.
+
+        Returns a function that removes the listener.
+        """
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<Proxy {self.mode} {self.url} {state}, {len(self.flows)} flows>"
+
+
+class _ProxyCallbacks(Callbacks):
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+
+    def flow_started(self, flow: Flow) -> None:
+        self.proxy.flows._add(flow)
+
+    def flow_finished(self, flow: Flow) -> None:
+        for listener in list(self.proxy._listeners):
+            try:
+                listener(flow)
+            except Exception:  # a listener's bug must not break the proxy
+                log.exception("flow listener %r failed", listener)
+
+
+def _self_addresses(addresses: list[tuple[str, int]]) -> set[tuple[str, int]]:
+    """The (host, port) pairs that mean "this proxy" in a request-target."""
+    result = set(addresses)
+    for host, port in addresses:
+        if host in ("127.0.0.1", "0.0.0.0", "::1", "::"):
+            result.update({("127.0.0.1", port), ("localhost", port), ("::1", port)})
+    return result
