@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from .certs import CertStoreError
 from .flow import Flow
 from .proxy import Proxy, ProxyStartError
 
@@ -32,6 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="extra attempts when connecting to an upstream fails (default: 0)")
     parser.add_argument("--forwarded-for", action="store_true",
                         help="add an X-Forwarded-For header with the client's address")
+    parser.add_argument("--confdir", default=None,
+                        help="folder of the interceptkit CA (default: $INTERCEPTKIT_HOME or ~/.interceptkit)")
+    parser.add_argument("--ignore-host", action="append", default=[], metavar="PATTERN",
+                        help="relay HTTPS to matching hosts without decrypting (glob like '*.bank.com' "
+                             "or a regex; repeatable; '*' passes everything through)")
+    parser.add_argument("--no-intercept", action="store_true", help="never decrypt HTTPS; relay every tunnel")
+    parser.add_argument("--ssl-insecure", action="store_true",
+                        help="do not verify upstream certificates (dangerous; for test servers)")
+    parser.add_argument("--upstream-ca", default=None, metavar="PEM",
+                        help="also trust the CA certificates in this PEM file for upstream servers")
     parser.add_argument("-q", "--quiet", action="store_true", help="do not print a line per exchange")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details to stderr")
     return parser
@@ -76,25 +87,77 @@ async def _run(proxy: Proxy) -> None:
     while not proxy._addresses and not task.done():
         await asyncio.sleep(0.01)
     if proxy._addresses:
-        print(f"interceptkit listening on {proxy.url} (forward proxy); Ctrl-C stops it", flush=True)
+        mode = "intercepting HTTPS" if proxy.intercept else "HTTPS relayed"
+        print(f"interceptkit listening on {proxy.url} (forward proxy, {mode}); Ctrl-C stops it", flush=True)
+        if proxy.intercept and proxy.certs is not None:
+            print(f"CA certificate: {proxy.certs.ca_cert_path} (`interceptkit ca` shows how to trust it)",
+                  flush=True)
     await task
 
 
+CA_HELP = """\
+interceptkit CA certificate: {pem}
+  (DER form, for Windows and Android: {der})
+
+Clients must trust it to let interceptkit decrypt their HTTPS traffic:
+  curl      curl --proxy http://127.0.0.1:8080 --cacert {pem} https://example.com/
+  Python    SSL_CERT_FILE={pem} (urllib, httpx) and REQUESTS_CA_BUNDLE={pem} (requests)
+  Node      NODE_EXTRA_CA_CERTS={pem}
+  Firefox   Settings > Privacy & Security > Certificates > View Certificates > Authorities > Import
+  Chromium  Settings > Privacy and security > Security > Manage certificates > Authorities > Import
+  Debian/Ubuntu  sudo cp {pem} /usr/local/share/ca-certificates/interceptkit.crt && sudo update-ca-certificates
+  macOS     sudo security add-trusted-cert -d -r trustRoot -k /Library/Keychains/System.keychain {pem}
+  Windows   certutil -addstore root {der}
+Or browse through the proxy to http://interceptkit/ to download it.
+The private key is in {key} (mode 0600): keep it secret; anyone with it can
+impersonate any site to clients that trust this CA.
+"""
+
+
+def ca_main(argv: Sequence[str]) -> int:
+    """``interceptkit ca``: create the CA if needed and say how to trust it."""
+    from .certs import CertStore, CertStoreError
+
+    parser = argparse.ArgumentParser(prog="interceptkit ca",
+                                     description="Show the CA certificate and how to install it.")
+    parser.add_argument("--confdir", default=None, help="folder of the CA (default: ~/.interceptkit)")
+    args = parser.parse_args(argv)
+    try:
+        store = CertStore.load_or_create(args.confdir)
+    except CertStoreError as exc:
+        print(f"interceptkit: {exc}", file=sys.stderr)
+        return 1
+    print(CA_HELP.format(pem=store.ca_cert_path, der=store.ca_cert_der_path, key=store.ca_key_path), end="")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["ca"]:
+        return ca_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    proxy = Proxy(
-        args.listen_host, args.listen_port, read_timeout=args.read_timeout,
-        connect_timeout=args.connect_timeout, idle_timeout=args.idle_timeout,
-        connect_retries=args.connect_retries, forwarded_for=args.forwarded_for,
-    )
+    try:
+        proxy = Proxy(
+            args.listen_host, args.listen_port, read_timeout=args.read_timeout,
+            connect_timeout=args.connect_timeout, idle_timeout=args.idle_timeout,
+            connect_retries=args.connect_retries, forwarded_for=args.forwarded_for,
+            confdir=args.confdir, intercept=not args.no_intercept, ignore_hosts=args.ignore_host,
+            ssl_insecure=args.ssl_insecure, upstream_ca=args.upstream_ca,
+        )
+    except ValueError as exc:
+        print(f"interceptkit: {exc}", file=sys.stderr)
+        return 2
     if not args.quiet:
         proxy.on_flow(_printer(sys.stdout))
     try:
         asyncio.run(_run(proxy))
     except ProxyStartError as exc:
         print(f"interceptkit: {exc.strerror}", file=sys.stderr)
+        return 1
+    except CertStoreError as exc:
+        print(f"interceptkit: {exc}", file=sys.stderr)
         return 1
     sys.stdout.flush()
     return 0

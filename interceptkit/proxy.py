@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
+from pathlib import Path
 
+from .certs import CertStore, default_confdir
 from .core.config import ProxyConfig
 from .flow import Flow
+from .policy import host_matcher, upstream_ssl_context
 from .table import FlowTable
 from .transport import Callbacks, ProxyServer, Resolver, TransportSettings
 
@@ -42,6 +46,11 @@ class Proxy:
         resolver: ``async (host, port) -> [(ip, port), ...]``, for tests or pinning.
         max_flows: how many flows ``.flows`` keeps (the oldest are dropped).
         body_capture_limit: bytes of each body kept on its flow.
+        confdir: folder of the CA (default ``$INTERCEPTKIT_HOME`` or ~/.interceptkit).
+        intercept: decrypt HTTPS (CONNECT) traffic with certificates from the CA.
+        ignore_hosts: glob or regex patterns of hosts relayed without decrypting.
+        ssl_insecure: do not verify upstream certificates (only if you must).
+        upstream_ca: a PEM file of extra CAs to trust for upstream servers.
     """
 
     def __init__(
@@ -59,6 +68,11 @@ class Proxy:
         max_flows: int | None = 10_000,
         body_capture_limit: int = 64 * 1024,
         pool_size: int = 32,
+        confdir: str | os.PathLike[str] | None = None,
+        intercept: bool = True,
+        ignore_hosts: Iterable[str] = (),
+        ssl_insecure: bool = False,
+        upstream_ca: str | os.PathLike[str] | None = None,
     ) -> None:
         if mode != "forward":
             raise ValueError(f"unknown mode {mode!r}: this version supports 'forward'")
@@ -66,10 +80,15 @@ class Proxy:
         self._requested_port = port
         self.mode = mode
         self.flows = FlowTable(max_flows=max_flows)
+        self.confdir = Path(confdir) if confdir is not None else default_confdir()
+        self.intercept = intercept
+        self.certs: CertStore | None = None
         self._config = ProxyConfig(
             mode=mode, read_timeout=read_timeout, idle_timeout=idle_timeout,
             forwarded_for=forwarded_for, body_capture_limit=body_capture_limit,
             via_token=secrets.token_hex(4), next_flow_id=itertools.count(1).__next__,
+            intercept=intercept, ignore_host=host_matcher(ignore_hosts),
+            upstream_context=upstream_ssl_context(insecure=ssl_insecure, extra_ca=upstream_ca),
         )
         self._settings = TransportSettings(
             connect_timeout=connect_timeout, connect_retries=connect_retries,
@@ -106,6 +125,7 @@ class Proxy:
         with self._lock:
             if self.running:
                 return self
+            self._load_ca()
             ready = threading.Event()
             failure: list[BaseException] = []
             self._thread = threading.Thread(
@@ -166,6 +186,7 @@ class Proxy:
 
     async def serve_forever(self, stop: asyncio.Event) -> None:
         """Run in the current event loop until ``stop`` is set (used by the CLI)."""
+        self._load_ca()
         await self._listen()
         try:
             await stop.wait()
@@ -184,6 +205,39 @@ class Proxy:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await asyncio.to_thread(self.stop)
+
+    def _load_ca(self) -> None:
+        if self.certs is None:
+            self.certs = CertStore.load_or_create(self.confdir)
+        certs = self.certs
+        self._config = replace(
+            self._config, ca_cert_pem=certs.ca_cert_pem, ca_cert_der=certs.ca_cert_der,
+            server_context=certs.server_context if self.intercept else None,
+        )
+
+    # -- trusting the CA -----------------------------------------------------------
+
+    @property
+    def ca_cert_path(self) -> Path:
+        """The CA certificate (PEM) that clients must trust to be intercepted."""
+        if self.certs is None:
+            self.certs = CertStore.load_or_create(self.confdir)
+        return self.certs.ca_cert_path
+
+    def client_env(self) -> dict[str, str]:
+        """Environment variables that make a child process use this proxy and trust its CA.
+
+        Covers curl, Python (urllib, requests, httpx), Node and most tools
+        that honour the ``*_PROXY`` conventions: ``subprocess.run(cmd,
+        env={**os.environ, **proxy.client_env()})``.
+        """
+        ca = str(self.ca_cert_path)
+        url = self.url
+        return {
+            "HTTP_PROXY": url, "HTTPS_PROXY": url, "http_proxy": url, "https_proxy": url,
+            "SSL_CERT_FILE": ca, "REQUESTS_CA_BUNDLE": ca, "CURL_CA_BUNDLE": ca,
+            "NODE_EXTRA_CA_CERTS": ca,
+        }
 
     # -- observing -----------------------------------------------------------------
 

@@ -16,7 +16,8 @@ from .commands import (
     StartTimer,
 )
 from .config import ProxyConfig
-from .connection import Phase, ProxyConnection
+from .connection import ProxyConnection
+from .state import Phase
 from .errors import LocalProtocolError, ProxyError, RemoteProtocolError, UpstreamError
 from .events import (
     ClientConnected,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 
@@ -41,6 +42,19 @@ class ProxyConfig:
     ca_cert_pem: bytes | None = None
     ca_cert_der: bytes | None = None
     next_flow_id: Callable[[], int] | None = None
+    #: Decrypt CONNECT tunnels (needs ``server_context``); hosts for which
+    #: ``ignore_host(host, port)`` is true are relayed without decrypting.
+    intercept: bool = False
+    server_context: Callable[[str], ssl.SSLContext] | None = None
+    ignore_host: Callable[[str, int], bool] | None = None
+    #: Client context towards upstreams: verification on unless the user opted out.
+    upstream_context: ssl.SSLContext | None = None
+    #: Seconds to wait for a client's first bytes in a tunnel before treating
+    #: it as a server-speaks-first protocol and relaying it unchanged.
+    sniff_timeout: float = 2.0
+    #: Hosts already warned about ("client does not trust the CA"), shared by
+    #: all connections so the hint is logged once per host.
+    tls_warned: set[str] = field(default_factory=set)
 
     @property
     def via(self) -> bytes:

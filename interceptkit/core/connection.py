@@ -25,19 +25,17 @@ send command, so a small response costs one write.
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import Enum, auto
 from itertools import count
 from typing import Any
 
 import h11
 
-from ..flow import Flow, Headers, Request, Response
+from ..flow import Flow, Headers, Request, Response, TLSInfo
 from . import commands as cmd
 from . import events as ev
 from .config import ProxyConfig
 from .errors import RemoteProtocolError
 from .http1 import (
-    DEFAULT_PORTS,
     IDEMPOTENT_METHODS,
     INFO_PAGE,
     append_forwarded_for,
@@ -48,59 +46,21 @@ from .http1 import (
     h11_request,
     h11_response,
     info_page_fields,
+    looks_like_http,
     parse_absolute_url,
     parse_authority,
     plain_answer,
     reframe,
     replace_field,
 )
+from .state import Exchange, Phase, SentEvent, Upstream, UpstreamKey
+from .tls import TLSEndpoint, TLSError, TLSParseError, looks_like_tls, parse_client_hello
 
-
-class Phase(Enum):
-    HTTP = auto()  # the client's bytes are HTTP/1.x requests, parsed by h11
-    CONNECTING = auto()  # a CONNECT waits for its upstream connection
-    TUNNEL = auto()  # bytes are relayed both ways unchanged
-    CLOSED = auto()  # the client connection is closed or closing
-
-
-class Upstream:
-    """One connection towards a server, as this client connection uses it."""
-
-    __slots__ = ("id", "key", "conn", "connected", "reused", "pending", "pending_size",
-                 "last_activity")
-
-    def __init__(self, upstream_id: int, key: tuple[str, int, bool], now: float) -> None:
-        self.id = upstream_id
-        self.key = key
-        self.conn = h11.Connection(h11.CLIENT)
-        self.connected = False
-        #: True once the connection served an earlier exchange (or came from
-        #: the pool): the server may have closed it while it sat idle.
-        self.reused = False
-        self.pending: list[bytes] = []
-        self.pending_size = 0
-        self.last_activity = now
-
-
-class Exchange:
-    """One request/response pair in flight."""
-
-    __slots__ = ("flow", "upstream", "request_complete", "response_started", "response_chunked",
-                 "upstream_bytes", "replay", "replay_size", "retried", "upgrade")
-
-    def __init__(self, flow: Flow) -> None:
-        self.flow = flow
-        self.upstream: Upstream | None = None
-        self.request_complete = False
-        self.response_started = False
-        self.response_chunked = False
-        self.upstream_bytes = 0
-        #: The h11 events sent so far, kept while small enough to resend.
-        self.replay: list[h11.Request | h11.Data | h11.EndOfMessage] | None = None
-        self.replay_size = 0
-        self.retried = False
-        self.upgrade = False
-
+#: Alerts a client sends when it does not trust the certificate we showed it.
+UNTRUSTED_ALERTS = frozenset({"unknown ca", "bad certificate", "certificate unknown",
+                              "unsupported certificate"})
+#: Bytes of a tunnel's first message we wait for before giving up on TLS.
+SNIFF_LIMIT = 64 * 1024
 
 Handler = Callable[["ProxyConnection", Any], None]
 
@@ -115,7 +75,7 @@ class ProxyConnection:
     def __init__(self, config: ProxyConfig, client_address: tuple[str, int] | None = None) -> None:
         self._config = config
         self._client_address = client_address
-        self._client = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_size)
+        self._client = self._new_client_parser()
         self._phase = Phase.HTTP
         self._upstream: Upstream | None = None
         self._exchange: Exchange | None = None
@@ -130,8 +90,18 @@ class ProxyConnection:
         self._read_timer = False
         self._idle_timer = False
         self._client_activity = 0.0
+        #: Inside an intercepted CONNECT: where every request goes.
+        self._origin: tuple[str, str, int] | None = None
+        self._server_name: str | None = None
+        self._client_tls: TLSEndpoint | None = None
+        self._client_tls_info: TLSInfo | None = None
+        #: Bytes of a tunnel not yet consumed: early data, or the sniffed start.
+        self._early = b""
+        self._tunnel_answered = False
 
-    @property
+    def _new_client_parser(self) -> h11.Connection:
+        return h11.Connection(h11.SERVER, max_incomplete_event_size=self._config.max_header_size)
+
     def phase(self) -> Phase:
         return self._phase
 
@@ -158,13 +128,26 @@ class ProxyConnection:
         if self._client_buf:
             data = b"".join(self._client_buf) if len(self._client_buf) > 1 else self._client_buf[0]
             self._client_buf = []
+            if self._client_tls is not None:
+                data = self._client_tls.send(data)
             self._out.append(cmd.SendToClient(data=data))
         if self._upstream_buf:
             up = self._upstream
             data = b"".join(self._upstream_buf)
             self._upstream_buf = []
             if up is not None:
+                if up.tls is not None:
+                    data = up.tls.send(data)
                 self._out.append(cmd.SendToUpstream(upstream=up.id, data=data))
+
+    def _send_client_raw(self, data: bytes) -> None:
+        """Bytes that bypass the client TLS session (handshake, alerts)."""
+        if data:
+            self._emit(cmd.SendToClient(data=data))
+
+    def _send_upstream_raw(self, up: Upstream, data: bytes) -> None:
+        if data:
+            self._emit(cmd.SendToUpstream(upstream=up.id, data=data))
 
     def _to_client(self, data: bytes) -> None:
         if data:
@@ -174,7 +157,7 @@ class ProxyConnection:
         if not data:
             return
         up.last_activity = self._now
-        if up.connected:
+        if up.ready:
             self._upstream_buf.append(data)
             return
         up.pending.append(data)
@@ -205,12 +188,125 @@ class ProxyConnection:
 
     def _on_client_data(self, event: ev.ClientDataReceived) -> None:
         self._client_activity = event.time
-        if self._phase is Phase.TUNNEL:
+        phase = self._phase
+        if phase is Phase.TUNNEL:
             self._relay_to_upstream(event.data)
-        elif self._phase is not Phase.CLOSED:
-            self._client.receive_data(event.data)
-            if self._phase is Phase.HTTP:
-                self._pump_client()
+        elif phase is Phase.SNIFF:
+            self._sniff(event.data)
+        elif phase is not Phase.CLOSED:
+            self._feed_client(event.data)
+
+    def _feed_client(self, data: bytes) -> None:
+        """Client bytes into h11 (decrypted first inside an intercepted tunnel)."""
+        closed = False
+        if self._client_tls is not None:
+            decrypted = self._decrypt_client(data)
+            if decrypted is None:
+                return
+            data, closed = decrypted
+        if data:
+            self._client.receive_data(data)
+        if closed:
+            self._client.receive_data(b"")
+        if self._phase is Phase.HTTP:
+            self._pump_client()
+
+    def _decrypt_client(self, data: bytes) -> tuple[bytes, bool] | None:
+        tls = self._client_tls
+        assert tls is not None
+        try:
+            result = tls.receive(data)
+        except TLSError as exc:
+            self._client_tls_failed(exc)
+            return None
+        self._send_client_raw(result.to_send)
+        if result.handshake_done:
+            self._client_tls_done(tls)
+        return result.plaintext, result.closed
+
+    def _sniff(self, data: bytes) -> None:
+        """Decide from a tunnel's first bytes: TLS to intercept, HTTP, or a raw relay."""
+        buf = self._early = self._early + data
+        verdict = looks_like_tls(buf)
+        if verdict is None:
+            return
+        if not verdict:
+            self._start_inner_http() if looks_like_http(buf) else self._tunnel_raw()
+            return
+        try:
+            hello = parse_client_hello(buf)
+        except TLSParseError:
+            self._tunnel_raw()
+            return
+        if hello is not None:
+            self._start_client_tls(hello.sni)
+        elif len(buf) > SNIFF_LIMIT:
+            self._tunnel_raw()
+
+    def _start_client_tls(self, sni: str | None) -> None:
+        tunnel = self._tunnel
+        assert tunnel is not None and self._config.server_context is not None
+        host, port = tunnel.request.host, tunnel.request.port
+        try:
+            context = self._config.server_context(sni or host)
+        except ValueError:  # a name no certificate can carry: use the CONNECT host
+            context = self._config.server_context(host)
+        self._client_tls = TLSEndpoint(context, server_side=True)
+        self._client_tls.start()
+        self._client_tls_info = TLSInfo(sni=sni)
+        self._server_name = sni or host
+        self._enter_inner("https", host, port)
+
+    def _start_inner_http(self) -> None:
+        tunnel = self._tunnel
+        assert tunnel is not None
+        self._enter_inner("http", tunnel.request.host, tunnel.request.port)
+
+    def _enter_inner(self, scheme: str, host: str, port: int) -> None:
+        """Parse the tunnel's content as HTTP requests that all go to ``host:port``."""
+        self._origin = (scheme, host, port)
+        self._client = self._new_client_parser()
+        self._phase = Phase.HTTP
+        early, self._early = self._early, b""
+        self._feed_client(early)
+
+    def _client_tls_done(self, tls: TLSEndpoint) -> None:
+        info = self._client_tls_info or TLSInfo()
+        info.version, info.cipher, info.alpn = tls.version, tls.cipher, tls.alpn
+        self._client_tls_info = info
+        self._tunnel = None  # the CONNECT is not an exchange of its own once decrypted
+
+    def _client_tls_failed(self, exc: TLSError) -> None:
+        self._client_tls = None
+        self._send_client_raw(exc.to_send)
+        name = self._server_name or "?"
+        if exc.alert in UNTRUSTED_ALERTS or "closed the connection during the TLS handshake" in exc.reason:
+            reason = f"client does not trust the interceptkit CA for {name} ({exc.alert or exc.reason})"
+            if name not in self._config.tls_warned:
+                self._config.tls_warned.add(name)
+                self._log("warning", reason + ". Install the CA in the client: `interceptkit ca` shows how.")
+        else:
+            reason = f"TLS handshake with the client failed: {exc.reason}"
+        self._report_tunnel_error(reason)
+        self._close_client()
+
+    def _report_tunnel_error(self, reason: str) -> None:
+        flow, self._tunnel = self._tunnel, None
+        if flow is not None:
+            flow.client_tls = self._client_tls_info
+            self._end_flow(flow, reason)
+
+    def _tunnel_raw(self) -> None:
+        """Not TLS, not HTTP: relay the tunnel unchanged after all."""
+        tunnel = self._tunnel
+        assert tunnel is not None
+        self._phase = Phase.CONNECTING
+        tunnel.state = "open"
+        self._emit(cmd.FlowStarted(flow=tunnel))
+        self._open_upstream((tunnel.request.host, tunnel.request.port, False), reuse=False)
+        tunnel.timings.connect_start = self._now
+
+    # -- interception: what runs inside a CONNECT -------------------------------
 
     def _pump_client(self) -> None:
         while self._phase is Phase.HTTP:
@@ -242,9 +338,11 @@ class ProxyConnection:
             return
         if event.aborted or self._phase is not Phase.HTTP:
             self._abort("client disconnected")
-            return
-        self._client.receive_data(b"")
-        self._pump_client()
+        elif self._client_tls is not None:
+            self._feed_client(b"")  # EOF through TLS: a handshake cut short says so
+        else:
+            self._client.receive_data(b"")
+            self._pump_client()
 
     def _on_client_eof(self) -> None:
         """An orderly EOF between messages: finish the answer in flight, then close."""
@@ -265,7 +363,7 @@ class ProxyConnection:
     def _on_request(self, event: h11.Request) -> None:
         fields = event.headers.raw_items()
         method = event.method.decode("ascii")
-        if method == "CONNECT":
+        if method == "CONNECT" and self._origin is None:
             self._on_connect(event, fields)
             return
         try:
@@ -282,7 +380,7 @@ class ProxyConnection:
             http_version="HTTP/" + event.http_version.decode("ascii"),
             headers=Headers.from_wire(fields),
         )
-        ex = Exchange(self._new_flow(request))
+        ex = Exchange(self._new_flow(request), absolute_form=self._origin is None)
         ex.upgrade = b"upgrade" in connection_tokens(fields) and any(
             n.lower() == b"upgrade" for n, _ in fields
         )
@@ -292,7 +390,13 @@ class ProxyConnection:
 
     def _resolve_target(self, target: bytes, fields: list[tuple[bytes, bytes]]) -> tuple[str, str, int, str]:
         """Where a request goes; scheme "" means it is addressed to the proxy itself."""
-        if target.startswith(b"/") or target == b"*":
+        origin_form = target.startswith(b"/") or target == b"*"
+        if self._origin is not None:
+            # Inside an intercepted tunnel everything goes where the CONNECT said.
+            scheme, host, port = self._origin
+            path = target.decode("latin-1") if origin_form else parse_absolute_url(target)[3]
+            return scheme, host, port, path
+        if origin_form:
             # Origin-form sent to a forward proxy: someone browsed to it.
             return "", "", 0, target.decode("latin-1")
         scheme, host, port, path = parse_absolute_url(target)
@@ -306,18 +410,22 @@ class ProxyConnection:
     def _new_flow(self, request: Request) -> Flow:
         flow = Flow(id=self._next_flow_id(), request=request, client_address=self._client_address)
         flow.timings.start = self._now
+        flow.client_tls = self._client_tls_info
         return flow
 
     def _send_request_head(self, ex: Exchange) -> None:
         request = ex.flow.request
         fields, chunked = end_to_end_fields(request.headers.fields, keep_upgrade=ex.upgrade)
-        fields = replace_field(fields, b"Host", format_authority(request.host, request.port, request.scheme))
+        if ex.absolute_form:
+            fields = replace_field(fields, b"Host", format_authority(request.host, request.port, request.scheme))
         fields.append((b"Via", self._config.via))
         if self._config.forwarded_for and self._client_address is not None:
             append_forwarded_for(fields, self._client_address[0])
         fields = reframe(fields, chunked)
         up = self._bind_upstream(request.scheme, request.host, request.port)
         ex.upstream = up
+        if up.tls is not None and up.ready:
+            ex.flow.server_tls = _tls_info(up)
         if up.reused and self._config.retry_idempotent and request.method in IDEMPOTENT_METHODS:
             ex.replay = []
         head = h11_request(request.method.encode("ascii"), request.path.encode("latin-1"), fields)
@@ -357,12 +465,16 @@ class ProxyConnection:
             self._release_upstream()
         return self._open_upstream(key, reuse=True)
 
-    def _open_upstream(self, key: tuple[str, int, bool], *, reuse: bool) -> Upstream:
-        up = Upstream(next(self._upstream_ids), key, self._now)
+    def _open_upstream(self, key: UpstreamKey, *, reuse: bool) -> Upstream:
+        in_tunnel = self._origin is not None and key[0] == self._origin[1]
+        server_name = self._server_name if in_tunnel and self._server_name else key[0]
+        # TLS sessions live in the core, so TLS connections are never pooled.
+        up = Upstream(next(self._upstream_ids), key, self._now, server_name)
         self._upstream = up
         if self._exchange is not None:
             self._exchange.flow.timings.connect_start = self._now
-        self._emit(cmd.OpenUpstream(upstream=up.id, host=key[0], port=key[1], tls=key[2], reuse=reuse))
+        self._emit(cmd.OpenUpstream(upstream=up.id, host=key[0], port=key[1], tls=key[2],
+                                    reuse=reuse and not key[2]))
         return up
 
     def _release_upstream(self) -> None:
@@ -371,7 +483,8 @@ class ProxyConnection:
         if up is None:
             return
         self._flush()
-        idle = up.connected and up.conn.our_state is h11.IDLE and up.conn.their_state is h11.IDLE
+        idle = (up.ready and up.tls is None and up.conn.our_state is h11.IDLE
+                and up.conn.their_state is h11.IDLE)
         self._upstream = None
         self._out.append(cmd.CloseUpstream(upstream=up.id, reusable=idle))
 
@@ -390,7 +503,21 @@ class ProxyConnection:
         self._record_connect(event)
         if self._phase is Phase.CONNECTING:
             self._start_tunnel(up)
+        elif up.key[2]:
+            self._start_upstream_tls(up)
+        else:
+            self._upstream_ready(up)
+
+    def _start_upstream_tls(self, up: Upstream) -> None:
+        context = self._config.upstream_context
+        if context is None:
+            self._upstream_failed(up, "no TLS context for HTTPS upstreams was configured")
             return
+        up.tls = TLSEndpoint(context, server_side=False, server_hostname=up.server_name)
+        self._send_upstream_raw(up, up.tls.start())
+
+    def _upstream_ready(self, up: Upstream) -> None:
+        up.ready = True
         if up.pending:
             self._upstream_buf.extend(up.pending)
             up.pending, up.pending_size = [], 0
@@ -414,13 +541,40 @@ class ProxyConnection:
         if up is None:
             return
         up.last_activity = self._now
+        data, closed = event.data, False
+        if up.tls is not None:
+            decrypted = self._decrypt_upstream(up, data)
+            if decrypted is None:
+                return
+            data, closed = decrypted
         if self._phase is Phase.TUNNEL:
-            self._relay_to_client(event.data)
+            self._relay_to_client(data)
             return
         if self._exchange is not None:
-            self._exchange.upstream_bytes += len(event.data)
-        up.conn.receive_data(event.data)
+            self._exchange.upstream_bytes += len(data)
+        if data:
+            up.conn.receive_data(data)
+        if closed:
+            up.conn.receive_data(b"")
         self._pump_upstream(up)
+
+    def _decrypt_upstream(self, up: Upstream, data: bytes) -> tuple[bytes, bool] | None:
+        tls = up.tls
+        assert tls is not None
+        try:
+            result = tls.receive(data)
+        except TLSError as exc:
+            what = "TLS with the upstream failed" if up.ready else "TLS handshake with the upstream failed"
+            self._upstream_failed(up, f"{what}: {exc.reason}")
+            return None
+        self._send_upstream_raw(up, result.to_send)
+        if result.handshake_done:
+            flow = self._exchange.flow if self._exchange is not None else None
+            if flow is not None:
+                flow.timings.tls_end = self._now
+                flow.server_tls = _tls_info(up)
+            self._upstream_ready(up)
+        return result.plaintext, result.closed
 
     def _on_upstream_closed(self, event: ev.ConnectionClosed) -> None:
         up = self._current_upstream(event.upstream or 0)
@@ -528,7 +682,6 @@ class ProxyConnection:
         )
         ex.flow.response = response
         ex.flow.timings.response_start = self._now
-        self._disarm_read_timer()
         fields, chunked = end_to_end_fields(raw)
         ex.response_chunked = chunked
         fields = reframe(fields, chunked)
@@ -588,17 +741,40 @@ class ProxyConnection:
         flow = self._new_flow(request)
         flow.kind = "tunnel"
         self._tunnel = flow
+        if self._should_intercept(host, port):
+            flow.state = "new"
+            self._answer_connect()
+            self._phase = Phase.SNIFF
+            self._server_name = host
+            self._emit(cmd.StartTimer(name="sniff", delay=self._config.sniff_timeout))
+            if self._early:
+                self._sniff(b"")
+            return
         self._phase = Phase.CONNECTING
         self._emit(cmd.FlowStarted(flow=flow))
         self._open_upstream((host, port, False), reuse=False)
         flow.timings.connect_start = self._now
 
+    def _should_intercept(self, host: str, port: int) -> bool:
+        config = self._config
+        if not config.intercept or config.server_context is None:
+            return False
+        return config.ignore_host is None or not config.ignore_host(host, port)
+
+    def _answer_connect(self) -> None:
+        """``200 Connection established``; what the client sent after it is kept."""
+        ok = h11.Response(status_code=200, headers=[], reason=b"Connection established")
+        self._to_client(self._client.send(ok))
+        self._tunnel_answered = True
+        self._early = self._client.trailing_data[0]
+        if self._tunnel is not None:
+            self._tunnel.response = Response(status=200, reason="Connection established")
+            self._tunnel.timings.response_start = self._now
+
     def _start_tunnel(self, up: Upstream) -> None:
-        flow = self._tunnel
-        assert flow is not None
-        self._to_client(self._client.send(h11.Response(status_code=200, headers=[], reason=b"Connection established")))
-        flow.response = Response(status=200, reason="Connection established")
-        flow.timings.response_start = self._now
+        up.ready = True
+        if not self._tunnel_answered:
+            self._answer_connect()
         self._enter_tunnel()
 
     def _switch_protocols(self, up: Upstream, event: h11.InformationalResponse) -> None:
@@ -613,16 +789,16 @@ class ProxyConnection:
         )
         ex.flow.timings.response_start = self._now
         ex.flow.kind = "upgrade"
-        self._disarm_read_timer()
         self._tunnel = ex.flow
         self._exchange = None
+        self._early = self._client.trailing_data[0]
         upstream_rest = up.conn.trailing_data[0]
         self._enter_tunnel()
         self._relay_to_client(upstream_rest)
 
     def _enter_tunnel(self) -> None:
         self._phase = Phase.TUNNEL
-        early = self._client.trailing_data[0]
+        early, self._early = self._early, b""
         self._resume_client()
         self._relay_to_upstream(early)
 
@@ -639,25 +815,28 @@ class ProxyConnection:
             self._to_client(data)
 
     def _finish_tunnel(self, error: str | None) -> None:
-        flow = self._tunnel
-        self._tunnel = None
+        flow, self._tunnel = self._tunnel, None
         if flow is not None:
-            flow.timings.end = self._now
-            flow.error = error
-            flow.state = "error" if error else "done"
-            self._emit(cmd.FlowFinished(flow=flow))
+            self._end_flow(flow, error)
         self._close_client()
 
     def _fail_tunnel(self, reason: str, status: int) -> None:
-        flow = self._tunnel
-        self._tunnel = None
+        flow, self._tunnel = self._tunnel, None
         if flow is not None:
-            flow.error = reason
-            flow.state = "error"
-            flow.timings.end = self._now
-            self._emit(cmd.FlowFinished(flow=flow))
+            self._end_flow(flow, reason)
         self._phase = Phase.HTTP  # so the answer goes out through h11
-        self._answer(status, reason)
+        if self._tunnel_answered:
+            self._close_client()  # the 200 is out: closing is all that is left
+        else:
+            self._answer(status, reason)
+
+    def _end_flow(self, flow: Flow, error: str | None) -> None:
+        if flow.state == "new":  # an intercepted CONNECT that never became visible
+            self._emit(cmd.FlowStarted(flow=flow))
+        flow.timings.end = self._now
+        flow.error = error
+        flow.state = "error" if error else "done"
+        self._emit(cmd.FlowFinished(flow=flow))
 
     # -- answers from the proxy itself ---------------------------------------
 
@@ -693,13 +872,9 @@ class ProxyConnection:
     # -- endings -----------------------------------------------------------------
 
     def _fail_exchange(self, ex: Exchange, reason: str) -> None:
-        flow = ex.flow
-        flow.error = reason
-        flow.state = "error"
-        flow.timings.end = self._now
         if self._exchange is ex:
             self._exchange = None
-        self._emit(cmd.FlowFinished(flow=flow))
+        self._end_flow(ex.flow, reason)
 
     def _abort(self, reason: str) -> None:
         if self._exchange is not None:
@@ -714,6 +889,10 @@ class ProxyConnection:
         if self._exchange is not None:
             self._fail_exchange(self._exchange, "connection closed before the exchange completed")
         self._release_upstream()
+        if self._client_tls is not None:
+            self._flush()
+            self._send_client_raw(self._client_tls.close())
+            self._client_tls = None
         self._phase = Phase.CLOSED
         self._emit(cmd.CloseClient())
 
@@ -738,11 +917,6 @@ class ProxyConnection:
             self._read_timer = True
             self._emit(cmd.StartTimer(name="read", delay=delay))
 
-    def _disarm_read_timer(self) -> None:
-        # The transport's timer stays scheduled; when it fires we see there is
-        # nothing to wait for. Cheaper than a cancel per request.
-        pass
-
     def _arm_idle_timer(self, delay: float) -> None:
         if not self._idle_timer:
             self._idle_timer = True
@@ -755,6 +929,8 @@ class ProxyConnection:
         elif event.timer == "idle":
             self._idle_timer = False
             self._check_idle_timeout()
+        elif event.timer == "sniff" and self._phase is Phase.SNIFF and not self._early:
+            self._tunnel_raw()  # the client waits for the server to speak first
 
     def _check_read_timeout(self) -> None:
         ex, timeout = self._exchange, self._config.read_timeout
@@ -829,3 +1005,9 @@ def _on_closed(self: ProxyConnection, event: ev.ConnectionClosed) -> None:
 
 
 _HANDLERS[ev.ConnectionClosed] = _on_closed
+
+
+def _tls_info(up: Upstream) -> TLSInfo:
+    tls = up.tls
+    assert tls is not None
+    return TLSInfo(sni=up.server_name, version=tls.version, cipher=tls.cipher, alpn=tls.alpn)

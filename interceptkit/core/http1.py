@@ -251,3 +251,11 @@ def info_page_fields(body: bytes, content_type: bytes) -> Fields:
         (b"Content-Length", str(len(body)).encode()),
         (b"Cache-Control", b"no-store"),
     ]
+
+
+_METHOD_START = re.compile(rb"[A-Z]{3,10} ")
+
+
+def looks_like_http(data: bytes) -> bool:
+    """Whether the bytes start like an HTTP/1 request line (``GET /...``)."""
+    return _METHOD_START.match(data[:11]) is not None

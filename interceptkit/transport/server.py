@@ -77,7 +77,7 @@ class _Peer(asyncio.Protocol):
         self.transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
         if hasattr(transport, "max_size"):
-            transport.max_size = READ_SIZE  # type: ignore[attr-defined]
+            transport.max_size = READ_SIZE
 
 
 class UpstreamProtocol(_Peer):

@@ -1,0 +1,68 @@
+"""The records a ProxyConnection keeps per upstream and per exchange."""
+
+from __future__ import annotations
+
+from enum import Enum, auto
+
+import h11
+
+from ..flow import Flow
+from .tls import TLSEndpoint
+
+UpstreamKey = tuple[str, int, bool]
+SentEvent = h11.Request | h11.Data | h11.EndOfMessage
+
+
+class Phase(Enum):
+    HTTP = auto()  # the client's bytes are HTTP/1.x requests, parsed by h11
+    CONNECTING = auto()  # a CONNECT waits for its upstream connection
+    SNIFF = auto()  # an intercepted CONNECT was answered; its first bytes decide
+    TUNNEL = auto()  # bytes are relayed both ways unchanged
+    CLOSED = auto()  # the client connection is closed or closing
+
+
+class Upstream:
+    """One connection towards a server, as this client connection uses it."""
+
+    __slots__ = ("id", "key", "conn", "connected", "ready", "reused", "pending", "pending_size",
+                 "last_activity", "tls", "server_name")
+
+    def __init__(self, upstream_id: int, key: UpstreamKey, now: float, server_name: str | None) -> None:
+        self.id = upstream_id
+        self.key = key
+        self.conn = h11.Connection(h11.CLIENT)
+        self.connected = False
+        #: Connected and, for TLS, handshake done: bytes may be sent.
+        self.ready = False
+        #: True once the connection served an earlier exchange (or came from
+        #: the pool): the server may have closed it while it sat idle.
+        self.reused = False
+        self.pending: list[bytes] = []
+        self.pending_size = 0
+        self.last_activity = now
+        self.tls: TLSEndpoint | None = None
+        #: The name sent as SNI and verified in the server's certificate.
+        self.server_name = server_name
+
+
+class Exchange:
+    """One request/response pair in flight."""
+
+    __slots__ = ("flow", "upstream", "request_complete", "response_started", "response_chunked",
+                 "upstream_bytes", "replay", "replay_size", "retried", "upgrade", "absolute_form")
+
+    def __init__(self, flow: Flow, *, absolute_form: bool) -> None:
+        self.flow = flow
+        self.upstream: Upstream | None = None
+        self.request_complete = False
+        self.response_started = False
+        self.response_chunked = False
+        self.upstream_bytes = 0
+        #: The h11 events sent so far, kept while small enough to resend.
+        self.replay: list[SentEvent] | None = None
+        self.replay_size = 0
+        self.retried = False
+        self.upgrade = False
+        #: Absolute-form requests get Host from the target (RFC 9112 3.2.2);
+        #: origin-form ones (inside an intercepted tunnel) keep the client's.
+        self.absolute_form = absolute_form

@@ -1,0 +1,61 @@
+"""Policy the proxy applies around the core: which hosts to decrypt, whom to trust."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import ssl
+from collections.abc import Callable, Iterable
+
+_REGEX_HINTS = re.compile(r"[\\^$()|+\[\]{}]")
+
+
+def host_matcher(patterns: Iterable[str]) -> Callable[[str, int], bool] | None:
+    """A predicate ``(host, port) -> bool`` for ``ignore_hosts`` patterns.
+
+    A pattern with regex syntax (``^``, ``$``, ``\\``, ``(``, ``|``, ...) is a
+    regular expression searched in ``host`` and ``host:port``; anything else
+    is a glob (``*.example.com``) matched against the host. Case-insensitive.
+    Raises ValueError for a pattern that is not a valid regular expression.
+    """
+    globs: list[str] = []
+    regexes: list[re.Pattern[str]] = []
+    for pattern in patterns:
+        if _REGEX_HINTS.search(pattern):
+            try:
+                regexes.append(re.compile(pattern, re.IGNORECASE))
+            except re.error as exc:
+                raise ValueError(f"invalid ignore-host pattern {pattern!r}: {exc}") from exc
+        else:
+            globs.append(pattern.lower())
+    if not globs and not regexes:
+        return None
+
+    def matches(host: str, port: int) -> bool:
+        host = host.lower()
+        if any(fnmatch.fnmatchcase(host, g) or fnmatch.fnmatchcase(f"{host}:{port}", g) for g in globs):
+            return True
+        return any(r.search(host) or r.search(f"{host}:{port}") for r in regexes)
+
+    return matches
+
+
+def upstream_ssl_context(*, insecure: bool = False, extra_ca: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
+    """The client context used towards upstream servers.
+
+    Verification (chain and host name) is on, against the system's trust
+    store plus ``extra_ca``; ``insecure`` turns it off, for when the user
+    has said so explicitly.
+    """
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if extra_ca is not None:
+        try:
+            context.load_verify_locations(cafile=os.fspath(extra_ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"cannot load upstream CA file {os.fspath(extra_ca)}: {exc}") from exc
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["http/1.1"])
+    return context
