@@ -99,7 +99,15 @@ class _State:
     requests: list[SeenRequest] = field(default_factory=list)
     connections: list[SeenConnection] = field(default_factory=list)
     sockets: set[socket.socket] = field(default_factory=set)
+    #: Requests whose body was cut short or malformed: (method, path, why).
+    incomplete: list[tuple[str, str, str]] = field(default_factory=list)
+    #: Exceptions in handlers (a client going away mid-answer, say).
+    errors: list[str] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
+
+
+class _Incomplete(Exception):
+    """A request body that ended early or could not be parsed."""
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -131,24 +139,33 @@ class _Handler(BaseHTTPRequestHandler):
     # -- request bodies ------------------------------------------------------
 
     def _read_body(self) -> tuple[bytes, str]:
+        """The request body and its framing; raises _Incomplete if it is cut short or malformed."""
         te = (self.headers.get("Transfer-Encoding") or "").lower()
         if "chunked" in te:
             parts = []
-            while True:
+            for _ in range(1_000_000):
                 line = self.rfile.readline(65537)
-                if not line:
-                    raise ConnectionError("EOF inside a chunked body")
-                size = int(line.split(b";", 1)[0].strip(), 16)
+                try:
+                    size = int(line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    raise _Incomplete(f"bad chunk size line {line[:40]!r}") from None
                 if size == 0:
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
+                    for _ in range(1000):
+                        if self.rfile.readline(65537) in (b"\r\n", b"\n", b""):
+                            break  # end of the trailers
                     break
-                parts.append(self.rfile.read(size))
+                chunk = self.rfile.read(size)
+                if len(chunk) < size:
+                    raise _Incomplete("EOF inside a chunk")
+                parts.append(chunk)
                 self.rfile.readline(3)  # CRLF after the chunk
             return b"".join(parts), "chunked"
         length = self.headers.get("Content-Length")
         if length is not None:
-            return self.rfile.read(int(length)), "length"
+            body = self.rfile.read(int(length))
+            if len(body) < int(length):
+                raise _Incomplete(f"EOF after {len(body)} of {length} body bytes")
+            return body, "length"
         return b"", "none"
 
     def _record(self, body: bytes, framing: str) -> None:
@@ -176,7 +193,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch(head=True)
 
     def _dispatch(self, head: bool) -> None:
-        body, framing = self._read_body()
+        try:
+            body, framing = self._read_body()
+        except _Incomplete as exc:
+            state = self.server.state
+            with state.lock:
+                state.incomplete.append((self.command, self.path, str(exc)))
+            self.close_connection = True
+            return
         self._record(body, framing)
         url = urlsplit(self.path)
         path = url.path
@@ -264,6 +288,13 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False
     state: _State
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        import sys
+
+        exc = sys.exc_info()[1]
+        with self.state.lock:
+            self.state.errors.append(repr(exc))
+
 
 class Origin:
     """The origin server: ``start()``, ``stop()``, and what it recorded."""
@@ -300,6 +331,11 @@ class Origin:
     def requests(self) -> list[SeenRequest]:
         with self._server.state.lock:
             return list(self._server.state.requests)
+
+    @property
+    def incomplete(self) -> list[tuple[str, str, str]]:
+        with self._server.state.lock:
+            return list(self._server.state.incomplete)
 
     @property
     def connections(self) -> list[SeenConnection]:
