@@ -153,22 +153,49 @@ def cpu_ticks(pid: int) -> int:
         return 0
 
 
+def cpu_stat() -> dict[int, tuple[int, int, int]]:
+    """{cpu: (busy, steal, total)} jiffies from /proc/stat; busy excludes idle, iowait and steal."""
+    out: dict[int, tuple[int, int, int]] = {}
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("cpu") and line[3].isdigit():
+                    parts = line.split()
+                    vals = [int(x) for x in parts[1:9]]  # user nice system idle iowait irq softirq steal
+                    total = sum(vals)
+                    out[int(parts[0][3:])] = (total - vals[3] - vals[4] - vals[7], vals[7], total)
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
 class CpuMeter:
-    """CPU use of some PIDs between start() and stop(), as % of one core."""
+    """Between start() and stop(): CPU use of some PIDs (``<name>_cpu_pct``, % of one core)
+    and of each CPU as a whole (``cpu<N>_busy_pct``, ``cpu<N>_steal_pct``), which also
+    counts processes that are not ours."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
         self._t0 = 0.0
         self._ticks: dict[str, int] = {}
+        self._stat: dict[int, tuple[int, int, int]] = {}
 
     def start(self) -> None:
         self._t0 = time.monotonic()
         self._ticks = {k: cpu_ticks(p) for k, p in self.pids.items()}
+        self._stat = cpu_stat()
 
     def stop(self) -> dict[str, float]:
         wall = max(time.monotonic() - self._t0, 1e-9)
-        return {k: round(100.0 * (cpu_ticks(p) - self._ticks[k]) / CLK_TCK / wall, 1)
-                for k, p in self.pids.items()}
+        out = {f"{k}_cpu_pct": round(100.0 * (cpu_ticks(p) - self._ticks[k]) / CLK_TCK / wall, 1)
+               for k, p in self.pids.items()}
+        for cpu, (busy1, steal1, total1) in cpu_stat().items():
+            if cpu in self._stat:
+                busy0, steal0, total0 = self._stat[cpu]
+                if total1 > total0:
+                    out[f"cpu{cpu}_busy_pct"] = round(100.0 * (busy1 - busy0) / (total1 - total0), 1)
+                    out[f"cpu{cpu}_steal_pct"] = round(100.0 * (steal1 - steal0) / (total1 - total0), 1)
+        return out
 
 
 class RssSampler(threading.Thread):

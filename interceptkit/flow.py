@@ -157,7 +157,7 @@ def _decode_one(body: bytes, coding: str) -> bytes:
 class Message:
     """What requests and responses share: headers, body, version."""
 
-    __slots__ = ("http_version", "headers", "content", "body_size", "truncated")
+    __slots__ = ("http_version", "headers", "content", "body_size", "truncated", "stream")
 
     def __init__(self, http_version: str, headers: Headers, content: bytes = b"") -> None:
         self.http_version = http_version
@@ -167,6 +167,8 @@ class Message:
         #: Size of the whole body on the wire, after transfer decoding.
         self.body_size = len(content)
         self.truncated = False
+        #: Set by a ``*_headers`` hook to pass this body through unbuffered.
+        self.stream = False
 
     def set_content(self, content: bytes) -> None:
         """Replace the body and keep Content-Length in step with it."""
@@ -355,6 +357,8 @@ class Flow:
     #: "open" while in flight, then "done" or "error".
     state: str = "open"
     killed: bool = False
+    #: For a CONNECT: a ``tunnel`` hook may set False to relay it undecrypted.
+    intercept: bool | None = None
     hook_errors: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
 

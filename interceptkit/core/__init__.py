@@ -9,7 +9,9 @@ from .commands import (
     Log,
     OpenUpstream,
     PauseClient,
+    PauseUpstream,
     ResumeClient,
+    ResumeUpstream,
     RunHook,
     SendToClient,
     SendToUpstream,
@@ -20,6 +22,7 @@ from .connection import ProxyConnection
 from .state import Phase
 from .errors import LocalProtocolError, ProxyError, RemoteProtocolError, UpstreamError
 from .events import (
+    ClientBackpressure,
     ClientConnected,
     ClientDataReceived,
     ConnectionClosed,
@@ -32,10 +35,10 @@ from .events import (
 )
 
 __all__ = [
-    "ClientConnected", "ClientDataReceived", "CloseClient", "CloseUpstream", "Command",
+    "ClientBackpressure", "ClientConnected", "ClientDataReceived", "CloseClient", "CloseUpstream", "Command",
     "ConnectionClosed", "Event", "FlowFinished", "FlowStarted", "HookReturned",
-    "LocalProtocolError", "Log", "OpenUpstream", "PauseClient", "Phase", "ProxyConfig",
-    "ProxyConnection", "ProxyError", "RemoteProtocolError", "ResumeClient", "RunHook",
+    "LocalProtocolError", "Log", "OpenUpstream", "PauseClient", "PauseUpstream", "Phase", "ProxyConfig",
+    "ProxyConnection", "ProxyError", "RemoteProtocolError", "ResumeClient", "ResumeUpstream", "RunHook",
     "SendToClient", "SendToUpstream", "StartTimer", "TimerFired", "UpstreamConnectFailed",
     "UpstreamConnected", "UpstreamDataReceived", "UpstreamError",
 ]

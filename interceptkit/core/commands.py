@@ -69,16 +69,32 @@ class ResumeClient(Command):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PauseUpstream(Command):
+    """Stop reading from ``upstream``: the core is not consuming its bytes."""
+
+    upstream: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResumeUpstream(Command):
+    upstream: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunHook(Command):
     """Run the user's hooks named ``name`` on ``flow``.
 
     With ``call`` set, the core waits for ``HookReturned(call=...)`` before it
     goes on with this flow; with ``call`` None the hooks only observe.
+    ``payload`` carries what a hook works on besides the flow (a body chunk
+    for ``response_chunk``); the hooks' replacement comes back as
+    ``HookReturned.result``.
     """
 
     name: str
     flow: Flow
     call: int | None = None
+    payload: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -29,6 +29,9 @@ class ProxyConfig:
     via_token: str = "interceptkit"
     #: Bytes of each body kept on the flow (the rest is counted, not kept).
     body_capture_limit: int = 64 * 1024
+    #: Bodies up to this size are buffered whole when a ``request`` or
+    #: ``response`` hook is attached; larger ones stream past the hooks.
+    hook_body_limit: int = 4 * 1024 * 1024
     #: Request bytes kept to resend an idempotent request once when a reused
     #: upstream connection turns out to have been closed while idle.
     retry_buffer_limit: int = 64 * 1024

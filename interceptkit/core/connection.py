@@ -52,6 +52,7 @@ from .http1 import (
     plain_answer,
     reframe,
     replace_field,
+    sized,
 )
 from .state import Exchange, Phase, SentEvent, Upstream, UpstreamKey
 from .tls import TLSEndpoint, TLSError, TLSParseError, looks_like_tls, parse_client_hello
@@ -98,6 +99,11 @@ class ProxyConnection:
         #: Bytes of a tunnel not yet consumed: early data, or the sniffed start.
         self._early = b""
         self._tunnel_answered = False
+        #: The hook call the connection waits for: (call id, exchange, continuation).
+        self._waiting: tuple[int, Exchange, Callable[[Exchange, Any], None]] | None = None
+        self._hook_calls = count(1)
+        self._upstream_paused = False
+        self._client_blocked = False
 
     def _new_client_parser(self) -> h11.Connection:
         return h11.Connection(h11.SERVER, max_incomplete_event_size=self._config.max_header_size)
@@ -208,7 +214,9 @@ class ProxyConnection:
             self._client.receive_data(data)
         if closed:
             self._client.receive_data(b"")
-        if self._phase is Phase.HTTP:
+        if self._waiting is not None:
+            self._pause_client()  # h11 holds it until the hook returns
+        elif self._phase is Phase.HTTP:
             self._pump_client()
 
     def _decrypt_client(self, data: bytes) -> tuple[bytes, bool] | None:
@@ -309,7 +317,7 @@ class ProxyConnection:
     # -- interception: what runs inside a CONNECT -------------------------------
 
     def _pump_client(self) -> None:
-        while self._phase is Phase.HTTP:
+        while self._phase is Phase.HTTP and self._waiting is None:
             try:
                 event = self._client.next_event()
             except h11.RemoteProtocolError as exc:
@@ -363,6 +371,11 @@ class ProxyConnection:
     def _on_request(self, event: h11.Request) -> None:
         fields = event.headers.raw_items()
         method = event.method.decode("ascii")
+        if _head_size(event.target, fields) > self._config.max_header_size:
+            # h11 bounds only a head that arrives in pieces; one that came
+            # whole in a single read is measured here.
+            self._answer(431, "request header block too large")
+            return
         if method == "CONNECT" and self._origin is None:
             self._on_connect(event, fields)
             return
@@ -386,7 +399,23 @@ class ProxyConnection:
         )
         self._exchange = ex
         self._emit(cmd.FlowStarted(flow=ex.flow))
-        self._send_request_head(ex)
+        self._hook("request_headers", ex, self._after_request_headers)
+
+    def _hook(self, name: str, ex: Exchange, then: Callable[[Exchange, Any], None],
+              payload: bytes | None = None) -> None:
+        """Run the hooks called ``name`` on the flow, then ``then(ex, result)``.
+
+        With nothing attached to ``name`` this costs one set lookup.
+        """
+        if name not in self._config.hooks:
+            then(ex, None)
+            return
+        ex.hooked = True
+        call = next(self._hook_calls)
+        self._waiting = (call, ex, then)
+        self._emit(cmd.RunHook(name=name, flow=ex.flow, call=call, payload=payload))
+
+    # -- hooks ------------------------------------------------------------------
 
     def _resolve_target(self, target: bytes, fields: list[tuple[bytes, bytes]]) -> tuple[str, str, int, str]:
         """Where a request goes; scheme "" means it is addressed to the proxy itself."""
@@ -413,44 +442,109 @@ class ProxyConnection:
         flow.client_tls = self._client_tls_info
         return flow
 
-    def _send_request_head(self, ex: Exchange) -> None:
+    def _send_request_head(self, ex: Exchange, body_length: int | None = None) -> None:
         request = ex.flow.request
         fields, chunked = end_to_end_fields(request.headers.fields, keep_upgrade=ex.upgrade)
-        if ex.absolute_form:
+        if ex.absolute_form or not any(n.lower() == b"host" for n, _ in fields):
+            # RFC 9112 3.2.2: the target's authority wins; an HTTP/1.0 request
+            # without Host gets one, since we speak HTTP/1.1 upstream.
             fields = replace_field(fields, b"Host", format_authority(request.host, request.port, request.scheme))
         fields.append((b"Via", self._config.via))
         if self._config.forwarded_for and self._client_address is not None:
             append_forwarded_for(fields, self._client_address[0])
-        fields = reframe(fields, chunked)
+        fields = reframe(fields, chunked) if body_length is None else sized(fields, body_length)
         up = self._bind_upstream(request.scheme, request.host, request.port)
         ex.upstream = up
         if up.tls is not None and up.ready:
             ex.flow.server_tls = _tls_info(up)
-        if up.reused and self._config.retry_idempotent and request.method in IDEMPOTENT_METHODS:
+        # A connection may turn out to be a pooled one only once it is handed
+        # over, so keep the request whenever that can still happen.
+        may_be_reused = up.reused or not up.connected
+        if may_be_reused and self._config.retry_idempotent and request.method in IDEMPOTENT_METHODS:
             ex.replay = []
-        head = h11_request(request.method.encode("ascii"), request.path.encode("latin-1"), fields)
+        method, target = request.method.encode("ascii"), request.path.encode("latin-1")
+        try:
+            head = (h11.Request(method=method, target=target, headers=fields) if ex.hooked
+                    else h11_request(method, target, fields))
+            data = up.conn.send(head)
+        except h11.LocalProtocolError as exc:  # only a hook's change can get here
+            self._fail_exchange(ex, f"a hook made an invalid request: {exc}")
+            self._answer(502, f"a hook made an invalid request: {exc}")
+            return
         self._remember(ex, head, 0)
-        self._to_upstream(up, up.conn.send(head))
+        self._to_upstream(up, data)
+
+    # -- responses through hooks ---------------------------------------------
 
     def _on_request_data(self, data: bytes) -> None:
         ex = self._exchange
-        if ex is None or ex.upstream is None:
+        if ex is None:
             return
         _capture(ex.flow.request, data, self._config.body_capture_limit)
+        if ex.mocked:
+            return
+        if ex.request_parts is not None:
+            ex.request_parts.append(data)
+            ex.parts_size += len(data)
+            if ex.parts_size > self._config.hook_body_limit:
+                self._stream_request(ex)
+            return
         up = ex.upstream
+        if up is None:
+            return
         event = h11.Data(data=data)
         self._remember(ex, event, len(data))
         self._to_upstream(up, up.conn.send(event))
 
+    def _stream_request(self, ex: Exchange) -> None:
+        """The body outgrew the hook limit: send what we hold and stream the rest."""
+        parts, ex.request_parts = ex.request_parts or [], None
+        self._send_request_head(ex)
+        for part in parts:
+            self._on_request_data_upstream(ex, part)
+
+    def _on_request_data_upstream(self, ex: Exchange, data: bytes) -> None:
+        up = ex.upstream
+        if up is not None:
+            event = h11.Data(data=data)
+            self._remember(ex, event, len(data))
+            self._to_upstream(up, up.conn.send(event))
+
     def _on_request_end(self, event: h11.EndOfMessage) -> None:
         ex = self._exchange
-        if ex is None or ex.upstream is None:
+        if ex is None:
             return
+        ex.request_complete = True
+        if ex.mocked:
+            self._send_mock(ex)
+            return
+        if ex.request_parts is not None:
+            request = ex.flow.request
+            request.content = b"".join(ex.request_parts)
+            request.body_size, request.truncated = len(request.content), False
+            ex.request_parts = None
+            self._hook("request", ex, self._after_request_hook)
+            return
+        self._end_request_upstream(ex, event.headers.raw_items())
+
+    def _after_request_hook(self, ex: Exchange, _: Any) -> None:
+        if self._intervened(ex):
+            return
+        body = ex.flow.request.content
+        self._send_request_head(ex, body_length=len(body))
+        if self._exchange is not ex:
+            return  # the head was refused
+        if body:
+            self._on_request_data_upstream(ex, body)
+        self._end_request_upstream(ex, [])
+
+    def _end_request_upstream(self, ex: Exchange, trailers: list[tuple[bytes, bytes]]) -> None:
         up = ex.upstream
-        end = h11.EndOfMessage(headers=event.headers.raw_items())
+        if up is None:
+            return
+        end = h11.EndOfMessage(headers=trailers)
         self._remember(ex, end, 0)
         self._to_upstream(up, up.conn.send(end))
-        ex.request_complete = True
         ex.flow.timings.request_sent = self._now
         self._arm_read_timer(self._config.read_timeout)
 
@@ -483,7 +577,9 @@ class ProxyConnection:
         if up is None:
             return
         self._flush()
-        idle = (up.ready and up.tls is None and up.conn.our_state is h11.IDLE
+        # A relayed tunnel's connection carries bytes h11 never saw: never pool it.
+        relayed = self._phase in (Phase.TUNNEL, Phase.CONNECTING, Phase.SNIFF)
+        idle = (up.ready and up.tls is None and not relayed and up.conn.our_state is h11.IDLE
                 and up.conn.their_state is h11.IDLE)
         self._upstream = None
         self._out.append(cmd.CloseUpstream(upstream=up.id, reusable=idle))
@@ -587,7 +683,7 @@ class ProxyConnection:
         self._pump_upstream(up)
 
     def _pump_upstream(self, up: Upstream) -> None:
-        while self._upstream is up:
+        while self._upstream is up and self._waiting is None:
             try:
                 event = up.conn.next_event()
             except h11.RemoteProtocolError as exc:
@@ -608,6 +704,9 @@ class ProxyConnection:
                 return
             else:  # NEED_DATA or PAUSED
                 return
+        if self._waiting is not None and self._upstream is up and not self._upstream_paused:
+            self._upstream_paused = True  # bound what piles up while a hook runs
+            self._emit(cmd.PauseUpstream(upstream=up.id))
 
     def _drop_upstream(self, up: Upstream) -> None:
         if self._upstream is up:
@@ -680,43 +779,161 @@ class ProxyConnection:
             status=event.status_code, reason=event.reason.decode("latin-1"),
             http_version="HTTP/" + event.http_version.decode("ascii"), headers=Headers.from_wire(raw),
         )
-        ex.flow.response = response
+        ex.flow.response = ex.upstream_response = response
         ex.flow.timings.response_start = self._now
-        fields, chunked = end_to_end_fields(raw)
-        ex.response_chunked = chunked
-        fields = reframe(fields, chunked)
-        fields.append((b"Via", self._config.via))
         ex.response_started = True
-        self._to_client(self._client.send(h11_response(event.status_code, event.reason, fields)))
+        ex.response_chunked = any(n.lower() == b"transfer-encoding" for n, _ in raw)
+        self._hook("response_headers", ex, self._after_response_headers)
+
+    def _after_response_headers(self, ex: Exchange, _: Any) -> None:
+        flow = ex.flow
+        if flow.killed or (flow.response is not ex.upstream_response):
+            ex.discard_response = True  # the upstream's body goes nowhere now
+            if flow.killed:
+                self._kill_response(ex)
+            return
+        response = flow.response
+        if "response" in self._config.hooks and response is not None and not response.stream:
+            ex.response_parts = []
+        else:
+            self._send_response_head(ex, None)
+
+    def _send_response_head(self, ex: Exchange, body_length: int | None) -> None:
+        response = ex.flow.response
+        assert response is not None
+        fields, chunked = end_to_end_fields(response.headers.fields)
+        fields = reframe(fields, chunked) if body_length is None else sized(fields, body_length)
+        fields.append((b"Via", self._config.via))
+        reason = response.reason.encode("latin-1", "replace")
+        try:
+            head = (h11.Response(status_code=response.status, reason=reason, headers=fields) if ex.hooked
+                    else h11_response(response.status, reason, fields))
+            self._to_client(self._client.send(head))
+        except (h11.LocalProtocolError, ValueError) as exc:  # only a hook's change can get here
+            self._fail_exchange(ex, f"a hook made an invalid response: {exc}")
+            self._drop_upstream_if_busy()
+            self._close_client()
 
     def _on_response_data(self, data: bytes) -> None:
         ex = self._exchange
-        if ex is None or ex.flow.response is None:
+        if ex is None or ex.flow.response is None or ex.discard_response:
             return
         _capture(ex.flow.response, data, self._config.body_capture_limit)
-        self._to_client(self._client.send(h11.Data(data=data)))
+        if ex.response_parts is not None:
+            ex.response_parts.append(data)
+            ex.parts_size += len(data)
+            if ex.parts_size > self._config.hook_body_limit:
+                parts, ex.response_parts = ex.response_parts, None
+                self._send_response_head(ex, None)
+                for part in parts:
+                    self._to_client(self._client.send(h11.Data(data=part)))
+        elif "response_chunk" in self._config.hooks:
+            self._hook("response_chunk", ex, lambda ex_, result: self._send_chunk(ex_, data, result),
+                       payload=data)
+        else:
+            self._to_client(self._client.send(h11.Data(data=data)))
+
+    def _send_chunk(self, ex: Exchange, original: bytes, result: Any) -> None:
+        """Send a chunk as the hooks left it: replaced (bytes), unchanged (None), or dropped (b"")."""
+        chunk = original if result is None else result
+        if isinstance(chunk, (bytes, bytearray)) and chunk and self._exchange is ex:
+            self._to_client(self._client.send(h11.Data(data=bytes(chunk))))
 
     def _on_response_end(self, up: Upstream, event: h11.EndOfMessage) -> None:
         ex = self._exchange
         if ex is None:
             return
         trailers = event.headers.raw_items()
+        if ex.discard_response:
+            self._finish_mocked_after_upstream(ex, up)
+            return
+        if ex.response_parts is not None:
+            response = ex.flow.response
+            assert response is not None
+            response.content = b"".join(ex.response_parts)
+            response.body_size, response.truncated = len(response.content), False
+            ex.response_parts = None
+            self._hook("response", ex, lambda ex_, _: self._after_response_hook(ex_, up))
+            return
         if not (trailers and ex.response_chunked and self._client.their_http_version == b"1.1"):
             trailers = []
         self._to_client(self._client.send(h11.EndOfMessage(headers=trailers)))
+        self._complete_exchange(ex, up)
+
+    def _after_response_hook(self, ex: Exchange, up: Upstream) -> None:
+        flow = ex.flow
+        if flow.killed:
+            self._kill_response(ex)
+            return
+        response = flow.response
+        assert response is not None
+        no_body = ex.flow.request.method == "HEAD" or response.status in (204, 304)
+        self._send_response_head(ex, None if no_body else len(response.content))
+        if self._exchange is not ex:
+            return  # the head was refused
+        if response.content and not no_body:
+            self._to_client(self._client.send(h11.Data(data=response.content)))
+        self._to_client(self._client.send(h11.EndOfMessage()))
+        self._complete_exchange(ex, up)
+
+    def _complete_exchange(self, ex: Exchange, up: Upstream | None) -> None:
         flow = ex.flow
         flow.timings.end = self._now
         flow.state = "done"
         self._exchange = None
+        self._client_activity = self._now  # idle time counts from the end of the answer
         self._emit(cmd.FlowFinished(flow=flow))
         self._after_exchange(up)
 
-    def _after_exchange(self, up: Upstream) -> None:
+    def _send_mock(self, ex: Exchange) -> None:
+        """Answer with the response a hook made; the upstream is not asked."""
+        response = ex.flow.response
+        assert response is not None
+        ex.flow.timings.response_start = self._now
+        no_body = ex.flow.request.method == "HEAD" or response.status in (204, 304)
+        self._send_response_head(ex, None if no_body else len(response.content))
+        if self._exchange is not ex:
+            return
+        if response.content and not no_body:
+            self._to_client(self._client.send(h11.Data(data=response.content)))
+        self._to_client(self._client.send(h11.EndOfMessage()))
+        up = ex.upstream
+        if up is not None and up.conn.our_state is not h11.IDLE:
+            self._drop_upstream(up)  # a half-sent request cannot be taken back
+            up = None
+        self._complete_exchange(ex, up)
+
+    def _finish_mocked_after_upstream(self, ex: Exchange, up: Upstream) -> None:
+        """A response hook replaced the upstream's answer: send the replacement."""
+        ex.discard_response = False
+        ex.upstream = None
         if up.conn.our_state is h11.DONE and up.conn.their_state is h11.DONE:
             up.conn.start_next_cycle()
             up.reused = True
         else:
             self._drop_upstream(up)
+        self._send_mock(ex)
+
+    def _kill_response(self, ex: Exchange) -> None:
+        self._fail_exchange(ex, "killed by a hook")
+        self._drop_upstream_if_busy()
+        self._close_client()
+
+    def _drop_upstream_if_busy(self) -> None:
+        up = self._upstream
+        if up is not None and up.conn.our_state is not h11.IDLE:
+            self._drop_upstream(up)
+
+    def _after_exchange(self, up: Upstream | None) -> None:
+        if up is not None and self._upstream is up:
+            reusable = up.conn.our_state is h11.DONE and up.conn.their_state is h11.DONE
+            # Bytes after a complete response answer nothing we asked: a
+            # connection that sends them cannot be trusted with the next request.
+            if reusable and up.conn.next_event() is h11.NEED_DATA:
+                up.conn.start_next_cycle()
+                up.reused = True
+            else:
+                self._drop_upstream(up)
         client = self._client
         if client.our_state is not h11.DONE or client.their_state is not h11.DONE:
             self._close_client()  # Connection: close, HTTP/1.0, or an unread request body
@@ -724,6 +941,12 @@ class ProxyConnection:
         client.start_next_cycle()
         self._resume_client()
         self._pump_client()
+
+    def _on_client_backpressure(self, event: ev.ClientBackpressure) -> None:
+        self._client_blocked = event.blocked
+        up = self._upstream
+        if not event.blocked and up is not None:
+            up.last_activity = self._now  # a slow reader is not a stalled upstream
 
     # -- CONNECT and protocol switches ---------------------------------------
 
@@ -740,20 +963,56 @@ class ProxyConnection:
         )
         flow = self._new_flow(request)
         flow.kind = "tunnel"
+        flow.state = "new"
         self._tunnel = flow
-        if self._should_intercept(host, port):
-            flow.state = "new"
+        self._hook("tunnel", Exchange(flow, absolute_form=False), self._after_tunnel_hook)
+
+    def _after_tunnel_hook(self, ex: Exchange, _: Any) -> None:
+        flow = ex.flow
+        request = flow.request
+        if flow.killed:
+            self._tunnel = None
+            self._end_flow(flow, "killed by a hook")
+            self._close_client()
+            return
+        if flow.response is not None:  # a hook answered the CONNECT itself (e.g. block)
+            self._tunnel = None
+            ex.upstream_response = None
+            self._send_mock_answer(flow)
+            return
+        intercept = self._should_intercept(request.host, request.port)
+        if flow.intercept is not None:
+            intercept = flow.intercept and self._config.server_context is not None
+        if intercept:
             self._answer_connect()
             self._phase = Phase.SNIFF
-            self._server_name = host
+            self._server_name = request.host
             self._emit(cmd.StartTimer(name="sniff", delay=self._config.sniff_timeout))
             if self._early:
                 self._sniff(b"")
             return
+        flow.state = "open"
         self._phase = Phase.CONNECTING
         self._emit(cmd.FlowStarted(flow=flow))
-        self._open_upstream((host, port, False), reuse=False)
+        self._open_upstream((request.host, request.port, False), reuse=False)
         flow.timings.connect_start = self._now
+
+    def _send_mock_answer(self, flow: Flow) -> None:
+        """Answer a CONNECT with a hook's response, then close."""
+        response = flow.response
+        assert response is not None
+        fields = sized(response.headers.fields, len(response.content)) + [(b"Connection", b"close")]
+        try:
+            head = h11.Response(status_code=response.status, headers=fields,
+                                reason=response.reason.encode("latin-1", "replace"))
+        except h11.LocalProtocolError as exc:
+            self._end_flow(flow, f"a hook made an invalid response: {exc}")
+            self._close_client()
+            return
+        flow.state = "open"
+        self._emit(cmd.FlowStarted(flow=flow))
+        self._end_flow(flow, None)
+        self._send_whole_answer(head, response.content)
 
     def _should_intercept(self, host: str, port: int) -> bool:
         config = self._config
@@ -935,32 +1194,92 @@ class ProxyConnection:
     def _check_read_timeout(self) -> None:
         ex, timeout = self._exchange, self._config.read_timeout
         up = ex.upstream if ex is not None else None
-        if ex is None or up is None or ex.response_started or not up.connected:
+        if ex is None or up is None:
+            return
+        if not up.ready or self._client_blocked or self._waiting is not None:
+            # Connecting (the transport times that), the client is not
+            # reading, or a hook runs: none of that is the upstream's delay.
+            self._arm_read_timer(timeout)
             return
         waited = self._now - up.last_activity
-        if waited >= timeout:
-            self._upstream_failed(up, f"upstream did not answer within {timeout:g} s", 504)
-        else:
+        if waited < timeout:
             self._arm_read_timer(timeout - waited)
+        elif ex.response_started:
+            self._upstream_failed(up, f"upstream stalled: no data for {timeout:g} s")
+        else:
+            self._upstream_failed(up, f"upstream did not answer within {timeout:g} s", 504)
 
     def _check_idle_timeout(self) -> None:
         if self._phase is Phase.CLOSED:
             return
         timeout = self._config.idle_timeout
         idle = self._now - self._client_activity
-        busy = self._exchange is not None or self._phase is Phase.CONNECTING
         if self._phase is Phase.TUNNEL and self._upstream is not None:
             idle = min(idle, self._now - self._upstream.last_activity)
-        if busy or idle < timeout:
-            self._arm_idle_timer(timeout - idle if not busy else timeout)
+        ex = self._exchange
+        # While the upstream owes the answer, the read timer watches instead.
+        awaiting_upstream = (ex is not None and ex.request_complete) or self._phase is Phase.CONNECTING
+        if awaiting_upstream or idle < timeout:
+            self._arm_idle_timer(timeout if awaiting_upstream else timeout - idle)
+        elif ex is not None and not ex.response_started:
+            self._fail_exchange(ex, "the client stopped sending its request")
+            self._answer(408, "the request did not arrive in time")
         elif self._phase is Phase.HTTP and self._client.their_state is h11.SEND_BODY:
             self._answer(408, "the request did not arrive in time")
+        elif self._phase is Phase.TUNNEL:
+            self._abort("idle timeout")
         else:
-            self._abort("idle timeout") if self._phase is Phase.TUNNEL else self._close_client()
+            self._close_client()
 
     def _on_hook_returned(self, event: ev.HookReturned) -> None:
-        pass
+        waiting = self._waiting
+        if waiting is None or waiting[0] != event.call:
+            return
+        self._waiting = None
+        _, ex, then = waiting
+        if ex.flow.state in ("open", "new"):  # not ended while the hook ran
+            then(ex, event.result)
+        self._continue()
 
+    def _continue(self) -> None:
+        """After a hook: take up what arrived meanwhile, on both sides."""
+        if self._waiting is not None:
+            return
+        up = self._upstream
+        if up is not None and self._upstream_paused:
+            self._upstream_paused = False
+            self._emit(cmd.ResumeUpstream(upstream=up.id))
+        if self._phase is Phase.HTTP:
+            self._resume_client()
+            if up is not None:
+                self._pump_upstream(up)
+            if self._waiting is None and self._phase is Phase.HTTP:
+                self._pump_client()
+
+    def _intervened(self, ex: Exchange) -> bool:
+        """Act on kill() or respond() from a hook; True if the exchange is taken care of."""
+        flow = ex.flow
+        if flow.killed:
+            self._fail_exchange(ex, "killed by a hook")
+            self._drop_upstream_if_busy()
+            self._close_client()
+            return True
+        if flow.response is not None and flow.response is not ex.upstream_response:
+            ex.mocked = True
+            if ex.request_complete:
+                self._send_mock(ex)
+            return True
+        return False
+
+    def _after_request_headers(self, ex: Exchange, _: Any) -> None:
+        if self._intervened(ex):
+            return
+        if "request" in self._config.hooks:
+            ex.request_parts = []  # hold the body: the hook wants all of it
+        else:
+            self._send_request_head(ex)
+
+    # -- requests through hooks -------------------------------------------------
 
 def _capture(message: Request | Response, data: bytes, limit: int) -> None:
     """Count body bytes and keep a prefix of at most ``limit`` of them."""
@@ -970,6 +1289,10 @@ def _capture(message: Request | Response, data: bytes, limit: int) -> None:
         message.content = message.content + data[: limit - kept] if kept else data[:limit]
     if message.body_size > limit:
         message.truncated = True
+
+
+def _head_size(target: bytes, fields: list[tuple[bytes, bytes]]) -> int:
+    return len(target) + sum(len(n) + len(v) + 4 for n, v in fields)
 
 
 def _describe_upstream_error(up: Upstream, detail: str) -> str:
@@ -994,6 +1317,7 @@ _HANDLERS: dict[type[ev.Event], Handler] = {
     ev.UpstreamConnectFailed: ProxyConnection._on_upstream_connect_failed,
     ev.TimerFired: ProxyConnection._on_timer,
     ev.HookReturned: ProxyConnection._on_hook_returned,
+    ev.ClientBackpressure: ProxyConnection._on_client_backpressure,
 }
 
 

@@ -92,3 +92,14 @@ class TimerFired(Event):
     """The timer named ``timer`` (from :class:`StartTimer`) is due."""
 
     timer: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientBackpressure(Event):
+    """The client's socket stopped (or started again) taking our bytes.
+
+    While it is blocked the upstream is not read, so its silence is not a
+    stall the read timeout should punish.
+    """
+
+    blocked: bool

@@ -139,13 +139,18 @@ def check_request_framing(fields: Fields, http_version: bytes) -> None:
         raise RemoteProtocolError("Transfer-Encoding in an HTTP/1.0 request")
 
 
+_NEVER_HOP_BY_HOP = frozenset({b"close", b"keep-alive", b"content-length", b"host"})
+
+
 def end_to_end_fields(fields: Fields, *, keep_upgrade: bool = False) -> tuple[Fields, bool]:
     """Drop hop-by-hop fields; return the rest and whether the body was chunked.
 
     With ``keep_upgrade`` the Upgrade field and ``Connection: upgrade`` pass,
     which is how a WebSocket handshake crosses the proxy.
     """
-    named = connection_tokens(fields) - {b"close", b"keep-alive"}
+    # A Connection field cannot make end-to-end framing or routing fields
+    # hop-by-hop: "Connection: content-length" would desync the body.
+    named = connection_tokens(fields) - _NEVER_HOP_BY_HOP
     chunked = False
     kept: Fields = []
     for name, value in fields:
@@ -259,3 +264,16 @@ _METHOD_START = re.compile(rb"[A-Z]{3,10} ")
 def looks_like_http(data: bytes) -> bool:
     """Whether the bytes start like an HTTP/1 request line (``GET /...``)."""
     return _METHOD_START.match(data[:11]) is not None
+
+
+def sized(fields: Fields, length: int) -> Fields:
+    """Frame a body we hold whole: one Content-Length, no Transfer-Encoding.
+
+    A message that had no body and still has none gets no framing field
+    (RFC 9110 8.6: a request without content should not send one).
+    """
+    framed = any(n.lower() in (b"content-length", b"transfer-encoding") for n, _ in fields)
+    kept = [(n, v) for n, v in fields if n.lower() not in (b"content-length", b"transfer-encoding")]
+    if length or framed:
+        kept.append((b"Content-Length", str(length).encode("ascii")))
+    return kept

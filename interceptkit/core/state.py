@@ -49,7 +49,9 @@ class Exchange:
     """One request/response pair in flight."""
 
     __slots__ = ("flow", "upstream", "request_complete", "response_started", "response_chunked",
-                 "upstream_bytes", "replay", "replay_size", "retried", "upgrade", "absolute_form")
+                 "upstream_bytes", "replay", "replay_size", "retried", "upgrade", "absolute_form",
+                 "request_parts", "response_parts", "parts_size", "mocked", "hooked",
+                 "upstream_response", "discard_response")
 
     def __init__(self, flow: Flow, *, absolute_form: bool) -> None:
         self.flow = flow
@@ -66,3 +68,15 @@ class Exchange:
         #: Absolute-form requests get Host from the target (RFC 9112 3.2.2);
         #: origin-form ones (inside an intercepted tunnel) keep the client's.
         self.absolute_form = absolute_form
+        #: Body pieces held back while a ``request``/``response`` hook needs
+        #: the whole body; None while streaming.
+        self.request_parts: list[bytes] | None = None
+        self.response_parts: list[bytes] | None = None
+        self.parts_size = 0
+        #: A hook answered (flow.respond): the upstream is not asked, or its
+        #: answer is dropped.
+        self.mocked = False
+        self.discard_response = False
+        #: A hook may have changed the message: validate it before sending.
+        self.hooked = False
+        self.upstream_response: object = None

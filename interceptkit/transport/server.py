@@ -183,9 +183,11 @@ class ClientSession(_Peer):
 
     def pause_writing(self) -> None:
         self._set_upstream_reading(False)
+        self.feed(ev.ClientBackpressure(time=time.time(), blocked=True))
 
     def resume_writing(self) -> None:
         self._set_upstream_reading(True)
+        self.feed(ev.ClientBackpressure(time=time.time(), blocked=False))
 
     # -- the dispatch loop -------------------------------------------------------
 

@@ -109,7 +109,8 @@ class Driver:
 
     def fire(self, name: str, *, at: float | None = None) -> list[cmd.Command]:
         """Fire timer ``name``: at its due time (the clock moves there) or at ``at``."""
-        due = self.timers.pop(name, None) if at is None else at
+        due = self.timers.pop(name, None)
+        due = due if at is None else at
         assert due is not None, f"timer {name!r} was never started"
         self.now = max(self.now, due)
         return self.feed(ev.TimerFired, timer=name)
@@ -220,7 +221,9 @@ def body_of(message: bytes) -> bytes:
 
 
 def status_of(message: bytes) -> int:
-    return int(message.split(b" ", 2)[1])
+    """The status code of a response (0 when ``message`` is not one)."""
+    parts = message.split(b" ", 2)
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
 
 
 def ok(body: bytes = b"hello", *extra: bytes, status: bytes = b"200 OK") -> bytes:

@@ -21,19 +21,32 @@ from origin import PROXY_ENV, RESOLVER_TABLE, EchoServer, Origin  # noqa: E402
 from interceptkit import Proxy, static_resolver  # noqa: E402
 
 
+_CONFDIR: list[Path] = []
+
+
 @pytest.fixture(autouse=True, scope="session")
-def _no_proxy_env() -> Iterator[None]:
-    # urllib consults no_proxy even with an explicit ProxyHandler.
+def _isolated_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No proxy variables (urllib honours no_proxy even with an explicit
+    ProxyHandler), and a throw-away CA folder instead of ~/.interceptkit,
+    also for the CLI subprocesses (they inherit INTERCEPTKIT_HOME)."""
+    confdir = tmp_path_factory.mktemp("interceptkit-home")
+    _CONFDIR.append(confdir)
     with pytest.MonkeyPatch.context() as mp:
         for name in list(os.environ):
             if name.lower() in PROXY_ENV:
                 mp.delenv(name)
+        mp.setenv("INTERCEPTKIT_HOME", str(confdir))
         yield
+    _CONFDIR.clear()
 
 
 def make_proxy(**kwargs: object) -> Proxy:
+    """A Proxy on a free port that resolves only origin.test, with the test CA folder."""
     kwargs.setdefault("resolver", static_resolver(RESOLVER_TABLE))
-    return Proxy(port=0, **kwargs)  # type: ignore[arg-type]
+    if _CONFDIR:
+        kwargs.setdefault("confdir", _CONFDIR[0])
+    kwargs.setdefault("port", 0)
+    return Proxy(**kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -62,6 +75,23 @@ def proxy() -> Iterator[Proxy]:
         yield p
     finally:
         p.stop()
+
+
+@pytest.fixture
+def new_proxy() -> Iterator[Callable[..., Proxy]]:
+    """Make Proxy objects that are not started yet (stopped at teardown regardless)."""
+    made: list[Proxy] = []
+
+    def factory(**kwargs: object) -> Proxy:
+        p = make_proxy(**kwargs)
+        made.append(p)
+        return p
+
+    try:
+        yield factory
+    finally:
+        for p in made:
+            p.stop()
 
 
 @pytest.fixture

@@ -1,0 +1,349 @@
+#!/usr/bin/env python3
+"""What does interceptkit cost? A loopback benchmark against a direct connection.
+
+Starts, on 127.0.0.1 only, a local origin (bench/origin.py), the proxy
+(``python -m interceptkit ... -q``) and a bounded load generator, then prints a
+Markdown table: keep-alive req/s and latency, 100 MB download MB/s (absolute-form
+and CONNECT tunnel), and the proxy's memory, each next to the direct connection
+measured in the same run.  See bench/README.md.
+
+  python bench/run.py                      # about 30 s
+  python bench/run.py --upload             # + 1 GiB up/downloads, memory must stay bounded
+  python bench/run.py --tool wrk --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import procs  # noqa: E402
+import report  # noqa: E402
+import transfer  # noqa: E402
+
+MB = 10**6
+GIB = 1 << 30
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=5.0, help="measured seconds per keep-alive run (default 5)")
+    ap.add_argument("--warmup", type=float, default=1.0, help="untimed seconds before each keep-alive run (default 1)")
+    ap.add_argument("-c", "--concurrency", type=int, default=50, help="keep-alive connections (default 50)")
+    ap.add_argument("--max-requests", type=int, default=1_000_000,
+                    help="upper bound on requests per keep-alive run, warm-up included (default 1000000)")
+    ap.add_argument("--reps", type=int, default=1, help="repeat each measurement; tables show the median (default 1)")
+    ap.add_argument("--tool", choices=["python", "wrk"], default="python",
+                    help="keep-alive load generator: the bundled Python one, or wrk if it is on PATH")
+    ap.add_argument("--bulk-mb", type=int, default=100, help="download size in MB (10^6 bytes; default 100)")
+    ap.add_argument("--bulk-reps", type=int, default=3,
+                    help="downloads per path; the table shows the median (default 3)")
+    ap.add_argument("--upload", action="store_true",
+                    help="also move 1 GiB up and down through the proxy and report its peak RSS")
+    ap.add_argument("--upload-bytes", type=int, default=GIB, help=argparse.SUPPRESS)
+    ap.add_argument("--transfer-timeout", type=float, default=120.0,
+                    help="seconds allowed for one bulk transfer before it counts as failed (default 120)")
+    ap.add_argument("--rss-limit-mb", type=int, default=1024,
+                    help="stop a transfer when the proxy's RSS passes this (protects the machine; default 1024)")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    ap.add_argument("--json", metavar="PATH", help="also write the raw numbers as JSON to PATH")
+    args = ap.parse_args(argv)
+    if args.tool == "wrk" and not shutil.which("wrk"):
+        ap.error("--tool wrk: wrk is not on PATH")
+    if args.duration <= 0 or args.warmup < 0 or min(args.reps, args.bulk_reps, args.concurrency) < 1:
+        ap.error("--duration must be > 0, --warmup >= 0, --reps, --bulk-reps and --concurrency >= 1")
+    return args
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+class Bench:
+    """One benchmark run: the processes it started and the numbers it measured."""
+
+    def __init__(self, args: argparse.Namespace, workdir: str) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.cpus = procs.plan_cpus(not args.no_pin)
+        self.started: list[procs.Managed] = []
+        self.origin: procs.Managed | None = None
+        self.proxy: procs.Managed | None = None
+        self.origin_port = 0
+        self.proxy_port = 0
+        self.peak_hwm_kb = 0
+        self.hwm_resettable = False
+        self.results: dict = {"started": datetime.datetime.now().isoformat(timespec="seconds"),
+                              "config": {k: v for k, v in vars(args).items() if k != "json"},
+                              "env": environment(), "cpus": {k: sorted(v) if v else None
+                                                             for k, v in self.cpus.items()},
+                              "keepalive": {"direct": [], "proxy": []}, "bulk": [], "upload": [],
+                              "memory": {}, "notes": []}
+
+    # ------------------------------------------------------------ processes
+    def start(self, argv: list[str], name: str, cpus: set[int] | None, capture: bool = False) -> procs.Managed:
+        m = procs.Managed(argv, name, os.path.join(self.workdir, f"{name}.log"), capture_stdout=capture)
+        self.started.append(m)
+        procs.pin(m.pid, cpus)
+        return m
+
+    def stop_all(self) -> None:
+        # A second Ctrl-C must not cut the clean-up short.
+        old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._stop_all()
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+    def _stop_all(self) -> None:
+        for m in reversed(self.started):
+            info = m.stop()
+            if m is self.proxy:
+                self.results["proxy_exit"] = info
+        self.started.clear()
+
+    def start_origin(self) -> None:
+        self.origin = self.start([sys.executable, os.path.join(HERE, "origin.py"), "--port", "0"], "origin",
+                                 self.cpus["origin"], capture=True)
+        line = self.origin.readline(timeout=15)
+        if not line or not line.startswith("PORT "):
+            raise RuntimeError(f"origin did not start: {self.origin.log_tail()}")
+        self.origin_port = int(line.split()[1])
+
+    def start_proxy(self) -> None:
+        self.proxy_port = procs.free_port()
+        argv = [sys.executable, "-m", "interceptkit", "--listen-host", "127.0.0.1",
+                "--listen-port", str(self.proxy_port), "-q"]
+        self.proxy = self.start(argv, "proxy", self.cpus["proxy"])
+        if not procs.wait_listening(self.proxy_port, 30, self.proxy):
+            raise RuntimeError(f"proxy did not listen on 127.0.0.1:{self.proxy_port}: {self.proxy.log_tail()}")
+        procs.pin(self.proxy.pid, self.cpus["proxy"])  # again, for threads started meanwhile
+        time.sleep(1.0)  # let it settle before the idle reading
+        self.results["memory"]["idle"] = self.mem_now()
+        self.hwm_resettable = procs.reset_hwm(self.proxy.pid)
+        for mode in ("absolute", "connect"):
+            r = transfer.download(mode, self.origin_port, self.proxy_port, 1024, timeout=10)
+            if not r["ok"]:
+                raise RuntimeError(f"sanity check through the proxy ({mode}) failed: {r['error']}; "
+                                   f"proxy log: {self.proxy.log_tail()}")
+
+    # ------------------------------------------------------------ memory
+    def mem_now(self) -> dict:
+        assert self.proxy is not None
+        rss = procs.status_kb(self.proxy.pid, "VmRSS")
+        hwm = procs.status_kb(self.proxy.pid, "VmHWM")
+        self.peak_hwm_kb = max(self.peak_hwm_kb, hwm or 0)
+        return {"rss_mb": procs.mb(rss), "hwm_mb": procs.mb(hwm)}
+
+    def phase_begin(self) -> None:
+        """Checkpoint VmHWM, then reset it so the next reading is this phase's peak."""
+        assert self.proxy is not None
+        self.mem_now()
+        if self.hwm_resettable:
+            procs.reset_hwm(self.proxy.pid)
+
+    # ------------------------------------------------------------ keep-alive
+    def keepalive(self, target: str) -> dict:
+        # The proxy is metered in the direct run too: it should be idle then, and the
+        # per-CPU accounting must not mistake it for another process.
+        pids = {name: m.pid for name, m in (("origin", self.origin), ("proxy", self.proxy)) if m is not None}
+        if self.args.tool == "wrk":
+            r = self.keepalive_wrk(target, pids)
+        else:
+            r = self.keepalive_python(target, pids)
+        r["limit"] = report.keepalive_limit(r, self.results["cpus"])
+        r["interference"] = report.interference(r, self.results["cpus"])
+        return r
+
+    def keepalive_python(self, target: str, pids: dict[str, int]) -> dict:
+        a = self.args
+        argv = [sys.executable, os.path.join(HERE, "loadgen.py"), "--origin-port", str(self.origin_port),
+                "-c", str(a.concurrency), "--duration", str(a.duration), "--warmup", str(a.warmup),
+                "--max-requests", str(a.max_requests)]
+        if target == "proxy":
+            argv += ["--proxy-port", str(self.proxy_port)]
+        gen = self.start(argv, f"loadgen-{target}", self.cpus["load"], capture=True)
+        meter = procs.CpuMeter(pids)
+        try:
+            line = gen.readline(timeout=a.warmup + 30)
+            meter.start()
+            while line is not None and not line.startswith("{"):
+                line = gen.readline(timeout=a.duration + 30)
+            cpu = meter.stop()
+            if line is None:
+                raise RuntimeError(f"load generator ({target}) gave no result: {gen.log_tail()}")
+            r = json.loads(line)
+        finally:
+            gen.stop(grace=10)
+            self.started.remove(gen)
+        r.update(cpu)
+        return r
+
+    def keepalive_wrk(self, target: str, pids: dict[str, int]) -> dict:
+        a = self.args
+        script, url = report.wrk_script(self.workdir, target, self.origin_port, self.proxy_port)
+        base = ["wrk", "-t1", f"-c{a.concurrency}", "--timeout", "10s", "-s", script, url]
+        if a.warmup > 0:
+            self.run_wrk(base, max(1, round(a.warmup)), None)
+        meter = procs.CpuMeter(pids)
+        r = self.run_wrk(base, max(1, round(a.duration)), meter)
+        r["warmup_errors"] = None
+        return r
+
+    def run_wrk(self, base: list[str], seconds: int, meter: procs.CpuMeter | None) -> dict:
+        argv = base[:1] + [f"-d{seconds}s"] + base[1:]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if meter:
+            meter.start()
+        m = self.start(argv, "wrk", self.cpus["load"], capture=True)
+        t0 = time.monotonic()
+        try:
+            out, _ = m.proc.communicate(timeout=seconds + 30)
+        finally:
+            m.stop()
+            self.started.remove(m)
+        wall = time.monotonic() - t0
+        cpu = meter.stop() if meter else {}
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        r = report.parse_wrk(out.decode(errors="replace"))
+        if r is None:
+            raise RuntimeError(f"wrk gave no result: {out[-400:]!r} {m.log_tail()}")
+        used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        r["loadgen_cpu_pct"] = round(100 * used / wall, 1)
+        r.update(cpu)
+        return r
+
+    # ------------------------------------------------------------ bulk
+    def bulk(self, direction: str, mode: str, nbytes: int) -> dict:
+        fn = transfer.download if direction == "download" else transfer.upload
+        through = mode != "direct"
+        sampler = None
+        meter = procs.CpuMeter({"proxy": self.proxy.pid} if (through and self.proxy) else {})
+        if through and self.proxy:
+            self.phase_begin()
+            before = self.mem_now()
+            sampler = procs.RssSampler(self.proxy.pid, interval=0.02, limit_kb=self.args.rss_limit_mb * 1024)
+            sampler.start()
+        meter.start()
+        r = fn(mode, self.origin_port, self.proxy_port if through else None, nbytes,
+               timeout=self.args.transfer_timeout,
+               should_stop=(sampler.over_limit.is_set if sampler else (lambda: False)))
+        r.update(meter.stop())
+        if sampler is not None:
+            r["proxy_rss_sampled"] = sampler.finish()
+            r["proxy_rss_before_mb"] = before["rss_mb"]
+            after = self.mem_now()
+            r["proxy_rss_after_mb"] = after["rss_mb"]
+            r["proxy_hwm_mb"] = after["hwm_mb"]
+            r["hwm_is_phase_peak"] = self.hwm_resettable
+            if sampler.over_limit.is_set():
+                r["rss_guard"] = f"proxy RSS passed {self.args.rss_limit_mb} MB"
+        return r
+
+    # ------------------------------------------------------------ the run
+    def run(self) -> None:
+        a = self.args
+        self.start_origin()
+        self.start_proxy()
+        assert self.proxy is not None
+        self.phase_begin()
+        for _ in range(a.reps):
+            for target in ("direct", "proxy"):
+                r = self.keepalive(target)
+                self.results["keepalive"][target].append(r)
+                log(f"keep-alive {target}: {r['rps']:.0f} req/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
+                    f"errors {r['errors']}")
+        self.results["memory"]["after_keepalive"] = self.mem_now()
+        for _ in range(a.bulk_reps):
+            for mode in transfer.MODES:
+                self.results["bulk"].append(self.bulk("download", mode, a.bulk_mb * MB))
+                log(report.transfer_line(self.results["bulk"][-1]))
+        if a.upload:
+            for direction in ("upload", "download"):
+                for mode in transfer.MODES:
+                    self.results["upload"].append(self.bulk(direction, mode, a.upload_bytes))
+                    log(report.transfer_line(self.results["upload"][-1]))
+        self.results["memory"]["end"] = self.mem_now()
+        self.results["memory"]["peak_hwm_mb"] = procs.mb(self.peak_hwm_kb)
+        self.results["memory"]["hwm_reset_per_phase"] = self.hwm_resettable
+        if not self.proxy.running():
+            self.results["notes"].append("the proxy exited during the run")
+
+
+def environment() -> dict:
+    cpu = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), None)
+    except OSError:
+        pass
+    try:
+        from importlib.metadata import version
+        ik_version = version("interceptkit")
+    except Exception:  # noqa: BLE001 - informational only
+        ik_version = None
+    commit = None
+    if shutil.which("git"):
+        r = subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"], capture_output=True, timeout=10)
+        commit = r.stdout.decode().strip() or None
+    return {"python": platform.python_version(), "kernel": platform.release(), "cpu": cpu,
+            "ncpu": os.cpu_count(), "interceptkit": ik_version, "commit": commit,
+            "wrk": shutil.which("wrk")}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
+    t0 = time.monotonic()
+    workdir = tempfile.mkdtemp(prefix="interceptkit-bench-")
+    bench = Bench(args, workdir)
+    if bench.cpus["origin"]:
+        procs.pin(os.getpid(), bench.cpus["origin"])  # this process runs the download client
+    status = 0
+    try:
+        bench.run()
+    except KeyboardInterrupt:
+        bench.results["notes"].append("interrupted")
+        log("interrupted; stopping the processes started")
+        status = 130
+    except RuntimeError as exc:
+        bench.results["notes"].append(f"aborted: {exc}")
+        log(f"ABORTED: {exc}")
+        status = 1
+    finally:
+        bench.stop_all()
+    bench.results["elapsed_s"] = round(time.monotonic() - t0, 1)
+    print(report.render(bench.results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(bench.results, f, indent=1)
+        log(f"wrote {args.json}")
+    if status == 0:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        log(f"process logs kept in {workdir}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

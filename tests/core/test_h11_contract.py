@@ -1,0 +1,134 @@
+"""Guard the one private h11 keyword the core relies on: ``_parsed=True``.
+
+core/http1.py builds ``h11.Request``/``h11.Response`` with ``_parsed=True`` to
+skip re-validating fields h11 parsed a moment ago. That is only sound while
+the installed h11 is the series pyproject pins and while ``_parsed=True``
+still means "same event, validation skipped".
+"""
+
+from __future__ import annotations
+
+import inspect
+import tomllib
+from importlib.metadata import version
+from pathlib import Path
+
+import h11
+import pytest
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+from interceptkit.core.http1 import h11_request, h11_response
+
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+Fields = list[tuple[bytes, bytes]]
+
+
+def h11_pin() -> Requirement:
+    data = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))
+    [pin] = [Requirement(dep) for dep in data["project"]["dependencies"] if Requirement(dep).name == "h11"]
+    return pin
+
+
+def test_installed_h11_is_within_the_pin() -> None:
+    pin = h11_pin()
+    installed = version("h11")
+    assert installed == h11.__version__
+    assert pin.specifier.contains(installed, prereleases=True), (installed, str(pin.specifier))
+
+
+def test_the_pin_stays_on_one_minor_series() -> None:
+    # A new h11 minor may change what _parsed skips: widening the pin needs this file re-checked.
+    spec = h11_pin().specifier
+    assert spec.contains("0.16.0") and not spec.contains("0.17.0") and not spec.contains("0.15.0")
+    assert Version(h11.__version__).release[:2] == (0, 16)
+
+
+def test_the_private_keyword_exists() -> None:
+    for event in (h11.Request, h11.Response, h11.InformationalResponse):
+        assert "_parsed" in inspect.signature(event.__init__).parameters
+
+
+# Header sets as they come out of h11's parser (raw names, casing, repeats, latin-1 bytes).
+REQUESTS = {
+    "simple": b"GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n",
+    "casing and repeats": (b"GET / HTTP/1.1\r\nhOsT: example.com\r\nX-Dup: 1\r\nx-dup: 2\r\n"
+                           b"Cookie: a=1\r\nCOOKIE: b=2\r\n\r\n"),
+    "body": b"POST /up HTTP/1.1\r\nHost: e\r\nContent-Length: 3\r\nContent-Type: text/plain\r\n\r\nabc",
+    "chunked": b"POST /up HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: Chunked\r\n\r\n0\r\n\r\n",
+    "duplicate length": b"PUT / HTTP/1.1\r\nHost: e\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab",
+    "odd values": (b"GET /%7E?q=%E9 HTTP/1.1\r\nHost: [::1]:8080\r\nX-Empty:\r\nX-Latin: caf\xe9\r\n"
+                   b"X-Folded: a\r\n  b\r\nX-Tabs: \tv\t\r\n\r\n"),
+}
+
+RESPONSES = {
+    "simple": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+    "no reason": b"HTTP/1.1 204 \r\nETag: \"x\"\r\n\r\n",
+    "chunked": b"HTTP/1.1 200 Fine\r\nTransfer-Encoding: chunked\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n0\r\n\r\n",
+    "odd values": b"HTTP/1.1 404 Nicht gef\xfcnden\r\nContent-Length: 0\r\nX-Latin: \xe9\r\nX-Empty:\r\n\r\n",
+}
+
+
+def parsed_request(raw: bytes) -> h11.Request:
+    server = h11.Connection(h11.SERVER)
+    server.receive_data(raw)
+    event = server.next_event()
+    assert isinstance(event, h11.Request)
+    return event
+
+
+def parsed_response(raw: bytes) -> h11.Response:
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method="GET", target="/", headers=[("Host", "e")]))
+    client.send(h11.EndOfMessage())
+    client.receive_data(raw)
+    event = client.next_event()
+    assert isinstance(event, h11.Response)
+    return event
+
+
+def sent_by_client(request: h11.Request) -> bytes:
+    return h11.Connection(h11.CLIENT).send(request) or b""
+
+
+def sent_by_server(response: h11.Response) -> bytes:
+    server = h11.Connection(h11.SERVER)
+    server.receive_data(b"GET / HTTP/1.1\r\nHost: e\r\n\r\n")
+    server.next_event()
+    return server.send(response) or b""
+
+
+def with_via(fields: Fields) -> Fields:
+    return [*fields, (b"Via", b"1.1 interceptkit (interceptkit)")]
+
+
+@pytest.mark.parametrize("name", list(REQUESTS))
+def test_parsed_request_is_byte_identical(name: str) -> None:
+    event = parsed_request(REQUESTS[name])
+    fields = with_via(event.headers.raw_items())
+    fast = h11_request(event.method, event.target, fields)
+    checked = h11.Request(method=event.method, target=event.target, headers=fields)
+    assert fast == checked
+    assert sent_by_client(fast) == sent_by_client(checked)
+    assert sent_by_client(fast).startswith(event.method + b" " + event.target + b" HTTP/1.1\r\n")
+
+
+@pytest.mark.parametrize("name", list(RESPONSES))
+def test_parsed_response_is_byte_identical(name: str) -> None:
+    event = parsed_response(RESPONSES[name])
+    fields = with_via(event.headers.raw_items())
+    fast = h11_response(event.status_code, event.reason, fields)
+    checked = h11.Response(status_code=event.status_code, reason=event.reason, headers=fields)
+    assert fast == checked
+    assert sent_by_server(fast) == sent_by_server(checked)
+
+
+def test_parsed_still_enforces_framing_rules() -> None:
+    # The core relies on h11 keeping these checks even on the fast path.
+    with pytest.raises(h11.LocalProtocolError):
+        h11_request(b"GET", b"/", [(b"Host", b"a"), (b"Content-Length", b"1"), (b"Content-Length", b"2")])
+    with pytest.raises(h11.LocalProtocolError):
+        h11_request(b"GET", b"/", [])  # HTTP/1.1 without Host
+    with pytest.raises(h11.LocalProtocolError):
+        h11_request(b"GET", b"/", [(b"Host", b"a"), (b"Transfer-Encoding", b"gzip")])

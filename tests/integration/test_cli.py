@@ -1,0 +1,202 @@
+"""``python -m interceptkit`` as a user runs it: a subprocess on a free port.
+
+The CLI has no resolver option, so requests through it use IP literals
+(127.0.0.1), which are never looked up.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from origin import HELLO, clean_env, curl
+
+LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
+
+
+class CLI:
+    """A running ``python -m interceptkit`` whose stdout lines arrive on a queue."""
+
+    def __init__(self, *args: str, confdir: Path, env: dict[str, str] | None = None,
+                 drop_env: tuple[str, ...] = ()) -> None:
+        env = {**clean_env(), "INTERCEPTKIT_HOME": str(confdir), **(env or {})}
+        for name in drop_env:
+            env.pop(name, None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "interceptkit", "--confdir", str(confdir), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            cwd=str(Path(__file__).resolve().parents[2]),
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            self.lines.put(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def next_line(self, timeout: float = 5.0, match: str | None = None) -> str:
+        """The next stdout line (matching ``match``), or AssertionError after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                line = self.lines.get(timeout=max(0.0, remaining))
+            except queue.Empty:
+                raise AssertionError(f"no line{' matching ' + repr(match) if match else ''} within "
+                                     f"{timeout} s; saw {self.seen!r}") from None
+            self.seen.append(line)
+            if match is None or re.search(match, line):
+                return line
+
+    def wait_listening(self, timeout: float = 10.0) -> int:
+        line = self.next_line(timeout, match=LISTENING.pattern)
+        found = LISTENING.search(line)
+        assert found is not None
+        return int(found.group(1))
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 10.0) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def stderr(self) -> str:
+        assert self.process.stderr is not None
+        return self.process.stderr.read().decode("utf-8", "replace")
+
+    def rest_of_stdout(self, timeout: float = 5.0) -> list[str]:
+        self._reader.join(timeout)
+        lines = []
+        while not self.lines.empty():
+            lines.append(self.lines.get_nowait())
+        self.seen += lines
+        return lines
+
+    def kill(self) -> None:
+        """End this process (by its own PID), if it still runs."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=5)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def confdir() -> Path:
+    # One CA for all CLI runs (created on first use; later runs load it).
+    return Path(os.environ["INTERCEPTKIT_HOME"])
+
+
+@pytest.fixture
+def cli(confdir: Path) -> Iterator[type[CLI]]:
+    started: list[CLI] = []
+
+    class _Tracked(CLI):
+        def __init__(self, *args: str, **kwargs: object) -> None:
+            super().__init__(*args, confdir=confdir, **kwargs)  # type: ignore[arg-type]
+            started.append(self)
+
+    try:
+        yield _Tracked
+    finally:
+        for process in started:
+            process.kill()
+
+
+def test_help_lists_the_flags():
+    result = subprocess.run([sys.executable, "-m", "interceptkit", "--help"], capture_output=True,
+                            timeout=20, env=clean_env())
+    assert result.returncode == 0
+    text = result.stdout.decode()
+    for flag in ("--listen-host", "--listen-port", "--read-timeout", "--connect-timeout", "--idle-timeout",
+                 "--quiet", "--verbose"):
+        assert flag in text
+
+
+def test_prints_listening_line_then_one_line_per_exchange_and_sigint_exits_0(cli, origin):
+    proc = cli("--listen-port", "0")
+    port = proc.wait_listening()
+    assert port != 0
+    url = f"http://127.0.0.1:{origin.port}/hello"
+    assert curl(url, proxy=f"http://127.0.0.1:{port}", check=True).stdout == HELLO
+    assert curl(f"http://127.0.0.1:{origin.port}/status/404", proxy=f"http://127.0.0.1:{port}").returncode == 0
+    proc.signal(signal.SIGINT)
+    assert proc.wait() == 0
+    lines = proc.rest_of_stdout()
+    exchanges = [line for line in lines if "/hello" in line or "/status/404" in line]
+    assert len(exchanges) == 2, lines
+    hello = exchanges[0].split()
+    assert hello[0] == "GET" and hello[1] == url and hello[2] == "200"
+    assert hello[3] == f"{len(HELLO)}B"
+    assert re.fullmatch(r"\d+ms", hello[4])
+    assert exchanges[1].split()[2] == "404"
+    assert "Traceback" not in proc.stderr()
+
+
+@pytest.mark.xfail(reason="BUG: the per-exchange lines are block-buffered when stdout is not a TTY "
+                          "(piped to tee/grep, a log collector): they appear only at exit", strict=True)
+def test_exchange_lines_appear_while_running_when_piped(cli, origin):
+    # As in a user's shell: no PYTHONUNBUFFERED (this test environment sets it).
+    proc = cli("--listen-port", "0", drop_env=("PYTHONUNBUFFERED",))
+    port = proc.wait_listening()
+    curl(f"http://127.0.0.1:{origin.port}/hello", proxy=f"http://127.0.0.1:{port}", check=True)
+    line = proc.next_line(timeout=2, match=r"/hello")
+    assert line.startswith("GET ")
+
+
+def test_sigterm_exits_0(cli, origin):
+    proc = cli("--listen-port", "0", "--quiet")
+    port = proc.wait_listening()
+    assert curl(f"http://127.0.0.1:{origin.port}/hello", proxy=f"http://127.0.0.1:{port}",
+                check=True).stdout == HELLO
+    proc.signal(signal.SIGTERM)
+    assert proc.wait() == 0
+    assert "Traceback" not in proc.stderr()
+    assert not any("/hello" in line for line in proc.rest_of_stdout())  # --quiet
+
+
+def test_sigint_with_an_open_client_connection_exits_0(cli):
+    proc = cli("--listen-port", "0")
+    port = proc.wait_listening()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET http://127.0.0.1:9/ HTTP/1.1\r\n")  # an unfinished request
+        time.sleep(0.1)
+        proc.signal(signal.SIGINT)
+        assert proc.wait() == 0
+    assert "Traceback" not in proc.stderr()
+
+
+def test_port_in_use_exits_1_with_one_line_message(cli):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        proc = cli("--listen-port", str(port))
+        assert proc.wait(timeout=20) == 1
+        stderr = proc.stderr()
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert str(port) in lines[0] or "in use" in lines[0].lower()
+
+
+def test_bad_flag_value_exits_nonzero_without_traceback():
+    result = subprocess.run([sys.executable, "-m", "interceptkit", "--listen-port", "not-a-port"],
+                            capture_output=True, timeout=20, env=clean_env())
+    assert result.returncode == 2
+    assert b"Traceback" not in result.stderr
+    assert b"--listen-port" in result.stderr
