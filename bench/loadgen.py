@@ -15,9 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 import time
 from array import array
+from typing import Any
 
 MAX_HEAD = 64 * 1024
 MAX_ERRORS = 100_000
@@ -26,8 +28,12 @@ MAX_ERRORS = 100_000
 def percentile(sorted_xs: list[float], q: float) -> float | None:
     if not sorted_xs:
         return None
-    i = min(len(sorted_xs) - 1, max(0, int(round(q / 100 * len(sorted_xs) + 0.5)) - 1))
-    return sorted_xs[i]
+    rank = math.ceil(q / 100 * len(sorted_xs))  # nearest-rank percentile
+    return sorted_xs[min(len(sorted_xs), max(1, rank)) - 1]
+
+
+def ms(x: float | None) -> float | None:
+    return None if x is None else round(x * 1000, 3)
 
 
 class Run:
@@ -151,7 +157,7 @@ async def connect_loop(run: Run, host: str, port: int) -> None:
             await asyncio.sleep(0.05)
 
 
-async def main_async(args: argparse.Namespace) -> dict:
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     target_host = f"127.0.0.1:{args.origin_port}"
     if args.proxy_port:
         line = f"GET http://{target_host}{args.path} HTTP/1.1"
@@ -188,7 +194,6 @@ async def main_async(args: argparse.Namespace) -> dict:
     await asyncio.sleep(0.05)
     window = max(t_stop - max(run.warm_end, run.start), 1e-9)
     lat = sorted(run.latencies)
-    ms = lambda x: None if x is None else round(x * 1000, 3)  # noqa: E731
     return {
         "tool": "python", "target": "proxy" if args.proxy_port else "direct", "concurrency": args.concurrency,
         "window_s": round(window, 3), "requests": len(lat), "rps": round(len(lat) / window, 1),

@@ -28,7 +28,8 @@ class Managed:
         self.name = name
         self.argv = argv
         self.log_path = log_path
-        self._log: IO[bytes] | None = open(log_path, "wb") if log_path else None
+        # Kept open for the child's lifetime; closed in stop().
+        self._log: IO[bytes] | None = open(log_path, "wb") if log_path else None  # noqa: SIM115
         stdout: int | IO[bytes] = subprocess.PIPE if capture_stdout else (self._log or subprocess.DEVNULL)
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=stdout,

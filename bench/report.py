@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 SATURATED = 85.0  # % of one core above which a process counts as the bottleneck
 BOUNDED_GROWTH_MB = 100.0
@@ -34,7 +35,7 @@ def wrk_script(workdir: str, target: str, origin_port: int, proxy_port: int) -> 
     return path, url
 
 
-def parse_wrk(out: str) -> dict | None:
+def parse_wrk(out: str) -> dict[str, Any] | None:
     for line in out.splitlines():
         if line.startswith("BENCHJSON "):
             j = json.loads(line[len("BENCHJSON "):])
@@ -49,7 +50,7 @@ def parse_wrk(out: str) -> dict | None:
 
 # ------------------------------------------------------------------ judging
 
-def core_usage(r: dict, cpus: dict) -> dict[int, dict[str, float]]:
+def core_usage(r: dict[str, Any], cpus: dict[str, Any]) -> dict[int, dict[str, float]]:
     """Per pinned CPU: whole-core busy %, the part our processes used, steal %."""
     out: dict[int, dict[str, float]] = {}
     for proc in ("loadgen", "origin", "proxy"):
@@ -62,7 +63,7 @@ def core_usage(r: dict, cpus: dict) -> dict[int, dict[str, float]]:
     return out
 
 
-def keepalive_limit(r: dict, cpus: dict) -> str:
+def keepalive_limit(r: dict[str, Any], cpus: dict[str, Any]) -> str:
     """Which process, or which CPU, ran out first during a keep-alive run (or none did)."""
     proxy = r.get("proxy_cpu_pct")
     load = r.get("loadgen_cpu_pct") or 0.0
@@ -80,7 +81,7 @@ def keepalive_limit(r: dict, cpus: dict) -> str:
     return "no core saturated (latency-bound)"
 
 
-def interference(r: dict, cpus: dict) -> list[str]:
+def interference(r: dict[str, Any], cpus: dict[str, Any]) -> list[str]:
     """Other processes or the hypervisor taking a pinned CPU during a run."""
     notes = []
     for cpu, u in sorted(core_usage(r, cpus).items()):
@@ -92,13 +93,13 @@ def interference(r: dict, cpus: dict) -> list[str]:
     return notes
 
 
-def pick_median(runs: list[dict], key: str) -> dict | None:
+def pick_median(runs: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
     """The run whose ``key`` is the median (lower middle for an even count)."""
     good = sorted((r for r in runs if r.get(key) is not None), key=lambda r: r[key])
     return good[(len(good) - 1) // 2] if good else (runs[0] if runs else None)
 
 
-def transfer_line(r: dict) -> str:
+def transfer_line(r: dict[str, Any]) -> str:
     s = f"{r['direction']} {r['mode']}: {r['mb_per_s']} MB/s in {r['seconds']} s"
     if "proxy_hwm_mb" in r:
         s += f", proxy RSS {r['proxy_rss_before_mb']} -> peak {r['proxy_hwm_mb']} MB"
@@ -129,7 +130,7 @@ def table(header: list[str], rows: list[list[str]], align: str) -> list[str]:
 
 # ------------------------------------------------------------------ the report
 
-def render(res: dict) -> str:
+def render(res: dict[str, Any]) -> str:
     lines = ["# interceptkit benchmark", "", header_line(res),
              "Everything runs on 127.0.0.1. Treat differences under about ±10 % as noise (see bench/README.md).", ""]
     lines += keepalive_section(res)
@@ -143,7 +144,7 @@ def render(res: dict) -> str:
     return "\n".join(lines)
 
 
-def header_line(res: dict) -> str:
+def header_line(res: dict[str, Any]) -> str:
     env, cpus = res["env"], res["cpus"]
     ident = f"interceptkit {env.get('interceptkit') or '?'}" + (f" ({env['commit']})" if env.get("commit") else "")
     if cpus.get("proxy"):
@@ -155,16 +156,17 @@ def header_line(res: dict) -> str:
             f"({env.get('cpu') or 'unknown'}) · {pin}.")
 
 
-def keepalive_section(res: dict) -> list[str]:
+def keepalive_section(res: dict[str, Any]) -> list[str]:
     cfg, ka = res["config"], res["keepalive"]
     d, p = pick_median(ka["direct"], "rps"), pick_median(ka["proxy"], "rps")
     reps = f", median of {cfg['reps']}" if cfg["reps"] > 1 else ""
-    out = [f"## 1. Keep-alive plain HTTP: GET /1k (1024-byte body), {cfg['concurrency']} connections, "
-           f"{cfg['duration']:g} s after {cfg['warmup']:g} s warm-up, {cfg['tool']} load generator{reps}", ""]
+    title = (f"## 1. Keep-alive plain HTTP: GET /1k (1024-byte body), {cfg['concurrency']} connections, "
+             f"{cfg['duration']:g} s after {cfg['warmup']:g} s warm-up, {cfg['tool']} load generator{reps}")
+    out = [title, ""]
     if not d or not p:
         return out + ["(not measured)", ""]
 
-    def cpu(r: dict, with_proxy: bool) -> str:
+    def cpu(r: dict[str, Any], with_proxy: bool) -> str:
         keys = ("loadgen_cpu_pct", "origin_cpu_pct") + (("proxy_cpu_pct",) if with_proxy else ())
         return " / ".join(num(r.get(k)) for k in keys) + ("" if with_proxy else " / –")
 
@@ -192,7 +194,7 @@ def keepalive_section(res: dict) -> list[str]:
     return out + [""]
 
 
-def bulk_rows(runs: list[dict], direction: str) -> list[list[str]]:
+def bulk_rows(runs: list[dict[str, Any]], direction: str) -> list[list[str]]:
     names = {"direct": "direct", "absolute": "proxy, absolute-form request", "connect": "proxy, CONNECT tunnel"}
     by_mode = {m: pick_median([r for r in runs if r["mode"] == m and r["direction"] == direction], "mb_per_s")
                for m in names}
@@ -214,7 +216,7 @@ BULK_HEADER = ["path", "MB/s", "proxy / direct", "proxy CPU %", "proxy RSS befor
                "proxy RSS during, max sampled (MB)", "proxy peak RSS, VmHWM (MB)"]
 
 
-def bulk_section(res: dict) -> list[str]:
+def bulk_section(res: dict[str, Any]) -> list[str]:
     mb = res["config"]["bulk_mb"]
     reps = res["config"]["bulk_reps"]
     out = [f"## 2. {mb} MB download (MB = 10^6 bytes; client reads with 1 MiB recv buffers"
@@ -224,7 +226,7 @@ def bulk_section(res: dict) -> list[str]:
     return out + table(BULK_HEADER, bulk_rows(res["bulk"], "download"), "lrrrrrr") + [""]
 
 
-def memory_section(res: dict) -> list[str]:
+def memory_section(res: dict[str, Any]) -> list[str]:
     m = res["memory"]
     per_phase = m.get("hwm_reset_per_phase")
     rows = []
@@ -243,10 +245,11 @@ def memory_section(res: dict) -> list[str]:
     return out + [""]
 
 
-def upload_section(res: dict) -> list[str]:
+def upload_section(res: dict[str, Any]) -> list[str]:
     size = res["config"]["upload_bytes"]
-    out = [f"## 4. Large transfers: {size:,} bytes ({size / 2**30:g} GiB) of generated data, streamed "
-           "(never held in memory by the client or the origin)", ""]
+    title = (f"## 4. Large transfers: {size:,} bytes ({size / 2**30:g} GiB) of generated data, streamed "
+             "(never held in memory by the client or the origin)")
+    out = [title, ""]
     rows, verdicts = [], []
     for direction in ("upload", "download"):
         for row in bulk_rows(res["upload"], direction):

@@ -22,18 +22,18 @@ import platform
 import resource
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import procs  # noqa: E402
-import report  # noqa: E402
-import transfer  # noqa: E402
+import procs
+import report
+import transfer
 
 MB = 10**6
 GIB = 1 << 30
@@ -87,7 +87,7 @@ class Bench:
         self.proxy_port = 0
         self.peak_hwm_kb = 0
         self.hwm_resettable = False
-        self.results: dict = {"started": datetime.datetime.now().isoformat(timespec="seconds"),
+        self.results: dict[str, Any] = {"started": datetime.datetime.now().isoformat(timespec="seconds"),
                               "config": {k: v for k, v in vars(args).items() if k != "json"},
                               "env": environment(), "cpus": {k: sorted(v) if v else None
                                                              for k, v in self.cpus.items()},
@@ -143,7 +143,7 @@ class Bench:
                                    f"proxy log: {self.proxy.log_tail()}")
 
     # ------------------------------------------------------------ memory
-    def mem_now(self) -> dict:
+    def mem_now(self) -> dict[str, Any]:
         assert self.proxy is not None
         rss = procs.status_kb(self.proxy.pid, "VmRSS")
         hwm = procs.status_kb(self.proxy.pid, "VmHWM")
@@ -158,7 +158,7 @@ class Bench:
             procs.reset_hwm(self.proxy.pid)
 
     # ------------------------------------------------------------ keep-alive
-    def keepalive(self, target: str) -> dict:
+    def keepalive(self, target: str) -> dict[str, Any]:
         # The proxy is metered in the direct run too: it should be idle then, and the
         # per-CPU accounting must not mistake it for another process.
         pids = {name: m.pid for name, m in (("origin", self.origin), ("proxy", self.proxy)) if m is not None}
@@ -170,7 +170,7 @@ class Bench:
         r["interference"] = report.interference(r, self.results["cpus"])
         return r
 
-    def keepalive_python(self, target: str, pids: dict[str, int]) -> dict:
+    def keepalive_python(self, target: str, pids: dict[str, int]) -> dict[str, Any]:
         a = self.args
         argv = [sys.executable, os.path.join(HERE, "loadgen.py"), "--origin-port", str(self.origin_port),
                 "-c", str(a.concurrency), "--duration", str(a.duration), "--warmup", str(a.warmup),
@@ -187,14 +187,14 @@ class Bench:
             cpu = meter.stop()
             if line is None:
                 raise RuntimeError(f"load generator ({target}) gave no result: {gen.log_tail()}")
-            r = json.loads(line)
+            r: dict[str, Any] = json.loads(line)
         finally:
             gen.stop(grace=10)
             self.started.remove(gen)
         r.update(cpu)
         return r
 
-    def keepalive_wrk(self, target: str, pids: dict[str, int]) -> dict:
+    def keepalive_wrk(self, target: str, pids: dict[str, int]) -> dict[str, Any]:
         a = self.args
         script, url = report.wrk_script(self.workdir, target, self.origin_port, self.proxy_port)
         base = ["wrk", "-t1", f"-c{a.concurrency}", "--timeout", "10s", "-s", script, url]
@@ -205,7 +205,7 @@ class Bench:
         r["warmup_errors"] = None
         return r
 
-    def run_wrk(self, base: list[str], seconds: int, meter: procs.CpuMeter | None) -> dict:
+    def run_wrk(self, base: list[str], seconds: int, meter: procs.CpuMeter | None) -> dict[str, Any]:
         argv = base[:1] + [f"-d{seconds}s"] + base[1:]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         if meter:
@@ -229,7 +229,7 @@ class Bench:
         return r
 
     # ------------------------------------------------------------ bulk
-    def bulk(self, direction: str, mode: str, nbytes: int) -> dict:
+    def bulk(self, direction: str, mode: str, nbytes: int) -> dict[str, Any]:
         fn = transfer.download if direction == "download" else transfer.upload
         through = mode != "direct"
         sampler = None
@@ -258,6 +258,15 @@ class Bench:
     # ------------------------------------------------------------ the run
     def run(self) -> None:
         a = self.args
+        quiet = procs.CpuMeter({})
+        quiet.start()
+        time.sleep(0.5)
+        busy = {k: v for k, v in quiet.stop().items() if k.endswith("_busy_pct")}
+        self.results["preflight_busy_pct"] = busy
+        if any(v >= 10 for v in busy.values()):
+            self.results["notes"].append(
+                "the machine was already busy before the benchmark started (" + ", ".join(
+                    f"{k[:-9]} {v:.0f}%" for k, v in sorted(busy.items())) + "); expect noisy numbers")
         self.start_origin()
         self.start_proxy()
         assert self.proxy is not None
@@ -285,7 +294,7 @@ class Bench:
             self.results["notes"].append("the proxy exited during the run")
 
 
-def environment() -> dict:
+def environment() -> dict[str, Any]:
     cpu = None
     try:
         with open("/proc/cpuinfo") as f:
@@ -299,7 +308,7 @@ def environment() -> dict:
         ik_version = None
     commit = None
     if shutil.which("git"):
-        r = subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"], capture_output=True, timeout=10)
+        r = subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"], capture_output=True, timeout=10, check=False)
         commit = r.stdout.decode().strip() or None
     return {"python": platform.python_version(), "kernel": platform.release(), "cpu": cpu,
             "ncpu": os.cpu_count(), "interceptkit": ik_version, "commit": commit,

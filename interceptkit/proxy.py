@@ -9,12 +9,14 @@ import os
 import secrets
 import threading
 from collections.abc import Callable, Iterable
+from typing import Any
 from dataclasses import replace
 from pathlib import Path
 
 from .certs import CertStore, default_confdir
 from .core.config import ProxyConfig
 from .flow import Flow
+from .hooks import FlowFilter, HookHandle, HookRegistry, HookRunner, handler_methods, make_filter
 from .policy import host_matcher, upstream_ssl_context
 from .table import FlowTable
 from .transport import Callbacks, ProxyServer, Resolver, TransportSettings
@@ -80,6 +82,8 @@ class Proxy:
         self._requested_port = port
         self.mode = mode
         self.flows = FlowTable(max_flows=max_flows)
+        self.hooks = HookRegistry()
+        self._handlers: dict[int, HookHandle] = {}
         self.confdir = Path(confdir) if confdir is not None else default_confdir()
         self.intercept = intercept
         self.certs: CertStore | None = None
@@ -87,6 +91,7 @@ class Proxy:
             mode=mode, read_timeout=read_timeout, idle_timeout=idle_timeout,
             forwarded_for=forwarded_for, body_capture_limit=body_capture_limit,
             via_token=secrets.token_hex(4), next_flow_id=itertools.count(1).__next__,
+            hooks=self.hooks.active,
             intercept=intercept, ignore_host=host_matcher(ignore_hosts),
             upstream_context=upstream_ssl_context(insecure=ssl_insecure, extra_ca=upstream_ca),
         )
@@ -239,6 +244,86 @@ class Proxy:
             "NODE_EXTRA_CA_CERTS": ca,
         }
 
+    # -- hooks ---------------------------------------------------------------------
+
+    def on(self, name: str, fn: Callable[..., Any] | None = None, *, where: FlowFilter | None = None,
+           thread: bool = False, **filters: Any) -> Any:
+        """Attach ``fn`` as the hook ``name``; returns a handle with ``.remove()``.
+
+        ``fn(flow)`` may change ``flow.request``/``flow.response``, call
+        ``flow.respond(...)`` or ``flow.kill()``; it may be ``async``. Data
+        hooks (``response_chunk``, ``websocket_message``) get ``fn(flow,
+        data)`` and may return replacement data. ``where=`` (a callable) and
+        keyword filters (``host=``, ``method=``, ``path=``, ``url=``,
+        ``status=``, ``content_type=``) choose the flows it sees;
+        ``thread=True`` runs a blocking hook off the event loop. Without
+        ``fn`` it is a decorator. Raises ValueError for an unknown hook name.
+        """
+        flow_filter = make_filter(where, **filters)
+        if fn is None:
+            return lambda function: self.on(name, function, where=flow_filter, thread=thread)
+        return HookHandle(self.hooks, [self.hooks.add(name, fn, flow_filter, thread)])
+
+    def mock(self, method: str | None, url: str, *, status: int = 200, json: Any = None,
+             text: str | None = None, content: bytes | None = None,
+             headers: dict[str, str] | None = None, times: int | None = None) -> HookHandle:
+        """Answer matching requests without contacting the upstream.
+
+        ``url`` is a glob on the full URL (``"https://api.example.com/users/*"``);
+        ``method`` None matches any method; ``times`` limits how often it
+        answers (then it removes itself). Returns a handle with ``.calls``.
+        """
+        flow_filter = make_filter(method=method, url=url)
+        handle = HookHandle(self.hooks, [])
+
+        def answer(flow: Flow) -> None:
+            if times is not None and handle.calls >= times:
+                return
+            handle.calls += 1
+            flow.respond(status, json=json, text=text, content=content, headers=headers)
+            if times is not None and handle.calls >= times:
+                handle.remove()
+
+        handle.hooks.append(self.hooks.add("request_headers", answer, flow_filter))
+        return handle
+
+    def block(self, host: str | None = None, *, status: int = 403, kill: bool = False,
+              **filters: Any) -> HookHandle:
+        """Refuse matching traffic: a ``status`` answer, or a closed connection with ``kill``.
+
+        With ``host`` it also refuses CONNECT tunnels to that host, so HTTPS
+        to it is blocked before any TLS handshake.
+        """
+        flow_filter = make_filter(host=host, **filters)
+        handle = HookHandle(self.hooks, [])
+
+        def refuse(flow: Flow) -> None:
+            handle.calls += 1
+            if kill:
+                flow.kill()
+            else:
+                flow.respond(status, text=f"blocked by interceptkit: {flow.request.url}\n")
+
+        handle.hooks.append(self.hooks.add("request_headers", refuse, flow_filter))
+        if host is not None:
+            handle.hooks.append(self.hooks.add("tunnel", refuse, make_filter(host=host)))
+        return handle
+
+    def add(self, handler: object) -> HookHandle:
+        """Attach every hook method of ``handler`` (``request``, ``on_request_received``, ...)."""
+        hooks = [self.hooks.add(name, method) for name, method in handler_methods(handler)]
+        if not hooks:
+            raise ValueError(f"{type(handler).__name__} has no hook methods")
+        handle = HookHandle(self.hooks, hooks)
+        self._handlers[id(handler)] = handle
+        return handle
+
+    def remove(self, handler: object) -> None:
+        """Detach a handler attached with :meth:`add`."""
+        handle = self._handlers.pop(id(handler), None)
+        if handle is not None:
+            handle.remove()
+
     # -- observing -----------------------------------------------------------------
 
     def on_flow(self, listener: Callable[[Flow], None]) -> Callable[[], None]:
@@ -257,11 +342,29 @@ class Proxy:
 class _ProxyCallbacks(Callbacks):
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
+        self.runner = HookRunner(proxy.hooks)
 
     def flow_started(self, flow: Flow) -> None:
         self.proxy.flows._add(flow)
 
+    def run_hook(self, name: str, flow: Flow, payload: Any,
+                 done: Callable[[str | None, Any], None] | None) -> None:
+        self.runner.run(name, flow, payload, done)
+
+    def client_connected(self, address: tuple[str, int] | None) -> None:
+        if "client_connected" in self.proxy.hooks.active:
+            self.runner.run("client_connected", address, None, None)
+
+    def client_disconnected(self, address: tuple[str, int] | None) -> None:
+        if "client_disconnected" in self.proxy.hooks.active:
+            self.runner.run("client_disconnected", address, None, None)
+
     def flow_finished(self, flow: Flow) -> None:
+        active = self.proxy.hooks.active
+        if "done" in active:
+            self.runner.run("done", flow, None, None)
+        if flow.error is not None and "error" in active:
+            self.runner.run("error", flow, None, None)
         for listener in list(self.proxy._listeners):
             try:
                 listener(flow)

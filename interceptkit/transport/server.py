@@ -41,9 +41,16 @@ class Callbacks:
     def flow_finished(self, flow: Flow) -> None:
         pass
 
-    def run_hook(self, name: str, flow: Flow, done: Callable[[str | None], None] | None) -> None:
+    def run_hook(self, name: str, flow: Flow, payload: Any,
+                 done: Callable[[str | None, Any], None] | None) -> None:
         if done is not None:
-            done(None)
+            done(None, payload)
+
+    def client_connected(self, address: tuple[str, int] | None) -> None:
+        pass
+
+    def client_disconnected(self, address: tuple[str, int] | None) -> None:
+        pass
 
 
 class TransportSettings:
@@ -144,6 +151,7 @@ class ClientSession(_Peer):
         self.core_paused = False
         self.blocked = False  # an upstream cannot take more: stop reading the client
         self.reading_upstreams = True
+        self.address: tuple[str, int] | None = None
         self._execute = {
             cmd.SendToClient: self._send_to_client,
             cmd.SendToUpstream: self._send_to_upstream,
@@ -155,6 +163,8 @@ class ClientSession(_Peer):
             cmd.StartTimer: self._start_timer,
             cmd.PauseClient: self._pause_client,
             cmd.ResumeClient: self._resume_client,
+            cmd.PauseUpstream: self._pause_upstream,
+            cmd.ResumeUpstream: self._resume_upstream,
             cmd.RunHook: self._run_hook,
             cmd.Log: self._log,
         }
@@ -166,7 +176,9 @@ class ClientSession(_Peer):
         peer = transport.get_extra_info("peername")
         address = (str(peer[0]), int(peer[1])) if peer else None
         self.conn = ProxyConnection(self.server.config, address)
+        self.address = address
         self.server.sessions.add(self)
+        self.server.callbacks.client_connected(address)
         self.feed(ev.ClientConnected(time=time.time(), address=address))
 
     def data_received(self, data: bytes) -> None:
@@ -295,11 +307,23 @@ class ClientSession(_Peer):
         self.core_paused = False
         self._update_client_reading()
 
+    def _pause_upstream(self, command: cmd.PauseUpstream) -> None:
+        upstream = self.upstreams.get(command.upstream)
+        if upstream is not None and upstream.transport is not None and not upstream.closed:
+            upstream.transport.pause_reading()
+
+    def _resume_upstream(self, command: cmd.ResumeUpstream) -> None:
+        upstream = self.upstreams.get(command.upstream)
+        if upstream is not None and upstream.transport is not None and not upstream.closed:
+            if self.reading_upstreams:
+                upstream.transport.resume_reading()
+
     def _run_hook(self, command: cmd.RunHook) -> None:
         call = command.call
         done = None if call is None else (
-            lambda error: self.feed(ev.HookReturned(time=time.time(), call=call, error=error)))
-        self.server.callbacks.run_hook(command.name, command.flow, done)
+            lambda error, result: self.feed(ev.HookReturned(time=time.time(), call=call, error=error,
+                                                            result=result)))
+        self.server.callbacks.run_hook(command.name, command.flow, command.payload, done)
 
     def _log(self, command: cmd.Log) -> None:
         log.log(logging.getLevelName(command.level.upper()), command.message)
@@ -343,7 +367,9 @@ class ClientSession(_Peer):
             upstream.session = None
             upstream.close()
         self.upstreams.clear()
-        self.server.sessions.discard(self)
+        if self in self.server.sessions:
+            self.server.sessions.discard(self)
+            self.server.callbacks.client_disconnected(self.address)
 
     def abort(self) -> None:
         """Close at once (used at shutdown)."""

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from interceptkit.core.commands import CloseClient, CloseUpstream, OpenUpstream, SendToUpstream
 from interceptkit.core.config import ProxyConfig
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # -- (a) scenarios: steps of a whole connection ---------------------------------------------
 

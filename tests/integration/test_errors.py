@@ -75,8 +75,6 @@ def test_header_block_over_64k_gets_431_when_it_trickles_in(proxy, origin):
     assert origin.requests == []
 
 
-@pytest.mark.xfail(reason="BUG: a >64 KiB header block that arrives in one read is forwarded (h11 only "
-                          "limits *incomplete* events); expected 431", strict=True)
 def test_header_block_over_64k_gets_431_in_one_packet(proxy, origin):
     response = raw_exchange(proxy.port, _big_head(origin))
     _assert_one_line_answer(response, 431)
