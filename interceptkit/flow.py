@@ -359,6 +359,8 @@ class Flow:
     killed: bool = False
     #: For a CONNECT: a ``tunnel`` hook may set False to relay it undecrypted.
     intercept: bool | None = None
+    #: For a WebSocket flow: its messages and close (core.websocket.WebSocketData).
+    websocket: Any = None
     hook_errors: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
 

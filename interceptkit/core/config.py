@@ -7,6 +7,34 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 
 
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A reverse-proxy route: requests under ``prefix`` go to ``scheme://host:port`` + ``path``."""
+
+    prefix: str
+    scheme: str
+    host: str
+    port: int
+    path: str = ""
+    strip: bool = False
+
+    def matches(self, path: str) -> bool:
+        """Prefix match on a path-segment boundary: /api matches /api/x, not /apix."""
+        if self.prefix in ("", "/"):
+            return True
+        if not path.startswith(self.prefix):
+            return False
+        rest = path[len(self.prefix):]
+        return rest == "" or rest[0] in "/?" or self.prefix.endswith("/")
+
+    def target(self, path: str) -> str:
+        """The upstream path for a request path under this route."""
+        rest = path[len(self.prefix.rstrip("/")):] if self.strip else path
+        if not rest.startswith("/"):
+            rest = "/" + rest
+        return self.path.rstrip("/") + rest
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProxyConfig:
     """Settings shared by every connection of one proxy; never mutated.
@@ -58,6 +86,12 @@ class ProxyConfig:
     #: Hosts already warned about ("client does not trust the CA"), shared by
     #: all connections so the hint is logged once per host.
     tls_warned: set[str] = field(default_factory=set)
+    #: Reverse mode: routes, longest prefix first.
+    routes: tuple[Route, ...] = ()
+    #: Reverse mode: keep the client's Host instead of the upstream's.
+    keep_host: bool = False
+    #: TLS on the listening side (reverse mode in front of a service).
+    listen_context: ssl.SSLContext | None = None
 
     @property
     def via(self) -> bytes:

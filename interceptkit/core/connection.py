@@ -56,6 +56,22 @@ from .http1 import (
 )
 from .state import Exchange, Phase, SentEvent, Upstream, UpstreamKey
 from .tls import TLSEndpoint, TLSError, TLSParseError, looks_like_tls, parse_client_hello
+from .websocket import (
+    CLIENT,
+    SERVER,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Pong,
+    TextMessage,
+    WebSocketData,
+    WebSocketMessage,
+    WebSocketRelay,
+    _other,
+    data_message,
+    message_of,
+    outgoing,
+)
 
 #: Alerts a client sends when it does not trust the certificate we showed it.
 UNTRUSTED_ALERTS = frozenset({"unknown ca", "bad certificate", "certificate unknown",
@@ -104,6 +120,14 @@ class ProxyConnection:
         self._hook_calls = count(1)
         self._upstream_paused = False
         self._client_blocked = False
+        self._ws: WebSocketRelay | None = None
+        self._ws_exchange: Exchange | None = None
+        #: Bytes of a message already streamed past the hooks, per side.
+        self._ws_streamed: dict[str, int] = {}
+        if config.listen_context is not None:  # TLS from the first byte (reverse mode)
+            self._client_tls = TLSEndpoint(config.listen_context, server_side=True)
+            self._client_tls.start()
+            self._client_tls_info = TLSInfo()
 
     def _new_client_parser(self) -> h11.Connection:
         return h11.Connection(h11.SERVER, max_incomplete_event_size=self._config.max_header_size)
@@ -199,6 +223,8 @@ class ProxyConnection:
             self._relay_to_upstream(event.data)
         elif phase is Phase.SNIFF:
             self._sniff(event.data)
+        elif phase is Phase.WEBSOCKET:
+            self._ws_client_bytes(event.data)
         elif phase is not Phase.CLOSED:
             self._feed_client(event.data)
 
@@ -344,6 +370,9 @@ class ProxyConnection:
     def _on_client_closed(self, event: ev.ConnectionClosed) -> None:
         if self._phase is Phase.CLOSED:
             return
+        if self._phase is Phase.WEBSOCKET:
+            self._ws_receive(CLIENT, None)
+            return
         if event.aborted or self._phase is not Phase.HTTP:
             self._abort("client disconnected")
         elif self._client_tls is not None:
@@ -376,7 +405,7 @@ class ProxyConnection:
             # whole in a single read is measured here.
             self._answer(431, "request header block too large")
             return
-        if method == "CONNECT" and self._origin is None:
+        if method == "CONNECT" and self._origin is None and self._config.mode != "reverse":
             self._on_connect(event, fields)
             return
         try:
@@ -393,10 +422,12 @@ class ProxyConnection:
             http_version="HTTP/" + event.http_version.decode("ascii"),
             headers=Headers.from_wire(fields),
         )
-        ex = Exchange(self._new_flow(request), absolute_form=self._origin is None)
-        ex.upgrade = b"upgrade" in connection_tokens(fields) and any(
-            n.lower() == b"upgrade" for n, _ in fields
-        )
+        reverse = self._config.mode == "reverse"
+        ex = Exchange(self._new_flow(request),
+                      absolute_form=(self._origin is None and not reverse) or (reverse and not self._config.keep_host))
+        upgrade = next((v for n, v in fields if n.lower() == b"upgrade"), None)
+        ex.upgrade = upgrade is not None and b"upgrade" in connection_tokens(fields)
+        ex.websocket = ex.upgrade and upgrade is not None and b"websocket" in upgrade.lower()
         self._exchange = ex
         self._emit(cmd.FlowStarted(flow=ex.flow))
         self._hook("request_headers", ex, self._after_request_headers)
@@ -425,6 +456,8 @@ class ProxyConnection:
             scheme, host, port = self._origin
             path = target.decode("latin-1") if origin_form else parse_absolute_url(target)[3]
             return scheme, host, port, path
+        if self._config.mode == "reverse":
+            return self._route(target.decode("latin-1") if origin_form else parse_absolute_url(target)[3])
         if origin_form:
             # Origin-form sent to a forward proxy: someone browsed to it.
             return "", "", 0, target.decode("latin-1")
@@ -436,6 +469,14 @@ class ProxyConnection:
             raise RemoteProtocolError("request loop: it came through this proxy already", 508)
         return scheme, host, port, path
 
+    def _route(self, path: str) -> tuple[str, str, int, str]:
+        """Reverse mode: the longest matching route prefix decides (routes come sorted)."""
+        for route in self._config.routes:
+            if route.matches(path):
+                scheme = {"ws": "http", "wss": "https"}.get(route.scheme, route.scheme)
+                return scheme, route.host, route.port, route.target(path)
+        raise RemoteProtocolError(f"no route for {path.partition('?')[0]}", 404)
+
     def _new_flow(self, request: Request) -> Flow:
         flow = Flow(id=self._next_flow_id(), request=request, client_address=self._client_address)
         flow.timings.start = self._now
@@ -445,12 +486,18 @@ class ProxyConnection:
     def _send_request_head(self, ex: Exchange, body_length: int | None = None) -> None:
         request = ex.flow.request
         fields, chunked = end_to_end_fields(request.headers.fields, keep_upgrade=ex.upgrade)
+        if ex.websocket:
+            # We parse frames on both sides; compressed frames would need the
+            # negotiated parameters, so compression is not offered upstream.
+            fields = [(n, v) for n, v in fields if n.lower() != b"sec-websocket-extensions"]
+        if self._config.mode == "reverse":
+            fields = self._forwarded_fields(fields)
         if ex.absolute_form or not any(n.lower() == b"host" for n, _ in fields):
             # RFC 9112 3.2.2: the target's authority wins; an HTTP/1.0 request
             # without Host gets one, since we speak HTTP/1.1 upstream.
             fields = replace_field(fields, b"Host", format_authority(request.host, request.port, request.scheme))
         fields.append((b"Via", self._config.via))
-        if self._config.forwarded_for and self._client_address is not None:
+        if self._config.forwarded_for and self._client_address is not None and self._config.mode != "reverse":
             append_forwarded_for(fields, self._client_address[0])
         fields = reframe(fields, chunked) if body_length is None else sized(fields, body_length)
         up = self._bind_upstream(request.scheme, request.host, request.port)
@@ -473,6 +520,17 @@ class ProxyConnection:
             return
         self._remember(ex, head, 0)
         self._to_upstream(up, data)
+
+    def _forwarded_fields(self, fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """X-Forwarded-For/-Proto/-Host, appended to what earlier proxies said."""
+        host = next((v for n, v in fields if n.lower() == b"host"), b"")
+        proto = b"https" if self._client_tls is not None else b"http"
+        client = (self._client_address[0] if self._client_address else "unknown").encode("ascii")
+        for name, value in ((b"X-Forwarded-For", client), (b"X-Forwarded-Proto", proto),
+                            (b"X-Forwarded-Host", host)):
+            if value:
+                fields = _append_field(fields, name, value)
+        return fields
 
     # -- responses through hooks ---------------------------------------------
 
@@ -578,7 +636,7 @@ class ProxyConnection:
             return
         self._flush()
         # A relayed tunnel's connection carries bytes h11 never saw: never pool it.
-        relayed = self._phase in (Phase.TUNNEL, Phase.CONNECTING, Phase.SNIFF)
+        relayed = self._phase in (Phase.TUNNEL, Phase.CONNECTING, Phase.SNIFF, Phase.WEBSOCKET)
         idle = (up.ready and up.tls is None and not relayed and up.conn.our_state is h11.IDLE
                 and up.conn.their_state is h11.IDLE)
         self._upstream = None
@@ -646,6 +704,11 @@ class ProxyConnection:
         if self._phase is Phase.TUNNEL:
             self._relay_to_client(data)
             return
+        if self._phase is Phase.WEBSOCKET:
+            self._ws_receive(SERVER, data if data or not closed else None)
+            if closed and data:
+                self._ws_receive(SERVER, None)
+            return
         if self._exchange is not None:
             self._exchange.upstream_bytes += len(data)
         if data:
@@ -678,6 +741,9 @@ class ProxyConnection:
             return
         if self._phase is Phase.TUNNEL:
             self._finish_tunnel(None)
+            return
+        if self._phase is Phase.WEBSOCKET:
+            self._ws_receive(SERVER, None)
             return
         up.conn.receive_data(b"")
         self._pump_upstream(up)
@@ -1047,13 +1113,165 @@ class ProxyConnection:
             status=101, reason=event.reason.decode("latin-1"), headers=Headers.from_wire(event.headers.raw_items())
         )
         ex.flow.timings.response_start = self._now
-        ex.flow.kind = "upgrade"
-        self._tunnel = ex.flow
         self._exchange = None
         self._early = self._client.trailing_data[0]
         upstream_rest = up.conn.trailing_data[0]
+        if ex.websocket:
+            self._start_websocket(ex, upstream_rest)
+            return
+        ex.flow.kind = "upgrade"
+        self._tunnel = ex.flow
         self._enter_tunnel()
         self._relay_to_client(upstream_rest)
+
+    def _start_websocket(self, ex: Exchange, upstream_rest: bytes) -> None:
+        ex.flow.kind = "websocket"
+        ex.flow.websocket = WebSocketData()
+        self._ws = WebSocketRelay()
+        self._ws_exchange = ex
+        self._phase = Phase.WEBSOCKET
+        self._resume_client()
+        early, self._early = self._early, b""
+        if early:
+            self._ws.receive(CLIENT, early)
+        if upstream_rest:
+            self._ws.receive(SERVER, upstream_rest)
+        self._pump_ws()
+
+    def _ws_receive(self, side: str, data: bytes | None) -> None:
+        if self._ws is not None:
+            self._ws.receive(side, data)
+            self._pump_ws()
+
+    def _ws_client_bytes(self, data: bytes) -> None:
+        if self._client_tls is not None:
+            decrypted = self._decrypt_client(data)
+            if decrypted is None:
+                return
+            data, closed = decrypted
+            if data:
+                self._ws_receive(CLIENT, data)
+            if closed:
+                self._ws_receive(CLIENT, None)
+            return
+        self._ws_receive(CLIENT, data)
+
+    def _pump_ws(self) -> None:
+        ws = self._ws
+        while ws is not None and ws.pending and self._waiting is None and self._ws is ws:
+            side, event = ws.pending.popleft()
+            self._ws_event(side, event)
+        if self._ws is not None and self._ws.finished():
+            self._end_websocket(None)
+
+    def _ws_event(self, side: str, event: Any) -> None:
+        ws, ex = self._ws, self._ws_exchange
+        assert ws is not None and ex is not None
+        if isinstance(event, (TextMessage, BytesMessage)):
+            self._ws_data(side, event)
+        elif isinstance(event, (Ping, Pong)):
+            self._ws_record(message_of(side, event, self._now))
+            self._ws_send(_other(side), type(event)(payload=bytes(event.payload)))
+        elif isinstance(event, CloseConnection):
+            self._ws_close(side, event)
+
+    def _ws_data(self, side: str, event: TextMessage | BytesMessage) -> None:
+        ws = self._ws
+        assert ws is not None
+        parts = ws.fragments[side]
+        parts.append(event.data if isinstance(event.data, str) else bytes(event.data))
+        hooked = "websocket_message" in self._config.hooks
+        size = sum(len(p) for p in parts)
+        if not event.message_finished:
+            if not hooked or size > self._config.hook_body_limit:
+                # Stream what we have: the message is too large to hold (or nobody asked).
+                for part in parts:
+                    self._ws_send(_other(side), outgoing(part, finished=False))
+                ws.fragments[side] = []
+                self._ws_streamed[side] = self._ws_streamed.get(side, 0) + size
+            return
+        streamed = self._ws_streamed.pop(side, 0)
+        message = data_message(side, parts, self._now)
+        ws.fragments[side] = []
+        if streamed:
+            self._ws_send(_other(side), outgoing(message.content, finished=True))
+            message.size += streamed
+            self._ws_record(message)
+        elif hooked:
+            ex = self._ws_exchange
+            assert ex is not None
+            self._hook("websocket_message", ex, lambda ex_, result: self._ws_after_hook(message, result),
+                       payload=message)  # type: ignore[arg-type]
+        else:
+            self._ws_forward(message)
+
+    def _ws_after_hook(self, message: WebSocketMessage, result: Any) -> None:
+        if isinstance(result, (str, bytes)):
+            message.content = result
+        self._ws_forward(message)
+        flow = self._ws_exchange.flow if self._ws_exchange is not None else None
+        data = flow.websocket if flow is not None else None
+        if isinstance(data, WebSocketData):
+            outbox, data.outbox = data.outbox, []
+            for to, content in outbox:
+                injected = WebSocketMessage(_other(to), "text" if isinstance(content, str) else "binary",
+                                            content, self._now, len(content), injected=True)
+                self._ws_forward(injected)
+
+    def _ws_forward(self, message: WebSocketMessage) -> None:
+        self._ws_record(message)
+        if not message.dropped:
+            self._ws_send(_other(message.direction), outgoing(message.content))
+
+    def _ws_record(self, message: WebSocketMessage | None) -> None:
+        ex = self._ws_exchange
+        if message is not None and ex is not None and isinstance(ex.flow.websocket, WebSocketData):
+            ex.flow.websocket.record(message)
+
+    def _ws_send(self, to: str, event: Any) -> None:
+        ws = self._ws
+        if ws is None:
+            return
+        data = ws.send(to, event)
+        self._ws_write(to, data)
+
+    def _ws_write(self, to: str, data: bytes) -> None:
+        if not data:
+            return
+        if to == CLIENT:
+            self._to_client(data)
+        elif self._upstream is not None:
+            self._to_upstream(self._upstream, data)
+
+    def _ws_close(self, side: str, event: CloseConnection) -> None:
+        ws, ex = self._ws, self._ws_exchange
+        assert ws is not None and ex is not None
+        data = ex.flow.websocket
+        assert isinstance(data, WebSocketData)
+        if event.code == 1006 or ws.is_protocol_error(side, event):
+            lost = event.code == 1006
+            reason = (f"the {side} closed the connection without a close frame" if lost
+                      else f"the {side} broke the WebSocket protocol: {event.reason}")
+            if not lost:
+                self._ws_write(side, ws.close_frame(side, 1002, "protocol error"))
+            self._ws_write(_other(side), ws.close_frame(_other(side), 1001 if lost else 1002,
+                                                        "the other side went away" if lost else "protocol error"))
+            data.close_code, data.closed_by = event.code, data.closed_by or side
+            self._end_websocket(None if lost else reason)
+            return
+        if data.closed_by is None:
+            data.close_code, data.close_reason, data.closed_by = event.code, event.reason or "", side
+        self._ws_record(message_of(side, event, self._now))
+        self._ws_write(_other(side), ws.close_frame(_other(side), event.code, event.reason or ""))
+
+    def _end_websocket(self, error: str | None) -> None:
+        ex = self._ws_exchange
+        self._ws, self._ws_exchange = None, None
+        if ex is not None:
+            self._end_flow(ex.flow, error)
+        self._close_client()
+
+    # -- WebSocket -----------------------------------------------------------------
 
     def _enter_tunnel(self) -> None:
         self._phase = Phase.TUNNEL
@@ -1289,6 +1507,17 @@ def _capture(message: Request | Response, data: bytes, limit: int) -> None:
         message.content = message.content + data[: limit - kept] if kept else data[:limit]
     if message.body_size > limit:
         message.truncated = True
+
+
+def _append_field(fields: list[tuple[bytes, bytes]], name: bytes, value: bytes) -> list[tuple[bytes, bytes]]:
+    """Append to a comma-list field, or add it."""
+    lower = name.lower()
+    for index, (existing, old) in enumerate(fields):
+        if existing.lower() == lower:
+            fields[index] = (existing, old + b", " + value)
+            return fields
+    fields.append((name, value))
+    return fields
 
 
 def _head_size(target: bytes, fields: list[tuple[bytes, bytes]]) -> int:

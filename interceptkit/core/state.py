@@ -18,6 +18,7 @@ class Phase(Enum):
     CONNECTING = auto()  # a CONNECT waits for its upstream connection
     SNIFF = auto()  # an intercepted CONNECT was answered; its first bytes decide
     TUNNEL = auto()  # bytes are relayed both ways unchanged
+    WEBSOCKET = auto()  # WebSocket frames parsed on both sides (after a 101)
     CLOSED = auto()  # the client connection is closed or closing
 
 
@@ -51,7 +52,7 @@ class Exchange:
     __slots__ = ("flow", "upstream", "request_complete", "response_started", "response_chunked",
                  "upstream_bytes", "replay", "replay_size", "retried", "upgrade", "absolute_form",
                  "request_parts", "response_parts", "parts_size", "mocked", "hooked",
-                 "upstream_response", "discard_response")
+                 "upstream_response", "discard_response", "websocket")
 
     def __init__(self, flow: Flow, *, absolute_form: bool) -> None:
         self.flow = flow
@@ -80,3 +81,5 @@ class Exchange:
         #: A hook may have changed the message: validate it before sending.
         self.hooked = False
         self.upstream_response: object = None
+        #: The request asks to upgrade to WebSocket.
+        self.websocket = False

@@ -1,0 +1,153 @@
+"""WebSocket relaying after a ``101 Switching Protocols``: wsproto on both sides.
+
+The client side is a wsproto SERVER connection and the upstream side a
+CLIENT one, so every frame is parsed, messages are whole before a hook sees
+them, and whatever the hooks decide is framed anew. No I/O happens here.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Event, Message, Ping, Pong, TextMessage
+
+#: Sides of a WebSocket, named by who sent a message.
+CLIENT, SERVER = "client", "server"
+Content = str | bytes
+
+
+@dataclass(slots=True)
+class WebSocketMessage:
+    """One message (or control frame) seen on a WebSocket.
+
+    In a ``websocket_message`` hook, set ``content`` to change it, call
+    :meth:`drop` to stop it, and use ``flow.websocket.inject(...)`` to send
+    new messages.
+    """
+
+    direction: str  # "client" (client to server) or "server"
+    type: str  # "text", "binary", "ping", "pong" or "close"
+    content: Content
+    time: float
+    size: int = 0
+    dropped: bool = False
+    injected: bool = False
+
+    def drop(self) -> None:
+        self.dropped = True
+
+    @property
+    def from_client(self) -> bool:
+        return self.direction == CLIENT
+
+
+@dataclass(slots=True)
+class WebSocketData:
+    """What a flow records of its WebSocket: messages (bounded) and the close."""
+
+    max_messages: int = 10_000
+    max_content: int = 4096
+    messages: deque[WebSocketMessage] = field(default_factory=deque)
+    message_count: int = 0
+    dropped_records: int = 0
+    close_code: int | None = None
+    close_reason: str = ""
+    closed_by: str | None = None
+    #: Messages hooks asked to send: (to side, content), drained by the core.
+    outbox: list[tuple[str, Content]] = field(default_factory=list)
+
+    def inject(self, content: Content, *, to: str = SERVER) -> None:
+        """Send a new message to ``to`` ("server" or "client") after the current hook."""
+        if to not in (CLIENT, SERVER):
+            raise ValueError("to must be 'client' or 'server'")
+        self.outbox.append((to, content))
+
+    def record(self, message: WebSocketMessage) -> None:
+        """Keep the message with a bounded content prefix; drop the oldest past the limit."""
+        self.message_count += 1
+        kept = WebSocketMessage(message.direction, message.type, message.content[: self.max_content],
+                                message.time, message.size, message.dropped, message.injected)
+        self.messages.append(kept)
+        if len(self.messages) > self.max_messages:
+            self.messages.popleft()
+            self.dropped_records += 1
+
+
+def _other(side: str) -> str:
+    return SERVER if side == CLIENT else CLIENT
+
+
+class WebSocketRelay:
+    """Both wsproto connections of one proxied WebSocket, and what is queued between them."""
+
+    def __init__(self) -> None:
+        self.conns = {
+            CLIENT: Connection(ConnectionType.SERVER),  # we are the server to the client
+            SERVER: Connection(ConnectionType.CLIENT),
+        }
+        self.pending: deque[tuple[str, Event]] = deque()
+        #: Fragments of a message still arriving, per sending side.
+        self.fragments: dict[str, list[Content]] = {CLIENT: [], SERVER: []}
+
+    def receive(self, side: str, data: bytes | None) -> None:
+        """Bytes (None: the connection ended) from ``side``; events queue in ``pending``."""
+        conn = self.conns[side]
+        if conn.state is ConnectionState.CLOSED:
+            return
+        conn.receive_data(data)
+        self.pending.extend((side, event) for event in conn.events())
+
+    def send(self, to: str, event: Event) -> bytes:
+        """Frame ``event`` for side ``to``; b"" when that side can no longer take it."""
+        conn = self.conns[to]
+        if conn.state not in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            return b""
+        if conn.state is ConnectionState.REMOTE_CLOSING and not isinstance(event, CloseConnection):
+            return b""
+        return conn.send(event)
+
+    def close_frame(self, to: str, code: int, reason: str = "") -> bytes:
+        # 1005 and 1006 only report what happened; they never go on the wire (RFC 6455 7.4.1).
+        wire_code = 1000 if code in (1005, 1006) else code
+        return self.send(to, CloseConnection(code=wire_code, reason=reason))
+
+    def is_protocol_error(self, side: str, event: CloseConnection) -> bool:
+        """wsproto reports a broken frame as a close while the connection is still open."""
+        return self.conns[side].state is ConnectionState.OPEN and event.code not in (1006,)
+
+    def finished(self) -> bool:
+        return all(conn.state is ConnectionState.CLOSED for conn in self.conns.values())
+
+
+def message_of(side: str, event: Event, time: float) -> WebSocketMessage | None:
+    """The record of a control frame (ping/pong/close); None for data frames."""
+    if isinstance(event, Ping):
+        return WebSocketMessage(side, "ping", bytes(event.payload), time, len(event.payload))
+    if isinstance(event, Pong):
+        return WebSocketMessage(side, "pong", bytes(event.payload), time, len(event.payload))
+    if isinstance(event, CloseConnection):
+        return WebSocketMessage(side, "close", event.reason or "", time, 0)
+    return None
+
+
+def data_message(side: str, parts: list[Content], time: float) -> WebSocketMessage:
+    """A whole data message from its fragments."""
+    if parts and isinstance(parts[0], str):
+        text = "".join(p for p in parts if isinstance(p, str))
+        return WebSocketMessage(side, "text", text, time, len(text.encode("utf-8")))
+    binary = b"".join(p for p in parts if isinstance(p, (bytes, bytearray)))
+    return WebSocketMessage(side, "binary", binary, time, len(binary))
+
+
+def outgoing(content: Content, finished: bool = True) -> TextMessage | BytesMessage:
+    if isinstance(content, str):
+        return TextMessage(data=content, message_finished=finished)
+    return BytesMessage(data=bytes(content), message_finished=finished)
+
+
+__all__ = [
+    "CLIENT", "SERVER", "BytesMessage", "CloseConnection", "Message", "Ping", "Pong", "TextMessage",
+    "WebSocketData", "WebSocketMessage", "WebSocketRelay", "data_message", "message_of", "outgoing",
+]
