@@ -23,6 +23,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--listen-host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this machine only)")
     parser.add_argument("--listen-port", type=int, default=8080, help="port to listen on (default: 8080)")
+    parser.add_argument("--mode", choices=("forward", "reverse"), default="forward",
+                        help="forward: clients use it as their proxy; reverse: it stands in front of "
+                             "services given with --route (default: forward)")
+    parser.add_argument("--route", action="append", default=[], metavar="PREFIX=URL",
+                        help="reverse mode: send paths under PREFIX to URL, e.g. /api=http://127.0.0.1:9000 "
+                             "(repeatable; longest prefix wins)")
+    parser.add_argument("--strip-prefix", action="store_true",
+                        help="reverse mode: remove the matched prefix from the path sent upstream")
+    parser.add_argument("--keep-host", action="store_true",
+                        help="reverse mode: send the client's Host header instead of the upstream's")
+    parser.add_argument("--certfile", default=None, help="serve TLS on the listening side with this certificate")
+    parser.add_argument("--keyfile", default=None, help="the private key of --certfile")
+    parser.add_argument("--tls-name", default=None,
+                        help="serve TLS on the listening side with a certificate for this name from the CA")
     parser.add_argument("--read-timeout", type=float, default=60.0,
                         help="seconds to wait for an upstream's answer before a 504 (default: 60)")
     parser.add_argument("--connect-timeout", type=float, default=10.0,
@@ -87,8 +101,11 @@ async def _run(proxy: Proxy) -> None:
     while not proxy._addresses and not task.done():
         await asyncio.sleep(0.01)
     if proxy._addresses:
-        mode = "intercepting HTTPS" if proxy.intercept else "HTTPS relayed"
-        print(f"interceptkit listening on {proxy.url} (forward proxy, {mode}); Ctrl-C stops it", flush=True)
+        if proxy.mode == "reverse":
+            what = "reverse proxy"
+        else:
+            what = "forward proxy, " + ("intercepting HTTPS" if proxy.intercept else "HTTPS relayed")
+        print(f"interceptkit listening on {proxy.url} ({what}); Ctrl-C stops it", flush=True)
         if proxy.intercept and proxy.certs is not None:
             print(f"CA certificate: {proxy.certs.ca_cert_path} (`interceptkit ca` shows how to trust it)",
                   flush=True)
@@ -131,6 +148,16 @@ def ca_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def _routes(specs: list[str], strip: bool) -> dict[str, str | dict[str, object]]:
+    routes: dict[str, str | dict[str, object]] = {}
+    for spec in specs:
+        prefix, sep, url = spec.partition("=")
+        if not sep or not url:
+            raise ValueError(f"--route wants PREFIX=URL, not {spec!r}")
+        routes[prefix] = {"url": url, "strip": strip}
+    return routes
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["ca"]:
@@ -145,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             connect_retries=args.connect_retries, forwarded_for=args.forwarded_for,
             confdir=args.confdir, intercept=not args.no_intercept, ignore_hosts=args.ignore_host,
             ssl_insecure=args.ssl_insecure, upstream_ca=args.upstream_ca,
+            mode=args.mode, routes=_routes(args.route, args.strip_prefix), keep_host=args.keep_host,
+            certfile=args.certfile, keyfile=args.keyfile, tls_name=args.tls_name,
         )
     except ValueError as exc:
         print(f"interceptkit: {exc}", file=sys.stderr)

@@ -6,7 +6,12 @@ import fnmatch
 import os
 import re
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from .core.config import Route
+from .core.http1 import parse_absolute_url
+from .core.errors import RemoteProtocolError
 
 _REGEX_HINTS = re.compile(r"[\\^$()|+\[\]{}]")
 
@@ -57,5 +62,41 @@ def upstream_ssl_context(*, insecure: bool = False, extra_ca: str | os.PathLike[
     if insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def parse_routes(routes: Mapping[str, str | Mapping[str, Any]]) -> tuple[Route, ...]:
+    """Reverse-proxy routes from ``{prefix: url}`` (or ``{prefix: {"url": ..., "strip": bool}}``),
+    longest prefix first. Raises ValueError for a bad prefix or URL."""
+    parsed = [_route(prefix, spec) for prefix, spec in routes.items()]
+    return tuple(sorted(parsed, key=lambda route: len(route.prefix), reverse=True))
+
+
+def _route(prefix: str, spec: str | Mapping[str, Any]) -> Route:
+    if not prefix.startswith("/"):
+        raise ValueError(f"route prefix must start with '/': {prefix!r}")
+    url, strip = (spec, False) if isinstance(spec, str) else (str(spec["url"]), bool(spec.get("strip", False)))
+    try:
+        scheme, host, port, path = parse_absolute_url(url.encode("ascii"))
+    except (RemoteProtocolError, UnicodeEncodeError) as exc:
+        raise ValueError(f"bad route target for {prefix}: {url!r} ({exc})") from exc
+    return Route(prefix=prefix, scheme=scheme, host=host, port=port,
+                 path="" if path == "/" and not url.rstrip().endswith("/") else path.rstrip("/"), strip=strip)
+
+
+def listen_ssl_context(certfile: str | os.PathLike[str] | None,
+                       keyfile: str | os.PathLike[str] | None) -> ssl.SSLContext | None:
+    """A server context for TLS on the listening side, or None without a certificate."""
+    if certfile is None:
+        if keyfile is not None:
+            raise ValueError("keyfile given without certfile")
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(os.fspath(certfile), None if keyfile is None else os.fspath(keyfile))
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load certificate {os.fspath(certfile)}: {exc}") from exc
     context.set_alpn_protocols(["http/1.1"])
     return context

@@ -17,7 +17,7 @@ from .certs import CertStore, default_confdir
 from .core.config import ProxyConfig
 from .flow import Flow
 from .hooks import FlowFilter, HookHandle, HookRegistry, HookRunner, handler_methods, make_filter
-from .policy import host_matcher, upstream_ssl_context
+from .policy import host_matcher, listen_ssl_context, parse_routes, upstream_ssl_context
 from .table import FlowTable
 from .transport import Callbacks, ProxyServer, Resolver, TransportSettings
 
@@ -53,6 +53,12 @@ class Proxy:
         ignore_hosts: glob or regex patterns of hosts relayed without decrypting.
         ssl_insecure: do not verify upstream certificates (only if you must).
         upstream_ca: a PEM file of extra CAs to trust for upstream servers.
+        routes: reverse mode: ``{"/api": "http://127.0.0.1:9000", "/": {"url": "https://...",
+            "strip": True}}``; the longest matching prefix wins, ``strip`` removes it.
+        keep_host: reverse mode: send the client's Host instead of the upstream's.
+        certfile, keyfile: serve TLS on the listening side with this certificate.
+        tls_name: serve TLS on the listening side with a certificate for this name
+            from the interceptkit CA.
     """
 
     def __init__(
@@ -75,9 +81,16 @@ class Proxy:
         ignore_hosts: Iterable[str] = (),
         ssl_insecure: bool = False,
         upstream_ca: str | os.PathLike[str] | None = None,
+        routes: dict[str, str | dict[str, Any]] | None = None,
+        keep_host: bool = False,
+        certfile: str | os.PathLike[str] | None = None,
+        keyfile: str | os.PathLike[str] | None = None,
+        tls_name: str | None = None,
     ) -> None:
-        if mode != "forward":
-            raise ValueError(f"unknown mode {mode!r}: this version supports 'forward'")
+        if mode not in ("forward", "reverse"):
+            raise ValueError(f"unknown mode {mode!r}: use 'forward' or 'reverse'")
+        if mode == "reverse" and not routes:
+            raise ValueError("reverse mode needs routes, e.g. routes={'/': 'http://127.0.0.1:9000'}")
         self.host = host
         self._requested_port = port
         self.mode = mode
@@ -94,7 +107,10 @@ class Proxy:
             hooks=self.hooks.active,
             intercept=intercept, ignore_host=host_matcher(ignore_hosts),
             upstream_context=upstream_ssl_context(insecure=ssl_insecure, extra_ca=upstream_ca),
+            routes=parse_routes(routes or {}), keep_host=keep_host,
+            listen_context=listen_ssl_context(certfile, keyfile),
         )
+        self._tls_name = tls_name
         self._settings = TransportSettings(
             connect_timeout=connect_timeout, connect_retries=connect_retries,
             resolver=resolver, pool_size=pool_size,
@@ -115,9 +131,10 @@ class Proxy:
 
     @property
     def url(self) -> str:
-        """``http://host:port``: what to give clients as their proxy."""
+        """``http://host:port`` (https with listening TLS): what to give clients."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self._config.listen_context is not None or self._tls_name else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -219,6 +236,8 @@ class Proxy:
             self._config, ca_cert_pem=certs.ca_cert_pem, ca_cert_der=certs.ca_cert_der,
             server_context=certs.server_context if self.intercept else None,
         )
+        if self._tls_name is not None and self._config.listen_context is None:
+            self._config = replace(self._config, listen_context=certs.server_context(self._tls_name))
 
     # -- trusting the CA -----------------------------------------------------------
 
