@@ -7,7 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from .certs import CertStoreError
@@ -83,13 +83,22 @@ def _human_size(size: int) -> str:
     return f"{size}B"
 
 
-def _printer(stream: TextIO):  # type: ignore[no-untyped-def]
+def _printer(stream: TextIO) -> Callable[[Flow], None]:
+    tty = stream.isatty()
+
     def print_flow(flow: Flow) -> None:
         stream.write(format_flow(flow) + "\n")
-        if stream.isatty():
+        if tty:
             stream.flush()
 
     return print_flow
+
+
+async def _flush_periodically(stream: TextIO, every: float = 0.25) -> None:
+    """Pipes and log files see lines within ``every`` seconds, without a write per line."""
+    while True:
+        await asyncio.sleep(every)
+        stream.flush()
 
 
 async def _run(proxy: Proxy) -> None:
@@ -98,6 +107,7 @@ async def _run(proxy: Proxy) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     task = asyncio.create_task(proxy.serve_forever(stop))
+    flusher = asyncio.create_task(_flush_periodically(sys.stdout))
     while not proxy._addresses and not task.done():
         await asyncio.sleep(0.01)
     if proxy._addresses:
@@ -109,7 +119,10 @@ async def _run(proxy: Proxy) -> None:
         if proxy.intercept and proxy.certs is not None:
             print(f"CA certificate: {proxy.certs.ca_cert_path} (`interceptkit ca` shows how to trust it)",
                   flush=True)
-    await task
+    try:
+        await task
+    finally:
+        flusher.cancel()
 
 
 CA_HELP = """\

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -436,7 +437,8 @@ class ProxyServer:
                 continue
             protocol.address = (address[0], address[1])
             return protocol
-        reason = last.strerror if last is not None and last.strerror else str(last)
+        # asyncio's own message ("Connect call failed ...") hides the cause.
+        reason = os.strerror(last.errno) if last is not None and last.errno else str(last)
         raise UpstreamConnectError(reason or "no address to connect to")
 
     async def close(self) -> None:

@@ -16,10 +16,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from origin import PROXY_ENV, RESOLVER_TABLE, EchoServer, Origin  # noqa: E402
+from origin import PROXY_ENV, RESOLVER_TABLE, EchoServer, Origin
 
-from interceptkit import Proxy, static_resolver  # noqa: E402
-
+from interceptkit import Proxy, static_resolver
 
 _CONFDIR: list[Path] = []
 

@@ -12,7 +12,15 @@ import socket
 import time
 
 import pytest
-from origin import HELLO, curl, read_head, read_until_closed, status_of, wait_flows_done, wait_until
+from origin import (
+    HELLO,
+    curl,
+    read_head,
+    read_until_closed,
+    status_of,
+    wait_flows_done,
+    wait_until,
+)
 
 
 @pytest.fixture

@@ -88,8 +88,7 @@ def test_content_length_and_transfer_encoding_gets_400_and_nothing_reaches_origi
     response = raw_exchange(proxy.port, request)
     _assert_one_line_answer(response, 400)
     time.sleep(0.2)
-    assert origin.requests == []
-    assert origin.connections == []  # not even a connection was opened
+    assert origin.requests == [] and origin.incomplete == []  # not a byte of it reached the origin
 
 
 def test_differing_duplicate_content_length_gets_400(proxy, origin):
@@ -157,8 +156,6 @@ def test_refused_connection_gets_502(proxy):
     assert flow.error and flow.state == "error"
 
 
-@pytest.mark.xfail(reason="BUG (minor): the 502 reason for a refused connection is asyncio's "
-                          "'Connect call failed (...)', not 'Connection refused'", strict=True)
 def test_refused_connection_reason_says_refused(proxy):
     port = _closed_port()
     result = curl("-i", f"http://127.0.0.1:{port}/", proxy=proxy)
@@ -171,7 +168,7 @@ def test_slow_origin_gets_504(proxy_factory, origin):
     result = curl("-i", origin.url("/slow"), proxy=proxy, timeout=10)
     elapsed = time.monotonic() - started
     assert status_of(result.stdout) == 504
-    assert 0.4 < elapsed < 2.5
+    assert 0.4 < elapsed < 4  # the origin would answer after SLOW_SECONDS (5)
     assert b"0.5" in body_of(result.stdout)
     [flow] = wait_flows_done(proxy, 1)
     assert flow.error and "0.5" in flow.error
@@ -228,7 +225,7 @@ def test_error_answer_on_keepalive_connection_closes_it(proxy, origin):
     """After a 502 the proxy says Connection: close and does close."""
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
         sock.sendall(b"GET http://nowhere.test/ HTTP/1.1\r\nHost: nowhere.test\r\n\r\n")
-        head, rest = read_head(sock)
+        head, _ = read_head(sock)
         assert status_of(head + b"\r\n\r\n") == 502
         read_until_closed(sock, timeout=3)
         sock.settimeout(1)
