@@ -78,6 +78,8 @@ def keepalive_limit(r: dict[str, Any], cpus: dict[str, Any]) -> str:
         if u["busy"] >= SATURATED:
             return (f"CPU {cpu} saturated ({u['busy']:.0f}% busy: {u['ours']:.0f}% ours, "
                     f"{max(0.0, u['busy'] - u['ours']):.0f}% other processes)")
+    if not cpus.get("proxy"):
+        return "no process saturated a core (not pinned: processes shared the CPUs)"
     return "no core saturated (latency-bound)"
 
 
@@ -140,7 +142,7 @@ def render(res: dict[str, Any]) -> str:
         lines += upload_section(res)
     lines.append(f"Total run time: {res.get('elapsed_s', 0):.1f} s.")
     for note in res["notes"]:
-        lines.append(f"Note: {note}")
+        lines.append(f"Note: {note}.")
     return "\n".join(lines)
 
 

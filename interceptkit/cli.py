@@ -187,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ssl_insecure=args.ssl_insecure, upstream_ca=args.upstream_ca,
             mode=args.mode, routes=_routes(args.route, args.strip_prefix), keep_host=args.keep_host,
             certfile=args.certfile, keyfile=args.keyfile, tls_name=args.tls_name,
+            max_flows=0,  # the CLI prints each exchange; keeping them would only cost memory
         )
     except ValueError as exc:
         print(f"interceptkit: {exc}", file=sys.stderr)
