@@ -103,7 +103,8 @@ class ProxyConnection:
         self._upstream_ids = count(1)
         self._next_flow_id = config.next_flow_id or count(1).__next__
         self._now = 0.0
-        self._client_paused = False
+        self._pause_reasons: set[str] = set()
+        self._head_request = False
         self._read_timer = False
         self._idle_timer = False
         self._client_activity = 0.0
@@ -193,17 +194,20 @@ class ProxyConnection:
         up.pending.append(data)
         up.pending_size += len(data)
         if up.pending_size > self._config.pending_limit:
-            self._pause_client()
+            self._pause_client("pending")
 
-    def _pause_client(self) -> None:
-        if not self._client_paused:
-            self._client_paused = True
+    def _pause_client(self, reason: str) -> None:
+        """Stop reading the client for ``reason`` (pipeline, pending, hook)."""
+        if not self._pause_reasons:
             self._emit(cmd.PauseClient())
+        self._pause_reasons.add(reason)
 
-    def _resume_client(self) -> None:
-        if self._client_paused:
-            self._client_paused = False
-            self._emit(cmd.ResumeClient())
+    def _resume_client(self, reason: str) -> None:
+        """Read again once no reason to pause is left."""
+        if reason in self._pause_reasons:
+            self._pause_reasons.discard(reason)
+            if not self._pause_reasons:
+                self._emit(cmd.ResumeClient())
 
     def _log(self, level: str, message: str) -> None:
         self._emit(cmd.Log(level=level, message=message))
@@ -241,7 +245,7 @@ class ProxyConnection:
         if closed:
             self._client.receive_data(b"")
         if self._waiting is not None:
-            self._pause_client()  # h11 holds it until the hook returns
+            self._pause_client("hook")  # h11 holds it until the hook returns
         elif self._phase is Phase.HTTP:
             self._pump_client()
 
@@ -359,7 +363,7 @@ class ProxyConnection:
             elif event is h11.PAUSED:
                 # The client sent more while we still answer: pipelining or
                 # bytes after CONNECT/Upgrade. h11 holds them; stop reading.
-                self._pause_client()
+                self._pause_client("pipeline")
                 return
             elif kind is h11.ConnectionClosed:
                 self._on_client_eof()
@@ -393,13 +397,16 @@ class ProxyConnection:
             if ex.response_started:
                 self._close_client()
                 return
-        self._answer(status, message)
+            self._answer(status, message)
+            return
+        self._refuse(status, message, "unparsable request")
 
     # -- requests ------------------------------------------------------------
 
     def _on_request(self, event: h11.Request) -> None:
         fields = event.headers.raw_items()
         method = event.method.decode("ascii")
+        self._head_request = method == "HEAD"
         if _head_size(event.target, fields) > self._config.max_header_size:
             # h11 bounds only a head that arrives in pieces; one that came
             # whole in a single read is measured here.
@@ -412,7 +419,7 @@ class ProxyConnection:
             check_request_framing(fields, event.http_version)
             scheme, host, port, path = self._resolve_target(event.target, fields)
         except RemoteProtocolError as exc:
-            self._answer(exc.status, str(exc))
+            self._refuse(exc.status, str(exc), f"{method} {event.target[:200]!r}")
             return
         if scheme == "":
             self._serve_info(path)
@@ -612,7 +619,7 @@ class ProxyConnection:
         key = (host, port, scheme in ("https", "wss"))
         up = self._upstream
         if up is not None:
-            if up.key == key and up.conn.our_state is h11.IDLE:
+            if up.key == key and up.conn.our_state is h11.IDLE and up.conn.their_state is h11.IDLE:
                 return up
             self._release_upstream()
         return self._open_upstream(key, reuse=True)
@@ -675,7 +682,7 @@ class ProxyConnection:
         if up.pending:
             self._upstream_buf.extend(up.pending)
             up.pending, up.pending_size = [], 0
-        self._resume_client()
+        self._resume_client("pending")
 
     def _record_connect(self, event: ev.UpstreamConnected) -> None:
         flow = self._exchange.flow if self._exchange is not None else self._tunnel
@@ -709,8 +716,13 @@ class ProxyConnection:
             if closed and data:
                 self._ws_receive(SERVER, None)
             return
-        if self._exchange is not None:
-            self._exchange.upstream_bytes += len(data)
+        ex = self._exchange
+        if ex is None or ex.upstream is not up:
+            # Nobody asked this connection anything (a server's "408" before
+            # it closes an idle connection, say): it cannot be trusted again.
+            self._drop_upstream(up)
+            return
+        ex.upstream_bytes += len(data)
         if data:
             up.conn.receive_data(data)
         if closed:
@@ -1005,7 +1017,7 @@ class ProxyConnection:
             self._close_client()  # Connection: close, HTTP/1.0, or an unread request body
             return
         client.start_next_cycle()
-        self._resume_client()
+        self._resume_client("pipeline")
         self._pump_client()
 
     def _on_client_backpressure(self, event: ev.ClientBackpressure) -> None:
@@ -1020,7 +1032,7 @@ class ProxyConnection:
         try:
             host, port = parse_authority(event.target, None)
         except RemoteProtocolError as exc:
-            self._answer(400, f"bad CONNECT target: {exc}")
+            self._refuse(400, f"bad CONNECT target: {exc}", f"CONNECT {event.target[:200]!r}")
             return
         request = Request(
             method="CONNECT", scheme="https" if port == 443 else "tcp", host=host, port=port, path="",
@@ -1130,7 +1142,7 @@ class ProxyConnection:
         self._ws = WebSocketRelay()
         self._ws_exchange = ex
         self._phase = Phase.WEBSOCKET
-        self._resume_client()
+        self._resume_client("pipeline")
         early, self._early = self._early, b""
         if early:
             self._ws.receive(CLIENT, early)
@@ -1276,7 +1288,7 @@ class ProxyConnection:
     def _enter_tunnel(self) -> None:
         self._phase = Phase.TUNNEL
         early, self._early = self._early, b""
-        self._resume_client()
+        self._resume_client("pipeline")
         self._relay_to_upstream(early)
 
     def _relay_to_upstream(self, data: bytes) -> None:
@@ -1328,6 +1340,12 @@ class ProxyConnection:
         fields = info_page_fields(body, ctype) + [(b"Connection", b"close")]
         self._send_whole_answer(h11.Response(status_code=200, headers=fields), body)
 
+    def _refuse(self, status: int, reason: str, what: str) -> None:
+        """Answer a request that never became a flow, and say so in the log."""
+        client = f"{self._client_address[0]}:{self._client_address[1]}" if self._client_address else "client"
+        self._log("info", f"refused {what} from {client}: {status} {reason}")
+        self._answer(status, reason)
+
     def _answer(self, status: int, message: str) -> None:
         """Answer the current request ourselves, then close the connection."""
         response, body = plain_answer(status, message)
@@ -1335,10 +1353,13 @@ class ProxyConnection:
 
     def _send_whole_answer(self, response: h11.Response, body: bytes) -> None:
         client = self._client
+        if self._head_request:
+            body = b""  # RFC 9110 9.3.2: the same head as GET, never a body
         try:
             parts = [client.send(response)]
             if client.our_state is h11.SEND_BODY:
-                parts.append(client.send(h11.Data(data=body)))
+                if body:
+                    parts.append(client.send(h11.Data(data=body)))
                 parts.append(client.send(h11.EndOfMessage()))
             data = b"".join(p for p in parts if p)
         except h11.LocalProtocolError:
@@ -1468,7 +1489,7 @@ class ProxyConnection:
             self._upstream_paused = False
             self._emit(cmd.ResumeUpstream(upstream=up.id))
         if self._phase is Phase.HTTP:
-            self._resume_client()
+            self._resume_client("hook")
             if up is not None:
                 self._pump_upstream(up)
             if self._waiting is None and self._phase is Phase.HTTP:

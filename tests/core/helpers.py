@@ -9,7 +9,8 @@ time, or cut at given offsets. Nothing here opens a socket.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Union
+from itertools import pairwise
+from typing import Any
 
 from interceptkit.core import commands as cmd
 from interceptkit.core import events as ev
@@ -19,7 +20,7 @@ from interceptkit.flow import Flow
 
 #: How to cut bytes before feeding them: None (whole), an int (pieces of that
 #: size; 1 is byte by byte), or a sequence of cut offsets.
-Split = Union[None, int, Sequence[int]]
+Split = int | Sequence[int] | None
 
 CLIENT = ("192.0.2.10", 50123)
 VIA = b"1.1 interceptkit (interceptkit)"
@@ -35,7 +36,7 @@ def pieces(data: bytes, split: Split) -> list[bytes]:
         return [data[i : i + split] for i in range(0, len(data), split)]
     cuts = sorted({c for c in split if 0 < c < len(data)})
     bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [data[a:b] for a, b in pairwise(bounds)]
 
 
 class Driver:
@@ -73,7 +74,7 @@ class Driver:
 
     def feed(self, event_type: type[ev.Event], **fields: Any) -> list[cmd.Command]:
         """Feed one event stamped with the current time; return its commands."""
-        out = self.conn.handle(event_type(time=self.now, **fields))
+        out: list[cmd.Command] = self.conn.handle(event_type(time=self.now, **fields))
         for command in out:
             if isinstance(command, cmd.StartTimer):
                 self.timers[command.name] = self.now + command.delay

@@ -16,18 +16,33 @@ from typing import Any
 
 import h11
 import pytest
-from helpers import Driver, closes_client, errors_logged, finished, of_type, ok, status_of, to_client, to_upstream
+from helpers import (
+    Driver,
+    closes_client,
+    errors_logged,
+    finished,
+    of_type,
+    ok,
+    status_of,
+    to_client,
+    to_upstream,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from interceptkit.core.commands import CloseClient, CloseUpstream, OpenUpstream, SendToUpstream
+from interceptkit.core.commands import (
+    CloseClient,
+    CloseUpstream,
+    OpenUpstream,
+    SendToUpstream,
+)
 from interceptkit.core.config import ProxyConfig
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # -- (a) scenarios: steps of a whole connection ---------------------------------------------
 
-Step = tuple  # ("client", bytes) | ("upstream", id, bytes) | ("connect", id) | ("close", id | None)
+Step = tuple[Any, ...]  # ("client", bytes) | ("upstream", id, bytes) | ("connect", id) | ("close", id | None)
 
 
 @dataclass(frozen=True)

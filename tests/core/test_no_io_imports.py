@@ -46,7 +46,7 @@ def violations(source: str, filename: str = "<source>") -> list[str]:
         for module in modules:
             reason = _forbidden(module)
             if reason:
-                found.append(f"{filename}:{node.lineno}: {reason}")
+                found.append(f"{filename}:{getattr(node, 'lineno', 0)}: {reason}")
     return found
 
 
