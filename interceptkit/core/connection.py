@@ -1276,6 +1276,17 @@ class ProxyConnection:
         self._ws_record(message_of(side, event, self._now))
         self._ws_write(_other(side), ws.close_frame(_other(side), event.code, event.reason or ""))
 
+    def _ws_idle_close(self) -> None:
+        """Both peers fell silent: say goodbye properly (1001) on both sides."""
+        ws, ex = self._ws, self._ws_exchange
+        if ws is not None:
+            for side in (CLIENT, SERVER):
+                self._ws_write(side, ws.close_frame(side, 1001, "idle timeout"))
+        if ex is not None and isinstance(ex.flow.websocket, WebSocketData):
+            ex.flow.websocket.close_code = ex.flow.websocket.close_code or 1001
+            ex.flow.websocket.close_reason = ex.flow.websocket.close_reason or "idle timeout"
+        self._end_websocket(None)
+
     def _end_websocket(self, error: str | None) -> None:
         ex = self._ws_exchange
         self._ws, self._ws_exchange = None, None
@@ -1453,7 +1464,7 @@ class ProxyConnection:
             return
         timeout = self._config.idle_timeout
         idle = self._now - self._client_activity
-        if self._phase is Phase.TUNNEL and self._upstream is not None:
+        if self._phase in (Phase.TUNNEL, Phase.WEBSOCKET) and self._upstream is not None:
             idle = min(idle, self._now - self._upstream.last_activity)
         ex = self._exchange
         # While the upstream owes the answer, the read timer watches instead.
@@ -1467,6 +1478,8 @@ class ProxyConnection:
             self._answer(408, "the request did not arrive in time")
         elif self._phase is Phase.TUNNEL:
             self._abort("idle timeout")
+        elif self._phase is Phase.WEBSOCKET:
+            self._ws_idle_close()
         else:
             self._close_client()
 
