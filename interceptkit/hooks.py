@@ -260,14 +260,13 @@ class HookRunner:
                 return
             try:
                 result = _call(hook, name, subject, payload)
+                if inspect.isawaitable(result):
+                    self._spawn(self._awaiting(result, hook, hooks, name, subject, payload, error, done))
+                    return
+                payload = _next_payload(name, result, payload)
             except Exception:
                 hook.report(flow)
                 error = error or f"{name} hook failed"
-                continue
-            if inspect.isawaitable(result):
-                self._spawn(self._awaiting(result, hook, hooks, name, subject, payload, error, done))
-                return
-            payload = _next_payload(name, result, payload)
         if done is not None:
             done(error, payload)
 
@@ -306,7 +305,15 @@ def _call(hook: Hook, name: str, subject: Any, payload: Any) -> Any:
 
 
 def _next_payload(name: str, result: Any, payload: Any) -> Any:
-    """A data hook's return value replaces the data; None leaves it as it was."""
-    if name in DATA_HOOKS and result is not None:
+    """A data hook's return value replaces the data; None leaves it as it was.
+
+    Raises TypeError for a replacement of the wrong kind (a ``str`` for a
+    body chunk, say), so it is reported instead of losing data silently.
+    """
+    if name not in DATA_HOOKS or result is None:
+        return payload
+    allowed: tuple[type, ...] = (bytes, bytearray) if name == "response_chunk" else (str, bytes, bytearray)
+    if isinstance(result, allowed) or (name == "websocket_message" and result is payload):
         return result
-    return payload
+    raise TypeError(f"a {name} hook must return {' or '.join(t.__name__ for t in allowed)} or None, "
+                    f"not {type(result).__name__}")

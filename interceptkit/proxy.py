@@ -18,6 +18,7 @@ from .core.config import ProxyConfig
 from .flow import Flow
 from .hooks import FlowFilter, HookHandle, HookRegistry, HookRunner, handler_methods, make_filter
 from .policy import host_matcher, listen_ssl_context, parse_routes, upstream_ssl_context
+from .store import FlowRecorder
 from .table import FlowTable
 from .transport import Callbacks, ProxyServer, Resolver, TransportSettings
 
@@ -59,6 +60,9 @@ class Proxy:
         certfile, keyfile: serve TLS on the listening side with this certificate.
         tls_name: serve TLS on the listening side with a certificate for this name
             from the interceptkit CA.
+        save: a file to append every finished flow to (JSON lines, flushed per
+            flow, so a crash loses nothing already finished); ``FlowTable.load``
+            reads it, also while it grows.
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class Proxy:
         certfile: str | os.PathLike[str] | None = None,
         keyfile: str | os.PathLike[str] | None = None,
         tls_name: str | None = None,
+        save: str | os.PathLike[str] | None = None,
     ) -> None:
         if mode not in ("forward", "reverse"):
             raise ValueError(f"unknown mode {mode!r}: use 'forward' or 'reverse'")
@@ -121,6 +126,10 @@ class Proxy:
         self._thread: threading.Thread | None = None
         self._addresses: list[tuple[str, int]] = []
         self._lock = threading.Lock()
+        # Recording and replay (store.py, replay.py).
+        self._save_path = Path(save) if save is not None else None
+        self._recorder: FlowRecorder | None = None
+        self._watchers: list[Any] = []
 
     # -- where it listens --------------------------------------------------------
 
@@ -148,6 +157,7 @@ class Proxy:
             if self.running:
                 return self
             self._load_ca()
+            self._open_recorder()
             ready = threading.Event()
             failure: list[BaseException] = []
             self._thread = threading.Thread(
@@ -159,6 +169,7 @@ class Proxy:
             if failure:
                 self._thread.join()
                 self._thread = None
+                self._close_recorder()
                 raise failure[0]
         return self
 
@@ -204,16 +215,19 @@ class Proxy:
             if thread is not threading.current_thread():
                 loop.call_soon_threadsafe(loop.stop)
                 thread.join(timeout=10)
+                self._close_recorder()
             self._thread = None
 
     async def serve_forever(self, stop: asyncio.Event) -> None:
         """Run in the current event loop until ``stop`` is set (used by the CLI)."""
         self._load_ca()
-        await self._listen()
+        self._open_recorder()
         try:
+            await self._listen()
             await stop.wait()
         finally:
             await self._shutdown()
+            self._close_recorder()
 
     def __enter__(self) -> Proxy:
         return self.start()
@@ -238,6 +252,23 @@ class Proxy:
         )
         if self._tls_name is not None and self._config.listen_context is None:
             self._config = replace(self._config, listen_context=certs.server_context(self._tls_name))
+
+    # -- recording and replay -------------------------------------------------------
+
+    def _open_recorder(self) -> None:
+        if self._save_path is not None and self._recorder is None:
+            self._recorder = FlowRecorder.open(self._save_path)
+
+    def _close_recorder(self) -> None:
+        recorder, self._recorder = self._recorder, None
+        if recorder is not None:
+            recorder.close()
+
+    def _watch(self, watcher: Any) -> Callable[[], None]:
+        """Tell ``watcher`` of every flow (``.flow_started(flow)``, ``.flow_finished(flow)``)
+        on the proxy thread, until the returned function is called (used by replay)."""
+        self._watchers.append(watcher)
+        return lambda: self._watchers.remove(watcher) if watcher in self._watchers else None
 
     # -- trusting the CA -----------------------------------------------------------
 
@@ -324,12 +355,16 @@ class Proxy:
                 flow.respond(status, text=f"blocked by interceptkit: {flow.request.url}\n")
 
         handle.hooks.append(self.hooks.add("request_headers", refuse, flow_filter))
-        if host is not None:
+        if host is not None and not filters:
+            # Only a host-wide block may refuse the CONNECT itself: with a path
+            # (say) the tunnel must open so other paths keep working.
             handle.hooks.append(self.hooks.add("tunnel", refuse, make_filter(host=host)))
         return handle
 
     def add(self, handler: object) -> HookHandle:
         """Attach every hook method of ``handler`` (``request``, ``on_request_received``, ...)."""
+        if id(handler) in self._handlers:
+            raise ValueError(f"{type(handler).__name__} handler is attached already")
         hooks = [self.hooks.add(name, method) for name, method in handler_methods(handler)]
         if not hooks:
             raise ValueError(f"{type(handler).__name__} has no hook methods")
@@ -364,6 +399,9 @@ class _ProxyCallbacks(Callbacks):
         self.runner = HookRunner(proxy.hooks)
 
     def flow_started(self, flow: Flow) -> None:
+        flow._proxy = self.proxy
+        for watcher in list(self.proxy._watchers):
+            watcher.flow_started(flow)
         self.proxy.flows._add(flow)
 
     def run_hook(self, name: str, flow: Flow, payload: Any,
@@ -389,6 +427,11 @@ class _ProxyCallbacks(Callbacks):
                 listener(flow)
             except Exception:  # a listener's bug must not break the proxy
                 log.exception("flow listener %r failed", listener)
+        recorder = self.proxy._recorder
+        if recorder is not None:
+            recorder.write(flow)
+        for watcher in list(self.proxy._watchers):
+            watcher.flow_finished(flow)
 
 
 def _self_addresses(addresses: list[tuple[str, int]]) -> set[tuple[str, int]]:

@@ -499,7 +499,8 @@ class ProxyConnection:
             fields = [(n, v) for n, v in fields if n.lower() != b"sec-websocket-extensions"]
         if self._config.mode == "reverse":
             fields = self._forwarded_fields(fields)
-        if ex.absolute_form or not any(n.lower() == b"host" for n, _ in fields):
+        moved = self._origin is not None and (request.scheme, request.host, request.port) != self._origin
+        if ex.absolute_form or moved or not any(n.lower() == b"host" for n, _ in fields):
             # RFC 9112 3.2.2: the target's authority wins; an HTTP/1.0 request
             # without Host gets one, since we speak HTTP/1.1 upstream.
             fields = replace_field(fields, b"Host", format_authority(request.host, request.port, request.scheme))
@@ -881,6 +882,10 @@ class ProxyConnection:
         assert response is not None
         fields, chunked = end_to_end_fields(response.headers.fields)
         fields = reframe(fields, chunked) if body_length is None else sized(fields, body_length)
+        if body_length is None and "response_chunk" in self._config.hooks:
+            # Chunk hooks may change sizes: let h11 frame the body (chunked,
+            # or close-delimited for HTTP/1.0) instead of a stale length.
+            fields = [(n, v) for n, v in fields if n.lower() != b"content-length"]
         fields.append((b"Via", self._config.via))
         reason = response.reason.encode("latin-1", "replace")
         try:
@@ -888,9 +893,10 @@ class ProxyConnection:
                     else h11_response(response.status, reason, fields))
             self._to_client(self._client.send(head))
         except (h11.LocalProtocolError, ValueError) as exc:  # only a hook's change can get here
-            self._fail_exchange(ex, f"a hook made an invalid response: {exc}")
+            reason_text = f"a hook made an invalid response: {exc}"
+            self._fail_exchange(ex, reason_text)
             self._drop_upstream_if_busy()
-            self._close_client()
+            self._answer(502, reason_text)
 
     def _on_response_data(self, data: bytes) -> None:
         ex = self._exchange
@@ -913,6 +919,9 @@ class ProxyConnection:
 
     def _send_chunk(self, ex: Exchange, original: bytes, result: Any) -> None:
         """Send a chunk as the hooks left it: replaced (bytes), unchanged (None), or dropped (b"")."""
+        if ex.flow.killed:
+            self._kill_response(ex)
+            return
         chunk = original if result is None else result
         if isinstance(chunk, (bytes, bytearray)) and chunk and self._exchange is ex:
             self._to_client(self._client.send(h11.Data(data=bytes(chunk))))
@@ -1528,6 +1537,9 @@ class ProxyConnection:
             return
         if "request" in self._config.hooks:
             ex.request_parts = []  # hold the body: the hook wants all of it
+            if self._client.they_are_waiting_for_100_continue:
+                # Nobody upstream will say "100" before it sees the head: we do.
+                self._to_client(self._client.send(h11.InformationalResponse(status_code=100, headers=[])))
         else:
             self._send_request_head(ex)
 

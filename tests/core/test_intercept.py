@@ -24,14 +24,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from helpers import Driver, Split, body_of, finished, opened, status_of
 
 from interceptkit.certs import CertStore
 from interceptkit.core import commands as cmd
 from interceptkit.core.config import ProxyConfig
 from interceptkit.core.state import Phase
 from interceptkit.flow import Flow
-
-from helpers import Driver, Split, body_of, finished, opened, status_of
 
 HOST = "origin.test"
 CONNECT = b"CONNECT origin.test:443 HTTP/1.1\r\nHost: origin.test:443\r\n\r\n"
@@ -443,6 +442,56 @@ def test_request_in_the_same_flight_as_the_finished_handshake(store: CertStore, 
         rig.run(rig.d.client(flight))
     rig.pump()
     assert body_of(rig.answer()) == b"answer to GET /together"
+
+
+class CloseDelimitedOrigin(MemOrigin):
+    """Answers without Content-Length and marks the end of the body by closing."""
+
+    def _plain(self, data: bytes) -> None:
+        self.received += data
+        if b"\r\n\r\n" in self.received and not self.requests:
+            self.requests.append((h11.Request(method="GET", target="/", headers=[("Host", "x")]), b""))
+            self._out += b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nbody until close"
+
+
+def test_close_delimited_upstream_body_inside_the_tunnel(store: CertStore, pki: UpstreamPKI) -> None:
+    sni: list[str | None] = []
+    rig = Rig(make_config(store, pki), client_context(store),
+              origin=lambda c: CloseDelimitedOrigin(upstream_server_context(pki, sni)))
+    rig.connect()
+    rig.pump()
+    rig.send(request("/x"))
+    rig.pump()
+    server = rig.servers[1]
+    assert server.tls is not None
+    with pytest.raises(ssl.SSLWantReadError):
+        server.tls.obj.unwrap()  # our close_notify; we do not wait for the proxy's
+    rig.run(rig.d.upstream(server.tls.outgoing.read(), upstream=1))
+    rig.run(rig.d.upstream_closed(1))
+    rig.pump()
+    answer = rig.answer()
+    # Re-framed for the client, whose connection stays usable.
+    assert status_of(answer) == 200 and b"Transfer-Encoding: chunked" in answer
+    assert body_of(answer) == b"10\r\nbody until close\r\n0\r\n\r\n"
+    [flow] = rig.flows()
+    assert flow.error is None and not rig.client_closed
+
+
+def test_upstream_closed_between_requests_reconnects_with_tls(store: CertStore, pki: UpstreamPKI) -> None:
+    sni: list[str | None] = []
+    rig = Rig(make_config(store, pki), client_context(store), origin=tls_origins(pki, sni))
+    rig.connect()
+    rig.pump()
+    rig.send(request("/one"))
+    rig.pump()
+    assert body_of(rig.answer()) == b"answer to GET /one"
+    rig.run(rig.d.upstream_closed(1))  # the server ended its keep-alive
+    rig.send(request("/two"))
+    rig.pump()
+    assert body_of(rig.answer()) == b"answer to GET /two"
+    assert [(o.upstream, o.tls) for o in rig.opens] == [(1, True), (2, True)]
+    assert sni == [HOST, HOST]
+    assert not rig.client_closed
 
 
 def test_ip_address_connect_gets_a_leaf_with_an_ip_san(store: CertStore, pki: UpstreamPKI) -> None:
