@@ -1160,9 +1160,18 @@ class ProxyConnection:
         self._pump_ws()
 
     def _ws_receive(self, side: str, data: bytes | None) -> None:
-        if self._ws is not None:
-            self._ws.receive(side, data)
+        if self._ws is None:
+            return
+        self._ws.receive(side, data)
+        if self._waiting is None:
             self._pump_ws()
+            return
+        # A hook is deciding on an earlier message: hold both sides meanwhile.
+        self._pause_client("hook")
+        up = self._upstream
+        if up is not None and not self._upstream_paused:
+            self._upstream_paused = True
+            self._emit(cmd.PauseUpstream(upstream=up.id))
 
     def _ws_client_bytes(self, data: bytes) -> None:
         if self._client_tls is not None:
@@ -1510,6 +1519,10 @@ class ProxyConnection:
         if up is not None and self._upstream_paused:
             self._upstream_paused = False
             self._emit(cmd.ResumeUpstream(upstream=up.id))
+        if self._phase is Phase.WEBSOCKET:
+            self._resume_client("hook")
+            self._pump_ws()
+            return
         if self._phase is Phase.HTTP:
             self._resume_client("hook")
             if up is not None:
