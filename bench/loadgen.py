@@ -2,8 +2,8 @@
 
 N connections, each sending one GET at a time and reading exactly one response
 (by Content-Length) before sending the next.  Through a proxy the request
-uses absolute-form (``GET http://127.0.0.1:PORT/1k HTTP/1.1``); direct it
-uses origin-form.  Bounded by warm-up + duration and by --max-requests.
+uses absolute-form (``GET http://127.0.0.1:PORT/1k HTTP/1.1``); direct, and to
+a reverse proxy (--reverse-port, Host naming the reverse proxy), origin-form.  Bounded by warm-up + duration and by --max-requests.
 Latencies of requests started during the warm-up are not recorded.
 
 It prints ``WARM`` when the warm-up ends (so the caller can start its own CPU
@@ -162,6 +162,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     if args.proxy_port:
         line = f"GET http://{target_host}{args.path} HTTP/1.1"
         host, port = "127.0.0.1", args.proxy_port
+    elif args.reverse_port:
+        line = f"GET {args.path} HTTP/1.1"
+        host, port = "127.0.0.1", args.reverse_port
+        target_host = f"127.0.0.1:{args.reverse_port}"
     else:
         line = f"GET {args.path} HTTP/1.1"
         host, port = "127.0.0.1", args.origin_port
@@ -195,7 +199,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     window = max(t_stop - max(run.warm_end, run.start), 1e-9)
     lat = sorted(run.latencies)
     return {
-        "tool": "python", "target": "proxy" if args.proxy_port else "direct", "concurrency": args.concurrency,
+        "tool": "python", "target": "proxy" if args.proxy_port else "reverse" if args.reverse_port else "direct", "concurrency": args.concurrency,
         "window_s": round(window, 3), "requests": len(lat), "rps": round(len(lat) / window, 1),
         "errors": run.errors, "warmup_errors": run.warmup_errors, "error_kinds": run.error_kinds,
         "unfinished_at_stop": unfinished, "sent_total": run.sent,
@@ -210,12 +214,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--origin-port", type=int, required=True)
     ap.add_argument("--proxy-port", type=int, default=0, help="send absolute-form requests through this proxy")
+    ap.add_argument("--reverse-port", type=int, default=0,
+                    help="send origin-form requests to this reverse proxy instead of the origin")
     ap.add_argument("--path", default="/1k")
     ap.add_argument("-c", "--concurrency", type=int, default=50)
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--warmup", type=float, default=1.0)
     ap.add_argument("--max-requests", type=int, default=1_000_000)
     args = ap.parse_args()
+    if args.proxy_port and args.reverse_port:
+        ap.error("--proxy-port and --reverse-port exclude each other")
     result = asyncio.run(main_async(args))
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()

@@ -7,6 +7,10 @@ It parses just enough HTTP/1.1 for the benchmark, with keep-alive:
   (pause_writing/resume_writing), so N may be far larger than memory.
 - ``POST /upload``  reads and discards a Content-Length body; answers with the
   number of bytes received as the body.
+- ``GET /ws``       with ``Upgrade: websocket``: RFC 6455 handshake
+  (Sec-WebSocket-Accept = base64(sha1(key + GUID))), then a WebSocket echo:
+  every data frame comes back as it came (same opcode and FIN bit, unmasked),
+  pings get pongs, a close frame is answered with a close frame.
 
 Run: ``python bench/origin.py --port 0``; it prints ``PORT <n>`` once it listens,
 and stops on SIGTERM or SIGINT.
@@ -16,8 +20,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import wsframe
 
 SMALL_BODY = (b"0123456789abcdef" * 64)[:1024]
 CHUNK = 1 << 20
@@ -47,6 +55,7 @@ class OriginProtocol(asyncio.Protocol):
         self.close_after = False
         self.closed = False
         self.can_write: asyncio.Future[None] | None = None
+        self.ws: wsframe.Parser | None = None  # set once the connection is a WebSocket
 
     # -- asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -55,6 +64,9 @@ class OriginProtocol(asyncio.Protocol):
         transport.set_write_buffer_limits(high=4 * CHUNK, low=CHUNK)
 
     def data_received(self, data: bytes) -> None:
+        if self.ws is not None:
+            self._ws_received(data)
+            return
         if self.body_left:
             data = self._consume_body(data)
         if data:
@@ -95,6 +107,12 @@ class OriginProtocol(asyncio.Protocol):
             head = bytes(self.buf[:end])
             del self.buf[:end + 4]
             self._handle(head)
+            if self.ws is not None:
+                rest = bytes(self.buf)
+                self.buf.clear()
+                if rest:
+                    self._ws_received(rest)
+                return
 
     def _handle(self, head: bytes) -> None:
         lines = head.split(b"\r\n")
@@ -107,13 +125,18 @@ class OriginProtocol(asyncio.Protocol):
             slash = target.find(b"/", 7)
             target = target[slash:] if slash >= 0 else b"/"
         length = 0
+        headers: dict[bytes, bytes] = {}
         for line in lines[1:]:
             name, _, value = line.partition(b":")
             name = name.strip().lower()
+            headers[name] = value.strip()
             if name == b"content-length":
                 length = int(value.strip() or 0)
             elif name == b"connection" and value.strip().lower() == b"close":
                 self.close_after = True
+        if method == b"GET" and target == b"/ws":
+            self._ws_handshake(headers)
+            return
         action = self._route(method, target)
         if length:
             self.body_left = self.body_total = length
@@ -156,6 +179,45 @@ class OriginProtocol(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.close()
         self.closed = True
+
+    # -- WebSocket echo (GET /ws)
+    def _ws_handshake(self, headers: dict[bytes, bytes]) -> None:
+        key = headers.get(b"sec-websocket-key", b"")
+        upgrade = headers.get(b"upgrade", b"").lower() == b"websocket"
+        conn = b"upgrade" in [t.strip() for t in headers.get(b"connection", b"").lower().split(b",")]
+        if not (upgrade and conn and key and headers.get(b"sec-websocket-version") == b"13"):
+            self._reply(b"400 Bad Request", b"WebSocket handshake expected\n", close=True)
+            return
+        self.close_after = False
+        self.ws = wsframe.Parser(expect_masked=True)
+        self._write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    b"Sec-WebSocket-Accept: %s\r\n\r\n" % wsframe.accept_key(key).encode())
+
+    def _ws_received(self, data: bytes) -> None:
+        assert self.ws is not None
+        if self.closed:
+            return
+        try:
+            frames = self.ws.feed(data)
+        except wsframe.FrameError as exc:
+            self._write(wsframe.encode(wsframe.CLOSE, wsframe.close_payload(exc.code, str(exc))))
+            self._finish_close()
+            return
+        out = []
+        for fin, opcode, payload in frames:
+            if opcode == wsframe.PING:
+                out.append(wsframe.encode(wsframe.PONG, payload))
+            elif opcode == wsframe.PONG:
+                continue
+            elif opcode == wsframe.CLOSE:
+                out.append(wsframe.encode(wsframe.CLOSE, payload[:2]))
+                self._write(b"".join(out))
+                self._finish_close()
+                return
+            else:  # text, binary, continuation: echo the frame as it came
+                out.append(wsframe.encode(opcode, payload, fin=fin))
+        if out:
+            self._write(b"".join(out))
 
     def _start_stream(self, n: int) -> None:
         self.streaming = True

@@ -24,14 +24,20 @@ end
 
 def wrk_script(workdir: str, target: str, origin_port: int, proxy_port: int) -> tuple[str, str]:
     """Lua script and URL for wrk.  Through the proxy wrk must send an absolute-form
-    request-target, which it does when wrk.path is a full URL; Host names the origin."""
+    request-target, which it does when wrk.path is a full URL; Host names the origin.
+    For target "reverse", ``proxy_port`` is the reverse proxy's and requests are origin-form."""
     path = os.path.join(workdir, f"wrk-{target}.lua")
     origin = f"127.0.0.1:{origin_port}"
     with open(path, "w") as f:
         if target == "proxy":
             f.write(f'wrk.path = "http://{origin}/1k"\nwrk.headers["Host"] = "{origin}"\n')
         f.write(WRK_DONE)
-    url = f"http://127.0.0.1:{proxy_port}/" if target == "proxy" else f"http://{origin}/1k"
+    if target == "proxy":
+        url = f"http://127.0.0.1:{proxy_port}/"
+    elif target == "reverse":
+        url = f"http://127.0.0.1:{proxy_port}/1k"
+    else:
+        url = f"http://{origin}/1k"
     return path, url
 
 
@@ -133,13 +139,26 @@ def table(header: list[str], rows: list[list[str]], align: str) -> list[str]:
 # ------------------------------------------------------------------ the report
 
 def render(res: dict[str, Any]) -> str:
+    scenarios = res["config"].get("scenarios") or ["keepalive", "bulk"] + (["upload"] if res["upload"] else [])
     lines = ["# interceptkit benchmark", "", header_line(res),
-             "Everything runs on 127.0.0.1. Treat differences under about ±10 % as noise (see bench/README.md).", ""]
-    lines += keepalive_section(res)
-    lines += bulk_section(res)
-    lines += memory_section(res)
-    if res["upload"]:
-        lines += upload_section(res)
+             ("Everything runs on 127.0.0.1. Treat differences under about ±10 % as noise "
+              f"(see bench/README.md). Scenarios: {', '.join(scenarios)}."), ""]
+    sections = []
+    if "keepalive" in scenarios:
+        sections.append(keepalive_section(res))
+    if "reverse" in scenarios:
+        sections.append(reverse_section(res))
+    if "websocket" in scenarios:
+        sections.append(websocket_section(res))
+    if "bulk" in scenarios:
+        sections.append(bulk_section(res))
+    if res["memory"]:
+        sections.append(memory_section(res))
+    if "upload" in scenarios:
+        sections.append(upload_section(res))
+    for i, sec in enumerate(sections, 1):
+        sec[0] = sec[0].replace("## ", f"## {i}. ", 1)
+        lines += sec
     lines.append(f"Total run time: {res.get('elapsed_s', 0):.1f} s.")
     for note in res["notes"]:
         lines.append(f"Note: {note}.")
@@ -158,41 +177,95 @@ def header_line(res: dict[str, Any]) -> str:
             f"({env.get('cpu') or 'unknown'}) · {pin}.")
 
 
-def keepalive_section(res: dict[str, Any]) -> list[str]:
-    cfg, ka = res["config"], res["keepalive"]
-    d, p = pick_median(ka["direct"], "rps"), pick_median(ka["proxy"], "rps")
-    reps = f", median of {cfg['reps']}" if cfg["reps"] > 1 else ""
-    title = (f"## 1. Keep-alive plain HTTP: GET /1k (1024-byte body), {cfg['concurrency']} connections, "
-             f"{cfg['duration']:g} s after {cfg['warmup']:g} s warm-up, {cfg['tool']} load generator{reps}")
-    out = [title, ""]
-    if not d or not p:
-        return out + ["(not measured)", ""]
+def cpu_cell(r: dict[str, Any], with_proxy: bool) -> str:
+    keys = ("loadgen_cpu_pct", "origin_cpu_pct") + (("proxy_cpu_pct",) if with_proxy else ())
+    return " / ".join(num(r.get(k)) for k in keys) + ("" if with_proxy else " / –")
 
-    def cpu(r: dict[str, Any], with_proxy: bool) -> str:
-        keys = ("loadgen_cpu_pct", "origin_cpu_pct") + (("proxy_cpu_pct",) if with_proxy else ())
-        return " / ".join(num(r.get(k)) for k in keys) + ("" if with_proxy else " / –")
 
-    rows = [["requests/s", num(d["rps"]), num(p["rps"]), ratio(p["rps"], d["rps"])],
-            ["latency p50 (ms)", num(d["p50_ms"]), num(p["p50_ms"]), ratio(p["p50_ms"], d["p50_ms"])],
-            ["latency p99 (ms)", num(d["p99_ms"]), num(p["p99_ms"]), ratio(p["p99_ms"], d["p99_ms"])],
-            ["errors", str(d["errors"]), str(p["errors"]), ""],
-            ["CPU % of one core: load gen / origin / proxy", cpu(d, False), cpu(p, True), ""],
-            ["what ran out first", d["limit"], p["limit"], ""]]
-    out += table(["", "direct", "through proxy", "proxy / direct"], rows, "lrrr") + [""]
-    if d["rps"] < 1.2 * p["rps"]:
+def compare_notes(d: dict[str, Any], p: dict[str, Any], key: str, hint: str) -> list[str]:
+    """Remarks shared by the direct-vs-proxy tables: who the limit was, noise, errors."""
+    out = []
+    if d[key] < 1.2 * p[key]:
         out.append("**The load generator, not the proxy, is the limit here**: direct is barely above the "
-                   "proxy, so the ratio says little about the proxy (try `--tool wrk` or a machine with more cores).")
+                   f"proxy, so the ratio says little about the proxy ({hint}).")
     elif not d["limit"].startswith("no core"):
         out.append(f"Direct is limited by the client side ({d['limit']}), so the true direct rate is higher and "
                    "the real proxy / direct ratio is at most the one shown.")
     for name, r in (("direct", d), ("proxy", p)):
-        if r.get("hit_max_requests"):
-            out.append(f"The {name} run stopped at --max-requests ({cfg['max_requests']:,}) after "
-                       f"{r['window_s']} s of measurement" + ("; nothing was measured." if not r["requests"] else "."))
         if r.get("interference"):
             out.append(f"Noise warning ({name} run): " + "; ".join(r["interference"]) + ".")
     if p["errors"] or d["errors"]:
         out.append(f"Errors: direct {d.get('error_kinds')}, proxy {p.get('error_kinds')}.")
+    return out
+
+
+def http_section(res: dict[str, Any], key: str, title: str, proxy_label: str) -> list[str]:
+    cfg, ka = res["config"], res[key]
+    d, p = pick_median(ka["direct"], "rps"), pick_median(ka["proxy"], "rps")
+    reps = f", median of {cfg['reps']}" if cfg["reps"] > 1 else ""
+    title += (f", {cfg['concurrency']} connections, {cfg['duration']:g} s after {cfg['warmup']:g} s warm-up, "
+              f"{cfg['tool']} load generator{reps}")
+    out = [title, ""]
+    if not d or not p:
+        return out + ["(not measured)", ""]
+    rows = [["requests/s", num(d["rps"]), num(p["rps"]), ratio(p["rps"], d["rps"])],
+            ["latency p50 (ms)", num(d["p50_ms"]), num(p["p50_ms"]), ratio(p["p50_ms"], d["p50_ms"])],
+            ["latency p99 (ms)", num(d["p99_ms"]), num(p["p99_ms"]), ratio(p["p99_ms"], d["p99_ms"])],
+            ["errors", str(d["errors"]), str(p["errors"]), ""],
+            ["CPU % of one core: load gen / origin / proxy", cpu_cell(d, False), cpu_cell(p, True), ""],
+            ["what ran out first", d["limit"], p["limit"], ""]]
+    out += table(["", "direct", proxy_label, "proxy / direct"], rows, "lrrr") + [""]
+    out += compare_notes(d, p, "rps", "try `--tool wrk` or a machine with more cores")
+    for name, r in (("direct", d), ("proxy", p)):
+        if r.get("hit_max_requests"):
+            out.append(f"The {name} run stopped at --max-requests ({cfg['max_requests']:,}) after "
+                       f"{r['window_s']} s of measurement" + ("; nothing was measured." if not r["requests"] else "."))
+    return out + [""]
+
+
+def keepalive_section(res: dict[str, Any]) -> list[str]:
+    return http_section(res, "keepalive", "## Keep-alive plain HTTP: GET /1k (1024-byte body)", "through proxy")
+
+
+def reverse_section(res: dict[str, Any]) -> list[str]:
+    out = http_section(res, "reverse", "## Reverse mode, keep-alive plain HTTP: origin-form GET /1k to a second "
+                       "proxy started with `--mode reverse --route /=http://127.0.0.1:<origin>`",
+                       "through reverse proxy")
+    m = res.get("reverse_memory") or {}
+    if "after_rss_mb" in m:
+        out.insert(-1, f"Reverse proxy RSS: {num(m.get('idle_rss_mb'))} MB idle, {num(m['after_rss_mb'])} MB after "
+                       f"its runs, peak {num(m.get('hwm_mb'))} MB (VmHWM" + (", since the end of its idle reading)."
+                                                                               if m.get("hwm_reset") else ")."))
+    return out
+
+
+def websocket_section(res: dict[str, Any]) -> list[str]:
+    cfg, ws = res["config"], res["websocket"]
+    d, p = pick_median(ws["direct"], "msgs_per_s"), pick_median(ws["proxy"], "msgs_per_s")
+    reps = f", median of {cfg['reps']}" if cfg["reps"] > 1 else ""
+    title = (f"## WebSocket echo: {cfg['ws_connections']} connections, each sends a {cfg['ws_size']}-byte text "
+             f"message and waits for its echo, {cfg['duration']:g} s after {cfg['warmup']:g} s warm-up{reps}")
+    out = [title, ""]
+    if not d or not p:
+        return out + ["(not measured)", ""]
+    rows = [["messages/s (echoed)", num(d["msgs_per_s"]), num(p["msgs_per_s"]),
+             ratio(p["msgs_per_s"], d["msgs_per_s"])],
+            ["round trip p50 (ms)", num(d["p50_ms"]), num(p["p50_ms"]), ratio(p["p50_ms"], d["p50_ms"])],
+            ["round trip p99 (ms)", num(d["p99_ms"]), num(p["p99_ms"]), ratio(p["p99_ms"], d["p99_ms"])],
+            ["handshake p50 (ms)", num(d.get("handshake_p50_ms")), num(p.get("handshake_p50_ms")), ""],
+            ["connections opened / errors", f"{d['handshakes']} / {d['errors']}", f"{p['handshakes']} / {p['errors']}",
+             ""],
+            ["CPU % of one core: load gen / origin / proxy", cpu_cell(d, False), cpu_cell(p, True), ""],
+            ["what ran out first", d["limit"], p["limit"], ""],
+            ["proxy RSS before → after, peak (MB)", "",
+             (f"{num(p.get('proxy_rss_before_mb'))} → {num(p.get('proxy_rss_after_mb'))}, "
+              f"{num(p.get('proxy_hwm_mb'))}"), ""]]
+    out += table(["", "direct", "through proxy", "proxy / direct"], rows, "lrrr") + [""]
+    out += compare_notes(d, p, "msgs_per_s", "a machine with more cores helps")
+    for name, r in (("direct", d), ("proxy", p)):
+        if r.get("hit_max_messages"):
+            out.append(f"The {name} run stopped at --ws-max-messages ({cfg['ws_max_messages']:,}) after "
+                       f"{r['window_s']} s of measurement" + ("; nothing was measured." if not r["messages"] else "."))
     return out + [""]
 
 
@@ -221,7 +294,7 @@ BULK_HEADER = ["path", "MB/s", "proxy / direct", "proxy CPU %", "proxy RSS befor
 def bulk_section(res: dict[str, Any]) -> list[str]:
     mb = res["config"]["bulk_mb"]
     reps = res["config"]["bulk_reps"]
-    out = [f"## 2. {mb} MB download (MB = 10^6 bytes; client reads with 1 MiB recv buffers"
+    out = [f"## {mb} MB download (MB = 10^6 bytes; client reads with 1 MiB recv buffers"
            + (f"; median of {reps})" if reps > 1 else ")"), ""]
     if not res["bulk"]:
         return out + ["(not measured)", ""]
@@ -237,10 +310,13 @@ def memory_section(res: dict[str, Any]) -> list[str]:
     if "after_keepalive" in m:
         rows.append(["after the keep-alive runs", num(m["after_keepalive"]["rss_mb"]),
                      num(m["after_keepalive"]["hwm_mb"]) + ("" if per_phase else " (since start)")])
+    if "after_websocket" in m:
+        rows.append(["after the WebSocket runs", num(m["after_websocket"]["rss_mb"]),
+                     num(m["after_websocket"]["hwm_mb"]) + ("" if per_phase else " (since start)")])
     if "end" in m:
         rows.append(["end of run", num(m["end"]["rss_mb"]), ""])
         rows.append(["**peak over the whole run**", "", f"**{num(m.get('peak_hwm_mb'))}**"])
-    out = ["## 3. Proxy memory (VmRSS and VmHWM from /proc/PID/status)", ""]
+    out = ["## Forward proxy memory (VmRSS and VmHWM from /proc/PID/status)", ""]
     out += table(["moment", "RSS (MB)", "peak RSS, VmHWM (MB)"], rows, "lrr") + [""]
     out.append("VmHWM is reset (/proc/PID/clear_refs) at the start of each phase, so each row's peak belongs to that "
                "phase." if per_phase else "VmHWM could not be reset here, so each peak counts from the proxy's start.")
@@ -249,7 +325,7 @@ def memory_section(res: dict[str, Any]) -> list[str]:
 
 def upload_section(res: dict[str, Any]) -> list[str]:
     size = res["config"]["upload_bytes"]
-    title = (f"## 4. Large transfers: {size:,} bytes ({size / 2**30:g} GiB) of generated data, streamed "
+    title = (f"## Large transfers: {size:,} bytes ({size / 2**30:g} GiB) of generated data, streamed "
              "(never held in memory by the client or the origin)")
     out = [title, ""]
     rows, verdicts = [], []
