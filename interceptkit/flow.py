@@ -363,6 +363,8 @@ class Flow:
     websocket: Any = None
     hook_errors: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: The Proxy that recorded this flow (set when it starts); what replay() goes through.
+    _proxy: Any = field(default=None, repr=False, compare=False)
 
     def respond(
         self,
@@ -403,3 +405,40 @@ class Flow:
     def __repr__(self) -> str:
         status = self.response.status if self.response else (self.error or self.state)
         return f"<Flow #{self.id} {self.request.method} {self.request.url} -> {status}>"
+
+    # -- notebook experience: replay, rich display, native format --------------------
+
+    def replay(self, *, proxy: Any = None, timeout: float = 30.0) -> Flow:
+        """Send this request again through the proxy (its hooks too); return the new flow.
+
+        ``proxy`` defaults to the one that recorded this flow; pass one to
+        replay a flow loaded from a file. Raises ``ReplayError`` (see
+        :func:`interceptkit.replay.replay`).
+        """
+        from .replay import replay
+
+        return replay(self, proxy, timeout=timeout)
+
+    async def replay_async(self, *, proxy: Any = None, timeout: float = 30.0) -> Flow:
+        """:meth:`replay` for async code: ``new = await flow.replay_async()``."""
+        from .replay import replay_async
+
+        return await replay_async(self, proxy, timeout=timeout)
+
+    def _repr_html_(self) -> str:
+        from .display import flow_html
+
+        return flow_html(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything recorded about this flow as JSON-ready data (lossless)."""
+        from .store import flow_to_dict
+
+        return flow_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Flow:
+        """Rebuild a flow from :meth:`to_dict`'s data."""
+        from .store import flow_from_dict
+
+        return flow_from_dict(data)

@@ -1,29 +1,157 @@
-"""FlowTable: the live, bounded, list-like record of captured exchanges."""
+"""FlowTable: the live, bounded, list-like record of captured exchanges.
+
+``proxy.flows`` is one: the proxy thread appends each flow as it starts and
+the flow finishes in place. Everything that derives a new table from it
+(``where``, ``sort``, a slice, ...) takes a snapshot, so the result stays
+still while the proxy goes on. Columns are computed from the flows on
+demand; nothing here needs pandas, which :meth:`FlowTable.to_pandas` imports
+only when called.
+"""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
-from typing import overload
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, overload
 
+from .display import DEFAULT_COLUMNS, Timeline, ordered, table_html, table_text
 from .flow import Flow
+from .hooks import make_filter
+
+if TYPE_CHECKING:
+    import pandas  # type: ignore[import-untyped, unused-ignore]  # optional extra
+
+#: How many flows a table keeps unless told otherwise (``max_flows``).
+DEFAULT_MAX_FLOWS = 10_000
+
+
+# -- columns --------------------------------------------------------------------
+
+
+def _address(address: tuple[str, int] | None) -> str | None:
+    if address is None:
+        return None
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _time(flow: Flow) -> datetime | None:
+    start = flow.timings.start
+    return datetime.fromtimestamp(start).astimezone() if start else None
+
+
+def _tls_version(flow: Flow) -> str | None:
+    for info in (flow.server_tls, flow.client_tls):
+        if info is not None and info.version:
+            return info.version
+    return None
+
+
+def _content_type(flow: Flow) -> str | None:
+    response = flow.response
+    return (response.content_type or None) if response is not None else None
+
+
+def _response_attr(name: str) -> Callable[[Flow], Any]:
+    def get(flow: Flow) -> Any:
+        response = flow.response
+        return None if response is None else getattr(response, name)
+
+    return get
+
+
+def _phase(name: str) -> Callable[[Flow], float | None]:
+    return lambda flow: ordered(flow.timings).phases()[name]
+
+
+#: Every column: its name and how to compute it from a flow. Durations are
+#: in seconds (floats), sizes in bytes of body, times are aware datetimes.
+COLUMNS: dict[str, Callable[[Flow], Any]] = {
+    "id": lambda f: f.id,
+    "time": _time,
+    "state": lambda f: f.state,
+    "client": lambda f: _address(f.client_address),
+    "method": lambda f: f.request.method,
+    "scheme": lambda f: f.request.scheme,
+    "host": lambda f: f.request.host,
+    "port": lambda f: f.request.port,
+    "path": lambda f: f.request.path,
+    "url": lambda f: f.request.url,
+    "status": _response_attr("status"),
+    "reason": _response_attr("reason"),
+    "request_size": lambda f: f.request.body_size,
+    "response_size": _response_attr("body_size"),
+    "content_type": _content_type,
+    "duration": lambda f: f.duration,
+    "connect": _phase("connect"),
+    "tls": _phase("tls"),
+    "send": _phase("send"),
+    "wait": _phase("wait"),
+    "receive": _phase("receive"),
+    "tls_version": _tls_version,
+    "error": lambda f: f.error,
+}
+_PHASES = ("connect", "tls", "send", "wait", "receive")
+
+
+def flow_record(flow: Flow, columns: Iterable[str]) -> dict[str, Any]:
+    """One row: ``{column: value}`` for the named columns of ``flow``."""
+    names = list(columns)
+    row: dict[str, Any] = {}
+    phases = ordered(flow.timings).phases() if any(n in _PHASES for n in names) else {}
+    for name in names:
+        row[name] = phases[name] if name in phases else COLUMNS[name](flow)
+    return row
+
+
+def _check_columns(names: Iterable[str]) -> tuple[str, ...]:
+    names = tuple(names)
+    unknown = [n for n in names if n not in COLUMNS]
+    if unknown:
+        raise KeyError(f"unknown column(s) {', '.join(map(repr, unknown))}; columns are: {', '.join(COLUMNS)}")
+    return names
+
+
+def _sort_key(key: str | Callable[[Flow], Any]) -> Callable[[Flow], Any]:
+    if callable(key):
+        return key
+    return COLUMNS[_check_columns([key])[0]]
+
+
+# -- the table --------------------------------------------------------------------
 
 
 class FlowTable:
-    """Every exchange a proxy saw, newest last, at most ``max_flows`` of them.
+    """Captured exchanges, oldest first, at most ``max_flows`` of them.
 
-    In-flight flows are listed too (``flow.state == "open"``). When the table
-    is full the oldest flow is dropped and counted in ``dropped``. Safe to
-    read from any thread while the proxy adds to it.
+    List-like (``len``, ``flows[-1]``, ``flows[2:5]``, iteration, ``in``)
+    and DataFrame-like without pandas: ``columns``, ``flows["status"]`` (one
+    column as a list), :meth:`where`, :meth:`filter`, :meth:`select`,
+    :meth:`sort`, :meth:`head`, :meth:`tail`, :meth:`to_records`. In-flight
+    flows are listed too (``flow.state == "open"``). When the table is full
+    the oldest flow is dropped and counted in :attr:`dropped`. Safe to read
+    from any thread while a proxy adds to it.
+
+    Args:
+        flows: the initial flows, oldest first.
+        max_flows: keep at most this many (the newest); None for no bound.
+        columns: the columns shown and exported (default: all of them).
     """
 
-    def __init__(self, flows: Iterable[Flow] = (), *, max_flows: int | None = 10_000) -> None:
-        self._flows: deque[Flow] = deque(flows, maxlen=max_flows)
+    def __init__(self, flows: Iterable[Flow] = (), *, max_flows: int | None = DEFAULT_MAX_FLOWS,
+                 columns: Iterable[str] | None = None) -> None:
+        initial = list(flows)
+        self._flows: deque[Flow] = deque(initial, maxlen=max_flows)
         self._lock = threading.Lock()
         self.max_flows = max_flows
         #: How many flows were dropped because the table was full.
-        self.dropped = 0
+        self.dropped = len(initial) - len(self._flows)
+        self._columns = _check_columns(columns) if columns is not None else tuple(COLUMNS)
+        #: Whether the columns were chosen (``select``): then display shows exactly them.
+        self._selected = columns is not None
 
     def _add(self, flow: Flow) -> None:
         with self._lock:
@@ -35,6 +163,12 @@ class FlowTable:
         with self._lock:
             return list(self._flows)
 
+    def _derive(self, flows: Iterable[Flow]) -> FlowTable:
+        """A still table of ``flows`` with this table's columns."""
+        return FlowTable(flows, max_flows=None, columns=self._columns if self._selected else None)
+
+    # -- list-like -------------------------------------------------------------------
+
     def __len__(self) -> int:
         return len(self._flows)
 
@@ -44,22 +178,157 @@ class FlowTable:
     @overload
     def __getitem__(self, index: slice) -> FlowTable: ...
 
-    def __getitem__(self, index: int | slice) -> Flow | FlowTable:
+    @overload
+    def __getitem__(self, index: str) -> list[Any]: ...
+
+    def __getitem__(self, index: int | slice | str) -> Flow | FlowTable | list[Any]:
+        """``flows[i]`` a flow, ``flows[a:b]`` a table, ``flows["status"]`` a column."""
+        if isinstance(index, str):
+            getter = COLUMNS[_check_columns([index])[0]]
+            return [getter(flow) for flow in self._snapshot()]
         flows = self._snapshot()
         if isinstance(index, slice):
-            return FlowTable(flows[index], max_flows=None)
+            return self._derive(flows[index])
         return flows[index]
 
     def __iter__(self) -> Iterator[Flow]:
         return iter(self._snapshot())
 
+    def __contains__(self, flow: object) -> bool:
+        return any(f is flow for f in self._snapshot())
+
+    def __bool__(self) -> bool:
+        return len(self._flows) > 0
+
     def clear(self) -> None:
+        """Forget every flow (and the count of dropped ones)."""
         with self._lock:
             self._flows.clear()
+            self.dropped = 0
+
+    # -- DataFrame-like ----------------------------------------------------------------
+
+    @property
+    def columns(self) -> list[str]:
+        """The column names, in order (all of :data:`COLUMNS` unless selected)."""
+        return list(self._columns)
+
+    @property
+    def truncated(self) -> int:
+        """How many flows kept only a prefix of a body (see ``body_capture_limit``)."""
+        return sum(1 for f in self._snapshot() if f.request.truncated
+                   or (f.response is not None and f.response.truncated))
+
+    def where(self, predicate: Callable[[Flow], bool] | None = None, **filters: Any) -> FlowTable:
+        """The flows that match, as a new table.
+
+        Takes the same filters as hooks (:func:`interceptkit.hooks.make_filter`):
+        ``host`` and ``path`` and ``url`` (globs), ``method`` (a name or a
+        list), ``status`` (an int, a range, a ``(low, high)`` pair or a
+        collection), ``content_type`` (a substring), and a callable. Raises
+        TypeError for an unknown filter.
+        """
+        check = make_filter(predicate, **filters)
+        flows = self._snapshot()
+        return self._derive(flows if check is None else [f for f in flows if check(f)])
+
+    def filter(self, fn: Callable[[Flow], bool]) -> FlowTable:
+        """The flows for which ``fn(flow)`` is true, as a new table."""
+        return self._derive(f for f in self._snapshot() if fn(f))
+
+    def select(self, *columns: str) -> FlowTable:
+        """The same flows showing only ``columns`` (in that order). Raises KeyError."""
+        return FlowTable(self._snapshot(), max_flows=None, columns=_check_columns(columns))
+
+    def sort(self, by: str | Callable[[Flow], Any] = "id", reverse: bool = False) -> FlowTable:
+        """Sorted by a column name or a key function; missing values (None) go last."""
+        key = _sort_key(by)
+        keyed = [(key(f), f) for f in self._snapshot()]
+        present = [p for p in keyed if p[0] is not None]
+        present.sort(key=lambda pair: pair[0], reverse=reverse)
+        return self._derive([f for _, f in present] + [f for v, f in keyed if v is None])
+
+    def head(self, n: int = 10) -> FlowTable:
+        """The first (oldest) ``n`` flows."""
+        return self._derive(self._snapshot()[: max(n, 0)])
+
+    def tail(self, n: int = 10) -> FlowTable:
+        """The last (newest) ``n`` flows."""
+        flows = self._snapshot()
+        return self._derive(flows[len(flows) - n:] if n > 0 else [])
+
+    def to_records(self, columns: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """One dict per flow: ``{column: value}`` for the table's (or the given) columns."""
+        names = self._columns if columns is None else _check_columns(columns)
+        return [flow_record(f, names) for f in self._snapshot()]
+
+    def to_pandas(self) -> pandas.DataFrame:
+        """The table as a ``pandas.DataFrame`` (one row per flow, these columns).
+
+        Raises ImportError with the install command when pandas is missing.
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("FlowTable.to_pandas() needs pandas, which is an optional extra: "
+                              "pip install 'interceptkit[pandas]' (or pip install pandas)") from None
+        return pd.DataFrame.from_records(self.to_records(), columns=list(self._columns))
+
+    # -- files -----------------------------------------------------------------------
+
+    def to_har(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+        """The flows as a HAR 1.2 log; written to ``path`` when given.
+
+        Opens in browser developer tools and HAR viewers. CONNECT tunnels are
+        left out (they carry no HTTP exchange of their own).
+        """
+        from . import har
+
+        document = har.to_har(self._snapshot())
+        if path is not None:
+            har.write(document, path)
+        return document
+
+    @classmethod
+    def from_har(cls, source: str | os.PathLike[str] | dict[str, Any], *,
+                 max_flows: int | None = DEFAULT_MAX_FLOWS) -> FlowTable:
+        """Read a HAR file (or an already parsed HAR dict) from a browser or another tool."""
+        from . import har
+
+        document = har.read(source) if not isinstance(source, dict) else source
+        return cls(har.from_har(document), max_flows=max_flows)
+
+    def save(self, path: str | os.PathLike[str]) -> int:
+        """Write every flow losslessly to ``path`` (JSON lines); returns how many.
+
+        The file is replaced. :meth:`load` reads it back, as it reads a file
+        that a proxy started with ``save=`` is still appending to.
+        """
+        from .store import write_flows
+
+        return write_flows(self._snapshot(), path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *,
+             max_flows: int | None = DEFAULT_MAX_FLOWS) -> FlowTable:
+        """Read flows written by :meth:`save` or ``Proxy(save=...)``."""
+        from .store import read_flows
+
+        return cls(read_flows(path), max_flows=max_flows)
+
+    # -- display ------------------------------------------------------------------------
+
+    @property
+    def display_columns(self) -> tuple[str, ...]:
+        """What the views show: the selected columns, or a compact default set."""
+        return self._columns if self._selected else DEFAULT_COLUMNS
+
+    def timeline(self, limit: int = 200) -> Timeline:
+        """A waterfall of the newest ``limit`` flows: SVG in Jupyter, bars in a terminal."""
+        return Timeline(self.tail(limit)._snapshot())
+
+    def _repr_html_(self) -> str:
+        return table_html(self)
 
     def __repr__(self) -> str:
-        lines = [f"<FlowTable: {len(self)} flows>"]
-        for flow in self._snapshot()[-20:]:
-            status = flow.response.status if flow.response else (flow.error or flow.state)
-            lines.append(f"  #{flow.id} {flow.request.method} {flow.request.url} {status}")
-        return "\n".join(lines)
+        return table_text(self)

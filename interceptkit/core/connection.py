@@ -611,7 +611,8 @@ class ProxyConnection:
         end = h11.EndOfMessage(headers=trailers)
         self._remember(ex, end, 0)
         self._to_upstream(up, up.conn.send(end))
-        ex.flow.timings.request_sent = self._now
+        if up.ready:  # otherwise it leaves once connected: _upstream_ready stamps it
+            ex.flow.timings.request_sent = self._now
         self._arm_read_timer(self._config.read_timeout)
 
     # -- upstream connections ----------------------------------------------------
@@ -680,6 +681,9 @@ class ProxyConnection:
 
     def _upstream_ready(self, up: Upstream) -> None:
         up.ready = True
+        ex = self._exchange
+        if ex is not None and ex.request_complete and ex.flow.timings.request_sent is None:
+            ex.flow.timings.request_sent = self._now
         if up.pending:
             self._upstream_buf.extend(up.pending)
             up.pending, up.pending_size = [], 0
@@ -1286,7 +1290,8 @@ class ProxyConnection:
                 self._ws_write(side, ws.close_frame(side, 1002, "protocol error"))
             self._ws_write(_other(side), ws.close_frame(_other(side), 1001 if lost else 1002,
                                                         "the other side went away" if lost else "protocol error"))
-            data.close_code, data.closed_by = event.code, data.closed_by or side
+            if data.closed_by is None:  # a close frame seen before the TCP close says more
+                data.close_code, data.closed_by = event.code, side
             self._end_websocket(None if lost else reason)
             return
         if data.closed_by is None:

@@ -1,0 +1,242 @@
+"""Replay: send a captured request again, through the proxy, as a new flow.
+
+Theory of operation. Replay is an ordinary client of the proxy: it opens a
+TCP connection to ``proxy.url`` and sends the request the way a browser
+would (absolute-form for http; CONNECT, then TLS trusting the proxy's CA,
+then origin-form for https). So the request passes through the hooks, is
+answered by mocks, reaches the upstream through the pool, and is recorded
+in ``proxy.flows`` like any other exchange.
+
+Finding the new flow: the proxy records each flow's client address (the
+peer's IP and port). The replay connection is dedicated to one request, and
+its local ``(ip, port)`` cannot belong to any other open connection, so the
+flow the proxy starts for that address while the connection is open is the
+replay. A watcher registered on the proxy before the first byte is sent (and
+removed after) sees flows start and finish; it tags the new flow with
+``metadata["replay_of"]`` before any hook runs, and hands it back when it
+finishes. Nothing is added to the request (no marker header reaches hooks or
+the upstream), concurrent traffic cannot be confused with it, and it works
+even when the table is full or cleared.
+
+The client here is blocking and runs on the caller's thread, never on the
+proxy's loop, so a notebook cell or an async function (through
+:func:`replay_async`) can wait on it without deadlocking the proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from .flow import Flow, Request
+
+if TYPE_CHECKING:
+    import http.client
+
+    from .proxy import Proxy
+
+#: Fields that belong to the original client's connection, not to the request
+#: (RFC 9110 7.6.1), plus the framing, which is recomputed for the body.
+_CONNECTION_FIELDS = frozenset({
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+    "upgrade", "content-length",
+})
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_READ_SIZE = 64 * 1024
+
+
+class ReplayError(Exception):
+    """The request could not be replayed (no proxy, a truncated body, no answer)."""
+
+
+def replay(flow: Flow, proxy: Proxy | None = None, *, timeout: float = 30.0) -> Flow:
+    """Send ``flow``'s request again through ``proxy`` (default: the one that captured it).
+
+    Returns the new flow once it has finished (it may carry an ``error``).
+    Raises ReplayError when there is no running proxy, the request cannot be
+    sent as it was (a truncated body, a CONNECT), or no flow appears within
+    ``timeout`` seconds.
+    """
+    proxy = _proxy_for(flow, proxy)
+    request = flow.request
+    _check_replayable(request)
+    deadline = time.monotonic() + timeout
+    try:
+        sock = socket.create_connection(_proxy_address(proxy), timeout=timeout)
+    except OSError as exc:
+        raise ReplayError(f"cannot connect to the proxy at {proxy.url}: {exc}") from exc
+    watcher = _Watcher(_local_address(sock), flow.id)
+    unwatch = proxy._watch(watcher)
+    try:
+        failure = _exchange(sock, request, proxy, timeout, deadline)
+        found = watcher.wait(tunnelled=_is_tls(request), timeout=max(deadline - time.monotonic(), 0.1))
+    finally:
+        unwatch()
+    if found is None:
+        raise ReplayError(f"no flow recorded for the replay of #{flow.id}: {failure or 'timed out'}") from failure
+    return found
+
+
+async def replay_async(flow: Flow, proxy: Proxy | None = None, *, timeout: float = 30.0) -> Flow:
+    """:func:`replay` for async code: the blocking client runs on a worker thread."""
+    return await asyncio.to_thread(replay, flow, proxy, timeout=timeout)
+
+
+# -- checks -------------------------------------------------------------------------
+
+
+def _proxy_for(flow: Flow, proxy: Proxy | None) -> Proxy:
+    proxy = proxy if proxy is not None else flow._proxy
+    if proxy is None:
+        raise ReplayError(f"flow #{flow.id} was not captured by a proxy here (loaded from a file?): "
+                          "pass one, flow.replay(proxy=...)")
+    if not proxy.running:
+        raise ReplayError(f"the proxy at {proxy.url} is not running: start it first")
+    if proxy.mode != "forward":
+        raise ReplayError(f"replay goes through a forward proxy; this one is in {proxy.mode} mode")
+    if threading.current_thread() is proxy._thread:
+        raise ReplayError("flow.replay() would block the proxy's own loop: use "
+                          "`await flow.replay_async()` in an async hook, or a hook with thread=True")
+    return proxy
+
+
+def _check_replayable(request: Request) -> None:
+    if request.method == "CONNECT":
+        raise ReplayError("a CONNECT tunnel cannot be replayed; replay the requests inside it")
+    if request.truncated:
+        raise ReplayError(f"only {len(request.content)} of the request body's {request.body_size} bytes "
+                          "were kept (body_capture_limit), so it cannot be sent again")
+    if request.scheme not in _DEFAULT_PORTS:
+        raise ReplayError(f"cannot replay a {request.scheme!r} request")
+
+
+def _is_tls(request: Request) -> bool:
+    return request.scheme in ("https", "wss")
+
+
+def _proxy_address(proxy: Proxy) -> tuple[str, int]:
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(proxy.host, proxy.host)
+    return host, proxy.port
+
+
+def _local_address(sock: socket.socket) -> tuple[str, int]:
+    name = sock.getsockname()
+    return str(name[0]), int(name[1])
+
+
+# -- the client ------------------------------------------------------------------------
+
+
+def _exchange(sock: socket.socket, request: Request, proxy: Proxy, timeout: float,
+              deadline: float) -> Exception | None:
+    """Send the request and read the whole answer; the error, if it failed. Closes ``sock``."""
+    import http.client  # here, not at the top: only replay needs it
+
+    stream: socket.socket = sock
+    try:
+        if _is_tls(request):
+            _open_tunnel(sock, request, deadline)
+            context = ssl.create_default_context(cafile=str(proxy.ca_cert_path))
+            stream = context.wrap_socket(sock, server_hostname=request.host)
+        target = request.path if _is_tls(request) else request.url
+        connection = http.client.HTTPConnection(request.host, request.port, timeout=timeout)
+        connection.sock = stream  # the connection is ours already: http.client only frames
+        _send_request(connection, request, target)
+        _drain(connection.getresponse(), deadline)
+        return None
+    except (OSError, http.client.HTTPException, ValueError, ReplayError) as exc:
+        return exc
+    finally:
+        stream.close()
+        sock.close()
+
+
+def _open_tunnel(sock: socket.socket, request: Request, deadline: float) -> None:
+    authority = _authority(request.host, request.port, None)
+    sock.sendall(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode("ascii"))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        if len(head) > 65536 or time.monotonic() > deadline:
+            raise ReplayError("the proxy did not answer the CONNECT")
+        # One byte at a time: nothing after the head may be taken from TLS.
+        byte = sock.recv(1)
+        if not byte:
+            raise ReplayError("the proxy closed the connection during CONNECT")
+        head += byte
+    status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    if status_line.split(" ", 2)[1:2] != ["200"]:
+        raise ReplayError(f"the proxy refused the CONNECT: {status_line}")
+
+
+def _authority(host: str, port: int, scheme: str | None) -> str:
+    text = f"[{host}]" if ":" in host else host
+    return text if scheme is not None and _DEFAULT_PORTS.get(scheme) == port else f"{text}:{port}"
+
+
+def _replay_fields(request: Request) -> list[tuple[str, bytes]]:
+    fields = request.headers.fields
+    named = {t.strip().lower() for n, v in fields if n.lower() == b"connection"
+             for t in v.decode("latin-1").split(",")}
+    kept = [(n.decode("latin-1"), v) for n, v in fields
+            if n.decode("latin-1").lower() not in _CONNECTION_FIELDS | named]
+    if not any(n.lower() == "host" for n, _ in kept):
+        kept.insert(0, ("Host", _authority(request.host, request.port, request.scheme).encode("ascii")))
+    if request.content or request.method in ("POST", "PUT", "PATCH"):
+        kept.append(("Content-Length", str(len(request.content)).encode("ascii")))
+    return kept
+
+
+def _send_request(connection: http.client.HTTPConnection, request: Request, target: str) -> None:
+    connection.putrequest(request.method, target, skip_host=True, skip_accept_encoding=True)
+    for name, value in _replay_fields(request):
+        connection.putheader(name, value)
+    connection.endheaders(request.content or None)
+
+
+def _drain(response: http.client.HTTPResponse, deadline: float) -> None:
+    """Read the answer to its end (the flow finishes then), without keeping it."""
+    while time.monotonic() < deadline:
+        if not response.read(_READ_SIZE):
+            return
+    raise ReplayError("timed out reading the replayed response")
+
+
+# -- finding the new flow -------------------------------------------------------------------
+
+
+class _Watcher:
+    """Told of every flow the proxy starts and finishes; keeps the ones from one client address."""
+
+    def __init__(self, address: tuple[str, int], original_id: int) -> None:
+        self.address = address
+        self.original_id = original_id
+        self._condition = threading.Condition()
+        self._finished: dict[str, Flow] = {}
+
+    def _ours(self, flow: Flow) -> bool:
+        address = flow.client_address
+        return address is not None and (str(address[0]), int(address[1])) == self.address
+
+    def flow_started(self, flow: Flow) -> None:
+        if self._ours(flow) and flow.request.method != "CONNECT":
+            flow.metadata["replay_of"] = self.original_id
+
+    def flow_finished(self, flow: Flow) -> None:
+        if not self._ours(flow):
+            return
+        with self._condition:
+            self._finished.setdefault("tunnel" if flow.request.method == "CONNECT" else "http", flow)
+            self._condition.notify_all()
+
+    def wait(self, *, tunnelled: bool, timeout: float) -> Flow | None:
+        """The replayed flow; for https the tunnel's flow if nothing got through it."""
+        def ready() -> bool:
+            return "http" in self._finished or (tunnelled and "tunnel" in self._finished)
+
+        with self._condition:
+            self._condition.wait_for(ready, timeout)
+            return self._finished.get("http") or self._finished.get("tunnel")

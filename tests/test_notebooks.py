@@ -1,0 +1,79 @@
+"""The notebooks in notebooks/ run top to bottom in a real Jupyter kernel and show what they promise.
+
+Each runs in a fresh kernel (nbclient + ipykernel) with a throw-away CA folder
+and a temporary working directory; the notebooks contact only servers they
+start on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def run(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Execute a notebook; return it with its outputs. Fails on the first cell that raises."""
+    for variable in list(os.environ):
+        if variable.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+            monkeypatch.delenv(variable)
+    monkeypatch.setenv("INTERCEPTKIT_HOME", str(tmp_path / "interceptkit-home"))
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    client = nbclient.NotebookClient(notebook, timeout=60, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    return notebook
+
+
+def outputs(notebook: Any, kind: str) -> list[str]:
+    """Every output of one kind: "stream", "text/plain" or "text/html"."""
+    found = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            assert output["output_type"] != "error", output
+            if kind == "stream" and output["output_type"] == "stream":
+                found.append(output["text"])
+            elif kind in output.get("data", {}):
+                found.append(output["data"][kind])
+    return found
+
+
+def test_quickstart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    notebook = run("quickstart.ipynb", tmp_path, monkeypatch)
+    printed = "".join(outputs(notebook, "stream"))
+    for line in ["/ -> 200", "/api/items -> 200", "/logo.png -> 200", "/missing -> 404",
+                 "X-Debug as the server saw it: from-the-notebook", "not found: ['/missing']",
+                 "replay of flow", "stopped; the table outlives the proxy"]:
+        assert line in printed
+    html = outputs(notebook, "text/html")
+    tables = [h for h in html if 'class="interceptkit-table"' in h]
+    assert len(tables) >= 3  # the live table, a selection, the table read back from HAR
+    assert ">/missing<" in tables[1] or "/missing" in tables[0]
+    flow = [h for h in html if 'class="interceptkit-flow"' in h]
+    assert flow and "X-Debug" in flow[0] and "from-the-notebook" in flow[0] and "<svg" in flow[0]
+    assert any(h.startswith("<div><svg") for h in html)  # the timeline
+    har = json.loads((tmp_path / "quickstart.har").read_text(encoding="utf-8"))
+    entries = har["log"]["entries"]
+    assert har["log"]["version"] == "1.2" and len(entries) == 7  # 5 fetches, the hooked one, the replay
+    assert {e["response"]["status"] for e in entries} == {200, 404}
+    assert any(e["response"]["content"].get("encoding") == "base64" for e in entries)  # the PNG
+
+
+def test_testing_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    notebook = run("testing-with-interceptkit.ipynb", tmp_path, monkeypatch)
+    printed = "".join(outputs(notebook, "stream"))
+    assert "{'status': 'paid'}" in printed
+    assert "the payment request carried {'order': 42, 'amount': 75}" in printed
+    assert "the client raised as it should: 503" in printed
+    assert "'items': ['laces']" in printed
+    assert "all assertions passed; 4 flows captured" in printed
+    html = "".join(outputs(notebook, "text/html"))
+    assert 'class="interceptkit-table"' in html and 'class="interceptkit-flow"' in html

@@ -1,0 +1,263 @@
+"""Replay: a captured request sent again through the same proxy, its hooks, and into the table.
+
+Loopback only: local origins on 127.0.0.1 (one of them TLS, with its own CA),
+names pinned by static_resolver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import ssl
+import threading
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from interceptkit import Flow, FlowTable, Proxy, ReplayError, static_resolver
+from interceptkit.certs import CertStore
+
+
+class _Origin(BaseHTTPRequestHandler):
+    """Answers with what it received, and records it."""
+
+    protocol_version = "HTTP/1.1"
+    seen: ClassVar[list[dict[str, Any]]] = []
+    lock = threading.Lock()
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        record = {"method": self.command, "path": self.path, "body": body, "headers": dict(self.headers.items())}
+        with self.lock:
+            self.seen.append(record)
+        answer = json.dumps({"method": self.command, "path": self.path, "body": body.decode("latin-1"),
+                             "headers": record["headers"]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    do_GET = do_POST = do_PUT = _handle
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _serve(server: ThreadingHTTPServer) -> ThreadingHTTPServer:
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def origin_ca(tmp_path_factory: pytest.TempPathFactory) -> CertStore:
+    return CertStore.load_or_create(tmp_path_factory.mktemp("origin-ca"))
+
+
+@pytest.fixture(scope="module")
+def ports(origin_ca: CertStore) -> Iterator[tuple[int, int]]:
+    plain = _serve(ThreadingHTTPServer(("127.0.0.1", 0), _Origin))
+    secure = ThreadingHTTPServer(("127.0.0.1", 0), _Origin)
+    secure.socket = origin_ca.server_context("secure.test").wrap_socket(secure.socket, server_side=True)
+    _serve(secure)
+    yield plain.server_address[1], secure.server_address[1]
+    for server in (plain, secure):
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def proxy(tmp_path_factory: pytest.TempPathFactory, origin_ca: CertStore,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[Proxy]:
+    for name in list(os.environ):
+        if name.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+            monkeypatch.delenv(name)
+    _Origin.seen.clear()
+    p = Proxy(port=0, resolver=static_resolver({"shop.test": "127.0.0.1", "secure.test": "127.0.0.1"}),
+              confdir=tmp_path_factory.getbasetemp() / "proxy-ca", upstream_ca=origin_ca.ca_cert_path,
+              read_timeout=10)
+    with p:
+        yield p
+
+
+def send(proxy: Proxy, url: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> bytes:
+    context = ssl.create_default_context(cafile=str(proxy.ca_cert_path))
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy.url, "https": proxy.url}),
+                                         urllib.request.HTTPSHandler(context=context))
+    with opener.open(urllib.request.Request(url, data=data, headers=headers or {}), timeout=10) as response:
+        return response.read()
+
+
+def last_exchange(proxy: Proxy) -> Flow:
+    return proxy.flows.where(lambda f: f.request.method != "CONNECT" and f.state != "open")[-1]
+
+
+# -- the basics ---------------------------------------------------------------------------
+
+
+def test_replay_sends_the_request_again_and_records_a_new_flow(proxy: Proxy, ports: tuple[int, int]) -> None:
+    send(proxy, f"http://shop.test:{ports[0]}/cart?x=1", data=b'{"sku": 7}',
+         headers={"Content-Type": "application/json", "X-Token": "t1"})
+    original = last_exchange(proxy)
+    new = original.replay()
+    assert new is not original and new.id > original.id and new in proxy.flows
+    assert new.state == "done" and new.metadata["replay_of"] == original.id
+    assert (new.request.method, new.request.url) == (original.request.method, original.request.url)
+    assert new.response is not None and new.response.status == 200
+    first, second = _Origin.seen
+    assert first["body"] == second["body"] == b'{"sku": 7}'
+    assert second["path"] == "/cart?x=1" and second["headers"]["X-Token"] == "t1"
+    assert second["headers"]["Content-Type"] == "application/json"
+    assert "X-Interceptkit" not in json.dumps(second["headers"])  # nothing added to mark it
+
+
+def test_replay_goes_through_the_hooks(proxy: Proxy, ports: tuple[int, int]) -> None:
+    send(proxy, f"http://shop.test:{ports[0]}/hooked")
+    original = last_exchange(proxy)
+    proxy.on("request", lambda flow: flow.request.headers.add("X-Hooked", "yes"))
+    assert original.replay().response.json()["headers"]["X-Hooked"] == "yes"  # type: ignore[union-attr]
+    mock = proxy.mock("GET", "*/hooked", json={"mocked": True})
+    mocked = original.replay()
+    assert mocked.response is not None and mocked.response.json() == {"mocked": True}
+    assert mock.calls == 1 and len(_Origin.seen) == 2  # the mock answered; the origin saw nothing new
+
+
+def test_replay_of_https_through_the_interception(proxy: Proxy, ports: tuple[int, int]) -> None:
+    send(proxy, f"https://secure.test:{ports[1]}/secret", data=b"pin=1234")
+    original = last_exchange(proxy)
+    new = original.replay()
+    assert new.request.url == f"https://secure.test:{ports[1]}/secret"
+    assert new.response is not None and new.response.json()["body"] == "pin=1234"
+    assert new.metadata["replay_of"] == original.id and new.server_tls is not None
+    assert [s["path"] for s in _Origin.seen] == ["/secret", "/secret"]
+
+
+def test_replay_finds_its_own_flow_among_concurrent_traffic(proxy: Proxy, ports: tuple[int, int]) -> None:
+    send(proxy, f"http://shop.test:{ports[0]}/target")
+    original = last_exchange(proxy)
+    noise = [threading.Thread(target=send, args=(proxy, f"http://shop.test:{ports[0]}/noise{i}"))
+             for i in range(12)]
+    for thread in noise:
+        thread.start()
+    replays = [original.replay() for _ in range(3)]
+    for thread in noise:
+        thread.join(10)
+    assert [r.request.path for r in replays] == ["/target"] * 3
+    assert len({r.id for r in replays}) == 3
+    tagged = proxy.flows.where(lambda f: f.metadata.get("replay_of") == original.id)
+    assert sorted(f.id for f in tagged) == sorted(r.id for r in replays)
+
+
+# -- when it cannot -----------------------------------------------------------------------
+
+
+def test_replay_errors_are_clear(proxy: Proxy, ports: tuple[int, int], tmp_path: Path) -> None:
+    send(proxy, f"http://shop.test:{ports[0]}/x", data=b"0123456789")
+    original = last_exchange(proxy)
+    proxy.flows.save(tmp_path / "flows.jsonl")
+    loaded = FlowTable.load(tmp_path / "flows.jsonl").where(path="/x")[0]
+    with pytest.raises(ReplayError, match="pass one"):
+        loaded.replay()
+    assert loaded.replay(proxy=proxy).response.status == 200  # type: ignore[union-attr]
+    loaded.request.truncated = True
+    with pytest.raises(ReplayError, match="body"):
+        loaded.replay(proxy=proxy)
+    stopped = Proxy(port=0, confdir=tmp_path / "ca")
+    with pytest.raises(ReplayError, match="not running"):
+        original.replay(proxy=stopped)
+
+
+def test_a_killed_replay_comes_back_as_a_flow_with_its_error(proxy: Proxy, ports: tuple[int, int]) -> None:
+    send(proxy, f"http://shop.test:{ports[0]}/doomed")
+    original = last_exchange(proxy)
+    proxy.on("request", lambda flow: flow.kill(), path="/doomed")
+    new = original.replay(timeout=5)
+    assert new.error and new.state == "error" and new.metadata["replay_of"] == original.id
+
+
+def test_a_blocked_https_host_gives_back_the_refused_connect(proxy: Proxy, ports: tuple[int, int]) -> None:
+    send(proxy, f"https://secure.test:{ports[1]}/later")
+    original = last_exchange(proxy)
+    proxy.block("secure.test")
+    new = original.replay(timeout=5)
+    assert new.request.method == "CONNECT" and new.response is not None and new.response.status == 403
+
+
+# -- from event loops -------------------------------------------------------------------------
+
+
+def test_replay_sync_and_async_inside_a_running_loop(proxy: Proxy, ports: tuple[int, int]) -> None:
+    send(proxy, f"http://shop.test:{ports[0]}/loop")
+    original = last_exchange(proxy)
+
+    async def cell() -> list[Flow]:
+        blocking = original.replay()  # a notebook cell blocking its loop: the proxy has its own
+        together = await asyncio.gather(*(original.replay_async() for _ in range(3)))
+        return [blocking, *together]
+
+    flows = asyncio.run(cell())
+    assert [f.response.status for f in flows] == [200] * 4  # type: ignore[union-attr]
+    assert len({f.id for f in flows}) == 4
+
+
+def test_replay_from_inside_hooks(proxy: Proxy, ports: tuple[int, int]) -> None:
+    send(proxy, f"http://shop.test:{ports[0]}/seed")
+    original = last_exchange(proxy)
+    results: list[Any] = []
+    done = threading.Event()
+
+    async def async_hook(flow: Flow) -> None:  # on the proxy's loop: must not block it
+        results.append(await original.replay_async())
+        done.set()
+
+    proxy.on("done", async_hook, path="/trigger")
+    proxy.on("request", lambda flow: flow.metadata.setdefault("tried", _try_sync(original, results)),
+             path="/trigger")
+    send(proxy, f"http://shop.test:{ports[0]}/trigger")
+    assert done.wait(10)
+    error, replayed = results
+    assert isinstance(error, ReplayError) and "replay_async" in str(error)
+    assert isinstance(replayed, Flow) and replayed.request.path == "/seed" and replayed.response is not None
+
+
+def _try_sync(flow: Flow, results: list[Any]) -> bool:
+    try:
+        flow.replay()
+    except ReplayError as exc:
+        results.append(exc)
+    return True
+
+
+# -- the "record and replay" recipe (docs/recipes.md) -------------------------------------------
+
+
+def test_record_then_serve_the_recording_offline(proxy: Proxy, ports: tuple[int, int], tmp_path: Path,
+                                                 origin_ca: CertStore) -> None:
+    path = tmp_path / "capture.jsonl"
+    recorder = Proxy(port=0, resolver=static_resolver({"shop.test": "127.0.0.1"}), confdir=tmp_path / "ca",
+                     save=path)
+    with recorder:
+        send(recorder, f"http://shop.test:{ports[0]}/catalog?page=1")
+    recorded = FlowTable.load(path)
+    answers = {(f.request.method, f.request.url): f.response for f in recorded if f.response is not None}
+
+    def from_recording(flow: Flow) -> None:
+        saved = answers.get((flow.request.method, flow.request.url))
+        if saved is not None:
+            headers = [(n, v) for n, v in saved.headers.items()
+                       if n.lower() not in ("content-length", "transfer-encoding")]
+            flow.respond(saved.status, content=saved.content, headers=headers, reason=saved.reason)
+
+    proxy.on("request_headers", from_recording)
+    seen_before = len(_Origin.seen)
+    body = send(proxy, f"http://shop.test:{ports[0]}/catalog?page=1")
+    assert json.loads(body)["path"] == "/catalog?page=1"
+    assert len(_Origin.seen) == seen_before  # answered from the recording
+    assert recorded[0].replay(proxy=proxy).metadata["mocked"] is True
