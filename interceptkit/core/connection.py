@@ -478,6 +478,9 @@ class ProxyConnection:
 
     def _route(self, path: str) -> tuple[str, str, int, str]:
         """Reverse mode: the longest matching route prefix decides (routes come sorted)."""
+        if _has_dot_segments(path):
+            # "/api/../admin" would match /api here and reach /admin upstream.
+            raise RemoteProtocolError("dot segments in the path are not allowed", 400)
         for route in self._config.routes:
             if route.matches(path):
                 scheme = {"ws": "http", "wss": "https"}.get(route.scheme, route.scheme)
@@ -1469,12 +1472,15 @@ class ProxyConnection:
         up = ex.upstream if ex is not None else None
         if ex is None or up is None:
             return
+        waited = self._now - up.last_activity
+        if up.connected and not up.ready and waited >= timeout:
+            self._upstream_failed(up, f"TLS handshake with the upstream took over {timeout:g} s", 504)
+            return
         if not up.ready or self._client_blocked or self._waiting is not None:
             # Connecting (the transport times that), the client is not
             # reading, or a hook runs: none of that is the upstream's delay.
             self._arm_read_timer(timeout)
             return
-        waited = self._now - up.last_activity
         if waited < timeout:
             self._arm_read_timer(timeout - waited)
         elif ex.response_started:
@@ -1576,12 +1582,21 @@ def _capture(message: Request | Response, data: bytes, limit: int) -> None:
 def _append_field(fields: list[tuple[bytes, bytes]], name: bytes, value: bytes) -> list[tuple[bytes, bytes]]:
     """Append to a comma-list field, or add it."""
     lower = name.lower()
-    for index, (existing, old) in enumerate(fields):
+    # The last line of a repeated field is the end of the list: append there,
+    # or a client could put its own address last (RFC 9110 5.3).
+    for index in range(len(fields) - 1, -1, -1):
+        existing, old = fields[index]
         if existing.lower() == lower:
             fields[index] = (existing, old + b", " + value)
             return fields
     fields.append((name, value))
     return fields
+
+
+def _has_dot_segments(path: str) -> bool:
+    """Whether the path has "." or ".." segments, percent-encoded or not (RFC 3986 5.2.4)."""
+    segments = path.partition("?")[0].replace("%2e", ".").replace("%2E", ".").split("/")
+    return any(segment in (".", "..") for segment in segments)
 
 
 def _head_size(target: bytes, fields: list[tuple[bytes, bytes]]) -> int:
