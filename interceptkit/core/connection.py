@@ -105,6 +105,7 @@ class ProxyConnection:
         self._now = 0.0
         self._pause_reasons: set[str] = set()
         self._head_request = False
+        self._last_read = 0
         self._read_timer = False
         self._idle_timer = False
         self._client_activity = 0.0
@@ -242,6 +243,8 @@ class ProxyConnection:
             data, closed = decrypted
         if data:
             self._client.receive_data(data)
+            # Only a read larger than the limit can hold a whole head over it.
+            self._last_read = len(data)
         if closed:
             self._client.receive_data(b"")
         if self._waiting is not None:
@@ -360,6 +363,12 @@ class ProxyConnection:
                 self._on_request(event)  # type: ignore[arg-type]
             elif kind is h11.EndOfMessage:
                 self._on_request_end(event)  # type: ignore[arg-type]
+                if self._exchange is not None:
+                    # The answer is pending: h11 would only say PAUSED or
+                    # NEED_DATA now. Asking its buffer directly is cheaper.
+                    if self._client.trailing_data[0]:
+                        self._pause_client("pipeline")
+                    return
             elif event is h11.PAUSED:
                 # The client sent more while we still answer: pipelining or
                 # bytes after CONNECT/Upgrade. h11 holds them; stop reading.
@@ -407,7 +416,8 @@ class ProxyConnection:
         fields = event.headers.raw_items()
         method = event.method.decode("ascii")
         self._head_request = method == "HEAD"
-        if _head_size(event.target, fields) > self._config.max_header_size:
+        if self._last_read > self._config.max_header_size and (
+                _head_size(event.target, fields) > self._config.max_header_size):
             # h11 bounds only a head that arrives in pieces; one that came
             # whole in a single read is measured here.
             self._answer(431, "request header block too large")
@@ -868,7 +878,6 @@ class ProxyConnection:
         ex.flow.response = ex.upstream_response = response
         ex.flow.timings.response_start = self._now
         ex.response_started = True
-        ex.response_chunked = any(n.lower() == b"transfer-encoding" for n, _ in raw)
         self._hook("response_headers", ex, self._after_response_headers)
 
     def _after_response_headers(self, ex: Exchange, _: Any) -> None:
@@ -888,6 +897,7 @@ class ProxyConnection:
         response = ex.flow.response
         assert response is not None
         fields, chunked = end_to_end_fields(response.headers.fields)
+        ex.response_chunked = chunked and body_length is None
         fields = reframe(fields, chunked) if body_length is None else sized(fields, body_length)
         if body_length is None and "response_chunk" in self._config.hooks:
             # Chunk hooks may change sizes: let h11 frame the body (chunked,
@@ -1023,7 +1033,7 @@ class ProxyConnection:
             reusable = up.conn.our_state is h11.DONE and up.conn.their_state is h11.DONE
             # Bytes after a complete response answer nothing we asked: a
             # connection that sends them cannot be trusted with the next request.
-            if reusable and up.conn.next_event() is h11.NEED_DATA:
+            if reusable and not up.conn.trailing_data[0]:
                 up.conn.start_next_cycle()
                 up.reused = True
             else:
@@ -1034,7 +1044,9 @@ class ProxyConnection:
             return
         client.start_next_cycle()
         self._resume_client("pipeline")
-        self._pump_client()
+        pipelined, closed = client.trailing_data
+        if pipelined or closed:
+            self._pump_client()
 
     def _on_client_backpressure(self, event: ev.ClientBackpressure) -> None:
         self._client_blocked = event.blocked
