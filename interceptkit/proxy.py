@@ -126,6 +126,7 @@ class Proxy:
         self._thread: threading.Thread | None = None
         self._addresses: list[tuple[str, int]] = []
         self._lock = threading.Lock()
+        self._serving = False
         # Recording and replay (store.py, replay.py).
         self._save_path = Path(save) if save is not None else None
         self._recorder: FlowRecorder | None = None
@@ -147,7 +148,8 @@ class Proxy:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        """Whether it is serving, on its own thread or in a loop via serve_forever."""
+        return self._serving or (self._thread is not None and self._thread.is_alive())
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -224,8 +226,10 @@ class Proxy:
         self._open_recorder()
         try:
             await self._listen()
+            self._serving = True
             await stop.wait()
         finally:
+            self._serving = False
             await self._shutdown()
             self._close_recorder()
 

@@ -1302,7 +1302,9 @@ class ProxyConnection:
             reason = (f"the {side} closed the connection without a close frame" if lost
                       else f"the {side} broke the WebSocket protocol: {event.reason}")
             if not lost:
-                self._ws_write(side, ws.close_frame(side, 1002, "protocol error"))
+                # wsproto names the fault: 1007 bad UTF-8, 1009 too big, else 1002.
+                code = event.code if event.code in (1002, 1007, 1009) else 1002
+                self._ws_write(side, ws.close_frame(side, code, "protocol error"))
             self._ws_write(_other(side), ws.close_frame(_other(side), 1001 if lost else 1002,
                                                         "the other side went away" if lost else "protocol error"))
             if data.closed_by is None:  # a close frame seen before the TCP close says more

@@ -708,3 +708,14 @@ def test_read_timer_after_the_switch_does_not_end_the_websocket() -> None:
     assert not closes_client(s.d.transcript)
     s.from_client(TextMessage(data="still here"))
     assert texts(s.at_server) == ["still here"]
+
+
+@pytest.mark.parametrize("split", [None, 1])
+def test_invalid_utf8_text_gets_1007_not_1002(split: Split) -> None:
+    # RFC 6455 7.4.1: 1007 is for data inconsistent with the message type.
+    s = open_session()
+    out = s.d.client(frame(0x1, b"ok \xff\xfe", mask=True), split)
+    assert close_code_of(to_client(out)) == 1007
+    s._deliver(out)
+    assert [c.code for c in s.at_server if isinstance(c, CloseConnection)] == [1002]
+    assert closes_client(out)
