@@ -13,6 +13,7 @@ from typing import TextIO
 from .certs import CertStoreError
 from .flow import Flow
 from .proxy import Proxy, ProxyStartError
+from .transport.tuning import tune_allocator
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["ca"]:
         return ca_main(argv[1:])
     args = build_parser().parse_args(argv)
+    tune_allocator()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
