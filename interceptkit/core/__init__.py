@@ -19,7 +19,6 @@ from .commands import (
 )
 from .config import ProxyConfig
 from .connection import ProxyConnection
-from .state import Phase
 from .errors import LocalProtocolError, ProxyError, RemoteProtocolError, UpstreamError
 from .events import (
     ClientBackpressure,
@@ -33,6 +32,7 @@ from .events import (
     UpstreamConnectFailed,
     UpstreamDataReceived,
 )
+from .state import Phase
 
 __all__ = [
     "ClientBackpressure", "ClientConnected", "ClientDataReceived", "CloseClient", "CloseUpstream", "Command",

@@ -277,3 +277,33 @@ def sized(fields: Fields, length: int) -> Fields:
     if length or framed:
         kept.append((b"Content-Length", str(length).encode("ascii")))
     return kept
+
+
+def append_to_field(fields: list[tuple[bytes, bytes]], name: bytes, value: bytes) -> list[tuple[bytes, bytes]]:
+    """Append to a comma-list field, or add it."""
+    lower = name.lower()
+    # The last line of a repeated field is the end of the list: append there,
+    # or a client could put its own address last (RFC 9110 5.3).
+    for index in range(len(fields) - 1, -1, -1):
+        existing, old = fields[index]
+        if existing.lower() == lower:
+            fields[index] = (existing, old + b", " + value)
+            return fields
+    fields.append((name, value))
+    return fields
+
+
+def has_dot_segments(path: str) -> bool:
+    """Whether the path has "." or ".." segments, percent-encoded or not (RFC 3986 5.2.4)."""
+    segments = path.partition("?")[0].replace("%2e", ".").replace("%2E", ".").split("/")
+    return any(segment in (".", "..") for segment in segments)
+
+
+def head_size(target: bytes, fields: list[tuple[bytes, bytes]]) -> int:
+    return len(target) + sum(len(n) + len(v) + 4 for n, v in fields)
+
+
+def raw_response(response: h11.Response, body: bytes) -> bytes:
+    lines = [b"HTTP/1.1 %d %s" % (response.status_code, response.reason)]
+    lines += [name + b": " + value for name, value in response.headers.raw_items()]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body

@@ -6,7 +6,7 @@ from enum import Enum, auto
 
 import h11
 
-from ..flow import Flow
+from ..flow import Flow, Request, Response, TLSInfo
 from .tls import TLSEndpoint
 
 UpstreamKey = tuple[str, int, bool]
@@ -83,3 +83,19 @@ class Exchange:
         self.upstream_response: object = None
         #: The request asks to upgrade to WebSocket.
         self.websocket = False
+
+
+def capture_body(message: Request | Response, data: bytes, limit: int) -> None:
+    """Count body bytes and keep a prefix of at most ``limit`` of them."""
+    kept = len(message.content)
+    message.body_size += len(data)
+    if kept < limit:
+        message.content = message.content + data[: limit - kept] if kept else data[:limit]
+    if message.body_size > limit:
+        message.truncated = True
+
+
+def tls_info(up: Upstream) -> TLSInfo:
+    tls = up.tls
+    assert tls is not None
+    return TLSInfo(sni=up.server_name, version=tls.version, cipher=tls.cipher, alpn=tls.alpn)

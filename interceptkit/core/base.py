@@ -1,0 +1,316 @@
+"""ProxyConnection, part: the shared state, output and endings.
+
+Every part of a connection (conn_*.py) is a mixin over ConnectionBase; see
+connection.py for the theory of operation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import count
+from typing import Any
+
+import h11
+
+from ..flow import Flow, Request, TLSInfo
+from . import commands as cmd
+from .config import ProxyConfig
+from .http1 import (
+    INFO_PAGE,
+    info_page_fields,
+    plain_answer,
+    raw_response,
+)
+from .state import Exchange, Phase, Upstream, UpstreamKey
+from .tls import TLSEndpoint
+from .websocket import WebSocketRelay
+
+
+class ConnectionBase:
+    """State and output shared by the parts of a ProxyConnection.
+
+    The annotations below name what each part offers the others, so that
+    every part type-checks on its own and the seams between them are written
+    down in one place.
+    """
+
+    _feed_client: Callable[[bytes], None]  # conn_requests.py
+    _pump_client: Callable[[], None]  # conn_requests.py
+    _pump_upstream: Callable[[Upstream], None]  # conn_responses.py
+    _send_mock: Callable[[Exchange], None]  # conn_responses.py
+    _decrypt_client: Callable[[bytes], tuple[bytes, bool] | None]  # conn_tunnels.py
+    _fail_tunnel: Callable[[str, int], None]  # conn_tunnels.py
+    _finish_tunnel: Callable[[str | None], None]  # conn_tunnels.py
+    _on_connect: Callable[[h11.Request, list[tuple[bytes, bytes]]], None]  # conn_tunnels.py
+    _relay_to_client: Callable[[bytes], None]  # conn_tunnels.py
+    _relay_to_upstream: Callable[[bytes], None]  # conn_tunnels.py
+    _sniff: Callable[[bytes], None]  # conn_tunnels.py
+    _start_tunnel: Callable[[Upstream], None]  # conn_tunnels.py
+    _switch_protocols: Callable[[Upstream, h11.InformationalResponse], None]  # conn_tunnels.py
+    _tunnel_raw: Callable[[], None]  # conn_tunnels.py
+    _bind_upstream: Callable[[str, str, int], Upstream]  # conn_upstreams.py
+    _pump_ws: Callable[[], None]  # conn_websockets.py
+    _start_websocket: Callable[[Exchange, bytes], None]  # conn_websockets.py
+    _ws_client_bytes: Callable[[bytes], None]  # conn_websockets.py
+    _ws_idle_close: Callable[[], None]  # conn_websockets.py
+    _ws_receive: Callable[[str, bytes | None], None]  # conn_websockets.py
+
+    # Two seams with keyword or default arguments, which Callable cannot
+    # express; conn_upstreams.py defines them.
+    def _open_upstream(self, key: UpstreamKey, *, reuse: bool) -> Upstream:
+        raise NotImplementedError
+
+    def _upstream_failed(self, up: Upstream, reason: str, status: int = 502) -> None:
+        raise NotImplementedError
+
+    def __init__(self, config: ProxyConfig, client_address: tuple[str, int] | None = None) -> None:
+        self._config = config
+        self._client_address = client_address
+        self._client = self._new_client_parser()
+        self._phase = Phase.HTTP
+        self._upstream: Upstream | None = None
+        self._exchange: Exchange | None = None
+        self._tunnel: Flow | None = None
+        self._out: list[cmd.Command] = []
+        self._client_buf: list[bytes] = []
+        self._upstream_buf: list[bytes] = []
+        self._upstream_ids = count(1)
+        self._next_flow_id = config.next_flow_id or count(1).__next__
+        self._now = 0.0
+        self._pause_reasons: set[str] = set()
+        self._head_request = False
+        self._last_read = 0
+        self._read_timer = False
+        self._idle_timer = False
+        self._client_activity = 0.0
+        #: Inside an intercepted CONNECT: where every request goes.
+        self._origin: tuple[str, str, int] | None = None
+        self._server_name: str | None = None
+        self._client_tls: TLSEndpoint | None = None
+        self._client_tls_info: TLSInfo | None = None
+        #: Bytes of a tunnel not yet consumed: early data, or the sniffed start.
+        self._early = b""
+        self._tunnel_answered = False
+        #: The hook call the connection waits for: (call id, exchange, continuation).
+        self._waiting: tuple[int, Exchange, Callable[[Exchange, Any], None]] | None = None
+        self._hook_calls = count(1)
+        self._upstream_paused = False
+        self._client_blocked = False
+        self._ws: WebSocketRelay | None = None
+        self._ws_exchange: Exchange | None = None
+        #: Bytes of a message already streamed past the hooks, per side.
+        self._ws_streamed: dict[str, int] = {}
+        if config.listen_context is not None:  # TLS from the first byte (reverse mode)
+            self._client_tls = TLSEndpoint(config.listen_context, server_side=True)
+            self._client_tls.start()
+            self._client_tls_info = TLSInfo()
+
+    def _new_client_parser(self) -> h11.Connection:
+        return h11.Connection(h11.SERVER, max_incomplete_event_size=self._config.max_header_size)
+
+    def phase(self) -> Phase:
+        return self._phase
+
+    def _emit(self, command: cmd.Command) -> None:
+        self._flush()
+        self._out.append(command)
+
+    def _flush(self) -> None:
+        if self._client_buf:
+            data = b"".join(self._client_buf) if len(self._client_buf) > 1 else self._client_buf[0]
+            self._client_buf = []
+            if self._client_tls is not None:
+                data = self._client_tls.send(data)
+            self._out.append(cmd.SendToClient(data=data))
+        if self._upstream_buf:
+            up = self._upstream
+            data = b"".join(self._upstream_buf)
+            self._upstream_buf = []
+            if up is not None:
+                if up.tls is not None:
+                    data = up.tls.send(data)
+                self._out.append(cmd.SendToUpstream(upstream=up.id, data=data))
+
+    def _send_client_raw(self, data: bytes) -> None:
+        """Bytes that bypass the client TLS session (handshake, alerts)."""
+        if data:
+            self._emit(cmd.SendToClient(data=data))
+
+    def _send_upstream_raw(self, up: Upstream, data: bytes) -> None:
+        if data:
+            self._emit(cmd.SendToUpstream(upstream=up.id, data=data))
+
+    def _to_client(self, data: bytes) -> None:
+        if data:
+            self._client_buf.append(data)
+
+    def _to_upstream(self, up: Upstream, data: bytes) -> None:
+        if not data:
+            return
+        up.last_activity = self._now
+        if up.ready:
+            self._upstream_buf.append(data)
+            return
+        up.pending.append(data)
+        up.pending_size += len(data)
+        if up.pending_size > self._config.pending_limit:
+            self._pause_client("pending")
+
+    def _pause_client(self, reason: str) -> None:
+        """Stop reading the client for ``reason`` (pipeline, pending, hook)."""
+        if not self._pause_reasons:
+            self._emit(cmd.PauseClient())
+        self._pause_reasons.add(reason)
+
+    def _resume_client(self, reason: str) -> None:
+        """Read again once no reason to pause is left."""
+        if reason in self._pause_reasons:
+            self._pause_reasons.discard(reason)
+            if not self._pause_reasons:
+                self._emit(cmd.ResumeClient())
+
+    def _log(self, level: str, message: str) -> None:
+        self._emit(cmd.Log(level=level, message=message))
+
+    def _new_flow(self, request: Request) -> Flow:
+        flow = Flow(id=self._next_flow_id(), request=request, client_address=self._client_address)
+        flow.timings.start = self._now
+        flow.client_tls = self._client_tls_info
+        return flow
+
+    def _end_flow(self, flow: Flow, error: str | None) -> None:
+        if flow.state == "new":  # an intercepted CONNECT that never became visible
+            self._emit(cmd.FlowStarted(flow=flow))
+        flow.timings.end = self._now
+        flow.error = error
+        flow.state = "error" if error else "done"
+        self._emit(cmd.FlowFinished(flow=flow))
+
+    def _fail_exchange(self, ex: Exchange, reason: str) -> None:
+        if self._exchange is ex:
+            self._exchange = None
+        self._end_flow(ex.flow, reason)
+
+    def _close_client(self) -> None:
+        if self._phase is Phase.CLOSED:
+            return
+        if self._exchange is not None:
+            self._fail_exchange(self._exchange, "connection closed before the exchange completed")
+        self._release_upstream()
+        if self._client_tls is not None:
+            self._flush()
+            self._send_client_raw(self._client_tls.close())
+            self._client_tls = None
+        self._phase = Phase.CLOSED
+        self._emit(cmd.CloseClient())
+
+    def _abort(self, reason: str) -> None:
+        if self._exchange is not None:
+            self._fail_exchange(self._exchange, reason)
+        if self._tunnel is not None:
+            self._finish_tunnel(None if self._phase is Phase.TUNNEL else reason)
+        self._close_client()
+
+    def _internal_error(self, exc: Exception) -> None:
+        import traceback
+
+        self._client_buf = []
+        self._upstream_buf = []
+        self._out.append(cmd.Log(level="error", message="internal error: " + "".join(
+            traceback.format_exception(type(exc), exc, exc.__traceback__))))
+        if self._exchange is not None:
+            self._fail_exchange(self._exchange, f"internal error: {exc!r}")
+        if self._phase is not Phase.CLOSED:
+            self._release_upstream()
+            self._phase = Phase.CLOSED
+            self._out.append(cmd.CloseClient())
+
+    def _serve_info(self, path: str) -> None:
+        config = self._config
+        if path == "/cert/pem" and config.ca_cert_pem:
+            body, ctype = config.ca_cert_pem, b"application/x-pem-file"
+        elif path == "/cert/cer" and config.ca_cert_der:
+            body, ctype = config.ca_cert_der, b"application/pkix-cert"
+        else:
+            body, ctype = INFO_PAGE.encode(), b"text/html; charset=utf-8"
+        fields = info_page_fields(body, ctype) + [(b"Connection", b"close")]
+        self._send_whole_answer(h11.Response(status_code=200, headers=fields), body)
+
+    def _refuse(self, status: int, reason: str, what: str) -> None:
+        """Answer a request that never became a flow, and say so in the log."""
+        client = f"{self._client_address[0]}:{self._client_address[1]}" if self._client_address else "client"
+        self._log("info", f"refused {what} from {client}: {status} {reason}")
+        self._answer(status, reason)
+
+    def _answer(self, status: int, message: str) -> None:
+        """Answer the current request ourselves, then close the connection."""
+        response, body = plain_answer(status, message)
+        self._send_whole_answer(response, body)
+
+    def _send_whole_answer(self, response: h11.Response, body: bytes) -> None:
+        client = self._client
+        if self._head_request:
+            body = b""  # RFC 9110 9.3.2: the same head as GET, never a body
+        try:
+            parts = [client.send(response)]
+            if client.our_state is h11.SEND_BODY:
+                if body:
+                    parts.append(client.send(h11.Data(data=body)))
+                parts.append(client.send(h11.EndOfMessage()))
+            data = b"".join(p for p in parts if p)
+        except h11.LocalProtocolError:
+            data = raw_response(response, body)  # h11 is past the point of a clean answer
+        self._to_client(data)
+        self._close_client()
+
+    def _current_upstream(self, upstream_id: int) -> Upstream | None:
+        up = self._upstream
+        return up if up is not None and up.id == upstream_id else None
+
+    def _drop_upstream(self, up: Upstream) -> None:
+        if self._upstream is up:
+            self._flush()
+            self._upstream = None
+            self._out.append(cmd.CloseUpstream(upstream=up.id))
+
+    def _release_upstream(self) -> None:
+        """Give the bound upstream back: to the pool if it sits between messages."""
+        up = self._upstream
+        if up is None:
+            return
+        self._flush()
+        # A relayed tunnel's connection carries bytes h11 never saw: never pool it.
+        relayed = self._phase in (Phase.TUNNEL, Phase.CONNECTING, Phase.SNIFF, Phase.WEBSOCKET)
+        idle = (up.ready and up.tls is None and not relayed and up.conn.our_state is h11.IDLE
+                and up.conn.their_state is h11.IDLE)
+        self._upstream = None
+        self._out.append(cmd.CloseUpstream(upstream=up.id, reusable=idle))
+
+    def _hook(self, name: str, ex: Exchange, then: Callable[[Exchange, Any], None],
+              payload: bytes | None = None) -> None:
+        """Run the hooks called ``name`` on the flow, then ``then(ex, result)``.
+
+        With nothing attached to ``name`` this costs one set lookup.
+        """
+        if name not in self._config.hooks:
+            then(ex, None)
+            return
+        ex.hooked = True
+        call = next(self._hook_calls)
+        self._waiting = (call, ex, then)
+        self._emit(cmd.RunHook(name=name, flow=ex.flow, call=call, payload=payload))
+
+    def _arm_read_timer(self, delay: float) -> None:
+        if not self._read_timer:
+            self._read_timer = True
+            self._emit(cmd.StartTimer(name="read", delay=delay))
+
+    def _arm_idle_timer(self, delay: float) -> None:
+        if not self._idle_timer:
+            self._idle_timer = True
+            self._emit(cmd.StartTimer(name="idle", delay=delay))
+
+    def _drop_upstream_if_busy(self) -> None:
+        up = self._upstream
+        if up is not None and up.conn.our_state is not h11.IDLE:
+            self._drop_upstream(up)

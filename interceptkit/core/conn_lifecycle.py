@@ -1,0 +1,100 @@
+"""ProxyConnection, part: hooks returning, timers firing.
+
+See connection.py for the theory of operation.
+"""
+
+from __future__ import annotations
+
+import h11
+
+from . import commands as cmd
+from . import events as ev
+from .base import ConnectionBase
+from .state import Phase
+
+
+class Lifecycle(ConnectionBase):
+
+    def _on_hook_returned(self, event: ev.HookReturned) -> None:
+        waiting = self._waiting
+        if waiting is None or waiting[0] != event.call:
+            return
+        self._waiting = None
+        _, ex, then = waiting
+        if ex.flow.state in ("open", "new"):  # not ended while the hook ran
+            then(ex, event.result)
+        self._continue()
+
+    def _continue(self) -> None:
+        """After a hook: take up what arrived meanwhile, on both sides."""
+        if self._waiting is not None:
+            return
+        up = self._upstream
+        if up is not None and self._upstream_paused:
+            self._upstream_paused = False
+            self._emit(cmd.ResumeUpstream(upstream=up.id))
+        if self._phase is Phase.WEBSOCKET:
+            self._resume_client("hook")
+            self._pump_ws()
+            return
+        if self._phase is Phase.HTTP:
+            self._resume_client("hook")
+            if up is not None:
+                self._pump_upstream(up)
+            if self._waiting is None and self._phase is Phase.HTTP:
+                self._pump_client()
+
+    def _on_timer(self, event: ev.TimerFired) -> None:
+        if event.timer == "read":
+            self._read_timer = False
+            self._check_read_timeout()
+        elif event.timer == "idle":
+            self._idle_timer = False
+            self._check_idle_timeout()
+        elif event.timer == "sniff" and self._phase is Phase.SNIFF and not self._early:
+            self._tunnel_raw()  # the client waits for the server to speak first
+
+    def _check_read_timeout(self) -> None:
+        ex, timeout = self._exchange, self._config.read_timeout
+        up = ex.upstream if ex is not None else None
+        if ex is None or up is None:
+            return
+        waited = self._now - up.last_activity
+        if up.connected and not up.ready and waited >= timeout:
+            self._upstream_failed(up, f"TLS handshake with the upstream took over {timeout:g} s", 504)
+            return
+        if not up.ready or self._client_blocked or self._waiting is not None:
+            # Connecting (the transport times that), the client is not
+            # reading, or a hook runs: none of that is the upstream's delay.
+            self._arm_read_timer(timeout)
+            return
+        if waited < timeout:
+            self._arm_read_timer(timeout - waited)
+        elif ex.response_started:
+            self._upstream_failed(up, f"upstream stalled: no data for {timeout:g} s")
+        else:
+            self._upstream_failed(up, f"upstream did not answer within {timeout:g} s", 504)
+
+    def _check_idle_timeout(self) -> None:
+        if self._phase is Phase.CLOSED:
+            return
+        timeout = self._config.idle_timeout
+        idle = self._now - self._client_activity
+        if self._phase in (Phase.TUNNEL, Phase.WEBSOCKET) and self._upstream is not None:
+            idle = min(idle, self._now - self._upstream.last_activity)
+        ex = self._exchange
+        # While the upstream owes the answer, the read timer watches instead.
+        awaiting_upstream = (ex is not None and ex.request_complete) or self._phase is Phase.CONNECTING
+        if awaiting_upstream or idle < timeout:
+            self._arm_idle_timer(timeout if awaiting_upstream else timeout - idle)
+        elif ex is not None and not ex.response_started:
+            self._fail_exchange(ex, "the client stopped sending its request")
+            self._answer(408, "the request did not arrive in time")
+        elif self._phase is Phase.HTTP and self._client.their_state is h11.SEND_BODY:
+            self._answer(408, "the request did not arrive in time")
+        elif self._phase is Phase.TUNNEL:
+            self._abort("idle timeout")
+        elif self._phase is Phase.WEBSOCKET:
+            self._ws_idle_close()
+        else:
+            self._close_client()

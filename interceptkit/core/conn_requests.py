@@ -1,0 +1,374 @@
+"""ProxyConnection, part: the client side: parsing requests and sending them on.
+
+See connection.py for the theory of operation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import h11
+
+from ..flow import Headers, Request
+from . import commands as cmd
+from . import events as ev
+from .base import ConnectionBase
+from .errors import RemoteProtocolError
+from .http1 import (
+    IDEMPOTENT_METHODS,
+    append_forwarded_for,
+    append_to_field,
+    check_request_framing,
+    connection_tokens,
+    end_to_end_fields,
+    format_authority,
+    h11_request,
+    has_dot_segments,
+    head_size,
+    parse_absolute_url,
+    reframe,
+    replace_field,
+    sized,
+)
+from .state import (
+    Exchange,
+    Phase,
+    capture_body,
+    tls_info,
+)
+from .websocket import CLIENT
+
+
+class Requests(ConnectionBase):
+
+    def _on_client_connected(self, event: ev.ClientConnected) -> None:
+        if event.address is not None:
+            self._client_address = event.address
+        self._client_activity = event.time
+        self._arm_idle_timer(self._config.idle_timeout)
+
+    def _on_client_data(self, event: ev.ClientDataReceived) -> None:
+        self._client_activity = event.time
+        phase = self._phase
+        if phase is Phase.TUNNEL:
+            self._relay_to_upstream(event.data)
+        elif phase is Phase.SNIFF:
+            self._sniff(event.data)
+        elif phase is Phase.WEBSOCKET:
+            self._ws_client_bytes(event.data)
+        elif phase is not Phase.CLOSED:
+            self._feed_client(event.data)
+
+    def _feed_client(self, data: bytes) -> None:
+        """Client bytes into h11 (decrypted first inside an intercepted tunnel)."""
+        closed = False
+        if self._client_tls is not None:
+            decrypted = self._decrypt_client(data)
+            if decrypted is None:
+                return
+            data, closed = decrypted
+        if data:
+            self._client.receive_data(data)
+            # Only a read larger than the limit can hold a whole head over it.
+            self._last_read = len(data)
+        if closed:
+            self._client.receive_data(b"")
+        if self._waiting is not None:
+            self._pause_client("hook")  # h11 holds it until the hook returns
+        elif self._phase is Phase.HTTP:
+            self._pump_client()
+
+    def _pump_client(self) -> None:
+        while self._phase is Phase.HTTP and self._waiting is None:
+            try:
+                event = self._client.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._client_error(exc.error_status_hint, str(exc))
+                return
+            kind = type(event)
+            if kind is h11.Data:
+                self._on_request_data(event.data)  # type: ignore[union-attr]
+            elif kind is h11.Request:
+                self._on_request(event)  # type: ignore[arg-type]
+            elif kind is h11.EndOfMessage:
+                self._on_request_end(event)  # type: ignore[arg-type]
+                if self._exchange is not None:
+                    # The answer is pending: h11 would only say PAUSED or
+                    # NEED_DATA now. Asking its buffer directly is cheaper.
+                    if self._client.trailing_data[0]:
+                        self._pause_client("pipeline")
+                    return
+            elif event is h11.PAUSED:
+                # The client sent more while we still answer: pipelining or
+                # bytes after CONNECT/Upgrade. h11 holds them; stop reading.
+                self._pause_client("pipeline")
+                return
+            elif kind is h11.ConnectionClosed:
+                self._on_client_eof()
+                return
+            else:  # NEED_DATA
+                return
+
+    def _on_client_closed(self, event: ev.ConnectionClosed) -> None:
+        if self._phase is Phase.CLOSED:
+            return
+        if self._phase is Phase.WEBSOCKET:
+            self._ws_receive(CLIENT, None)
+            return
+        if event.aborted or self._phase is not Phase.HTTP:
+            self._abort("client disconnected")
+        elif self._client_tls is not None:
+            self._feed_client(b"")  # EOF through TLS: a handshake cut short says so
+        else:
+            self._client.receive_data(b"")
+            self._pump_client()
+
+    def _on_client_eof(self) -> None:
+        """An orderly EOF between messages: finish the answer in flight, then close."""
+        if self._exchange is None:
+            self._close_client()
+
+    def _client_error(self, status: int, message: str) -> None:
+        ex = self._exchange
+        if ex is not None:
+            self._fail_exchange(ex, f"bad request from client: {message}")
+            if ex.response_started:
+                self._close_client()
+                return
+            self._answer(status, message)
+            return
+        self._refuse(status, message, "unparsable request")
+
+    def _on_request(self, event: h11.Request) -> None:
+        fields = event.headers.raw_items()
+        method = event.method.decode("ascii")
+        self._head_request = method == "HEAD"
+        if self._last_read > self._config.max_header_size and (
+                head_size(event.target, fields) > self._config.max_header_size):
+            # h11 bounds only a head that arrives in pieces; one that came
+            # whole in a single read is measured here.
+            self._answer(431, "request header block too large")
+            return
+        if method == "CONNECT" and self._origin is None and self._config.mode != "reverse":
+            self._on_connect(event, fields)
+            return
+        try:
+            check_request_framing(fields, event.http_version)
+            scheme, host, port, path = self._resolve_target(event.target, fields)
+        except RemoteProtocolError as exc:
+            self._refuse(exc.status, str(exc), f"{method} {event.target[:200]!r}")
+            return
+        if scheme == "":
+            self._serve_info(path)
+            return
+        request = Request(
+            method=method, scheme=scheme, host=host, port=port, path=path,
+            http_version="HTTP/" + event.http_version.decode("ascii"),
+            headers=Headers.from_wire(fields),
+        )
+        reverse = self._config.mode == "reverse"
+        ex = Exchange(self._new_flow(request),
+                      absolute_form=(self._origin is None and not reverse) or (reverse and not self._config.keep_host))
+        upgrade = next((v for n, v in fields if n.lower() == b"upgrade"), None)
+        ex.upgrade = upgrade is not None and b"upgrade" in connection_tokens(fields)
+        ex.websocket = ex.upgrade and upgrade is not None and b"websocket" in upgrade.lower()
+        self._exchange = ex
+        self._emit(cmd.FlowStarted(flow=ex.flow))
+        self._hook("request_headers", ex, self._after_request_headers)
+
+    def _resolve_target(self, target: bytes, fields: list[tuple[bytes, bytes]]) -> tuple[str, str, int, str]:
+        """Where a request goes; scheme "" means it is addressed to the proxy itself."""
+        origin_form = target.startswith(b"/") or target == b"*"
+        if self._origin is not None:
+            # Inside an intercepted tunnel everything goes where the CONNECT said.
+            scheme, host, port = self._origin
+            path = target.decode("latin-1") if origin_form else parse_absolute_url(target)[3]
+            return scheme, host, port, path
+        if self._config.mode == "reverse":
+            return self._route(target.decode("latin-1") if origin_form else parse_absolute_url(target)[3])
+        if origin_form:
+            # Origin-form sent to a forward proxy: someone browsed to it.
+            return "", "", 0, target.decode("latin-1")
+        scheme, host, port, path = parse_absolute_url(target)
+        if host == "interceptkit" or (host, port) in self._config.listen_addresses:
+            return "", "", 0, path
+        token = f"({self._config.via_token})".encode("ascii")
+        if any(n.lower() == b"via" and token in v for n, v in fields):
+            raise RemoteProtocolError("request loop: it came through this proxy already", 508)
+        return scheme, host, port, path
+
+    def _route(self, path: str) -> tuple[str, str, int, str]:
+        """Reverse mode: the longest matching route prefix decides (routes come sorted)."""
+        if has_dot_segments(path):
+            # "/api/../admin" would match /api here and reach /admin upstream.
+            raise RemoteProtocolError("dot segments in the path are not allowed", 400)
+        for route in self._config.routes:
+            if route.matches(path):
+                scheme = {"ws": "http", "wss": "https"}.get(route.scheme, route.scheme)
+                return scheme, route.host, route.port, route.target(path)
+        raise RemoteProtocolError(f"no route for {path.partition('?')[0]}", 404)
+
+    def _forwarded_fields(self, fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """X-Forwarded-For/-Proto/-Host, appended to what earlier proxies said."""
+        host = next((v for n, v in fields if n.lower() == b"host"), b"")
+        proto = b"https" if self._client_tls is not None else b"http"
+        client = (self._client_address[0] if self._client_address else "unknown").encode("ascii")
+        for name, value in ((b"X-Forwarded-For", client), (b"X-Forwarded-Proto", proto),
+                            (b"X-Forwarded-Host", host)):
+            if value:
+                fields = append_to_field(fields, name, value)
+        return fields
+
+    def _send_request_head(self, ex: Exchange, body_length: int | None = None) -> None:
+        request = ex.flow.request
+        fields, chunked = end_to_end_fields(request.headers.fields, keep_upgrade=ex.upgrade)
+        if ex.websocket:
+            # We parse frames on both sides; compressed frames would need the
+            # negotiated parameters, so compression is not offered upstream.
+            fields = [(n, v) for n, v in fields if n.lower() != b"sec-websocket-extensions"]
+        if self._config.mode == "reverse":
+            fields = self._forwarded_fields(fields)
+        moved = self._origin is not None and (request.scheme, request.host, request.port) != self._origin
+        if ex.absolute_form or moved or not any(n.lower() == b"host" for n, _ in fields):
+            # RFC 9112 3.2.2: the target's authority wins; an HTTP/1.0 request
+            # without Host gets one, since we speak HTTP/1.1 upstream.
+            fields = replace_field(fields, b"Host", format_authority(request.host, request.port, request.scheme))
+        fields.append((b"Via", self._config.via))
+        if self._config.forwarded_for and self._client_address is not None and self._config.mode != "reverse":
+            append_forwarded_for(fields, self._client_address[0])
+        fields = reframe(fields, chunked) if body_length is None else sized(fields, body_length)
+        up = self._bind_upstream(request.scheme, request.host, request.port)
+        ex.upstream = up
+        if up.tls is not None and up.ready:
+            ex.flow.server_tls = tls_info(up)
+        # A connection may turn out to be a pooled one only once it is handed
+        # over, so keep the request whenever that can still happen.
+        may_be_reused = up.reused or not up.connected
+        if may_be_reused and self._config.retry_idempotent and request.method in IDEMPOTENT_METHODS:
+            ex.replay = []
+        method, target = request.method.encode("ascii"), request.path.encode("latin-1")
+        try:
+            head = (h11.Request(method=method, target=target, headers=fields) if ex.hooked
+                    else h11_request(method, target, fields))
+            data = up.conn.send(head)
+        except h11.LocalProtocolError as exc:  # only a hook's change can get here
+            self._fail_exchange(ex, f"a hook made an invalid request: {exc}")
+            self._answer(502, f"a hook made an invalid request: {exc}")
+            return
+        self._remember(ex, head, 0)
+        self._to_upstream(up, data)
+
+    def _after_request_headers(self, ex: Exchange, _: Any) -> None:
+        if self._intervened(ex):
+            return
+        if "request" in self._config.hooks:
+            ex.request_parts = []  # hold the body: the hook wants all of it
+            if self._client.they_are_waiting_for_100_continue:
+                # Nobody upstream will say "100" before it sees the head: we do.
+                self._to_client(self._client.send(h11.InformationalResponse(status_code=100, headers=[])))
+        else:
+            self._send_request_head(ex)
+
+    def _intervened(self, ex: Exchange) -> bool:
+        """Act on kill() or respond() from a hook; True if the exchange is taken care of."""
+        flow = ex.flow
+        if flow.killed:
+            self._fail_exchange(ex, "killed by a hook")
+            self._drop_upstream_if_busy()
+            self._close_client()
+            return True
+        if flow.response is not None and flow.response is not ex.upstream_response:
+            ex.mocked = True
+            if ex.request_complete:
+                self._send_mock(ex)
+            return True
+        return False
+
+    def _on_request_data(self, data: bytes) -> None:
+        ex = self._exchange
+        if ex is None:
+            return
+        capture_body(ex.flow.request, data, self._config.body_capture_limit)
+        if ex.mocked:
+            return
+        if ex.request_parts is not None:
+            ex.request_parts.append(data)
+            ex.parts_size += len(data)
+            if ex.parts_size > self._config.hook_body_limit:
+                self._stream_request(ex)
+            return
+        up = ex.upstream
+        if up is None:
+            return
+        event = h11.Data(data=data)
+        self._remember(ex, event, len(data))
+        self._to_upstream(up, up.conn.send(event))
+
+    def _stream_request(self, ex: Exchange) -> None:
+        """The body outgrew the hook limit: send what we hold and stream the rest."""
+        parts, ex.request_parts = ex.request_parts or [], None
+        self._send_request_head(ex)
+        for part in parts:
+            self._on_request_data_upstream(ex, part)
+
+    def _on_request_data_upstream(self, ex: Exchange, data: bytes) -> None:
+        up = ex.upstream
+        if up is not None:
+            event = h11.Data(data=data)
+            self._remember(ex, event, len(data))
+            self._to_upstream(up, up.conn.send(event))
+
+    def _on_request_end(self, event: h11.EndOfMessage) -> None:
+        ex = self._exchange
+        if ex is None:
+            return
+        ex.request_complete = True
+        if ex.mocked:
+            self._send_mock(ex)
+            return
+        if ex.request_parts is not None:
+            request = ex.flow.request
+            request.content = b"".join(ex.request_parts)
+            request.body_size, request.truncated = len(request.content), False
+            ex.request_parts = None
+            self._hook("request", ex, self._after_request_hook)
+            return
+        self._end_request_upstream(ex, event.headers.raw_items())
+
+    def _after_request_hook(self, ex: Exchange, _: Any) -> None:
+        if self._intervened(ex):
+            return
+        body = ex.flow.request.content
+        self._send_request_head(ex, body_length=len(body))
+        if self._exchange is not ex:
+            return  # the head was refused
+        if body:
+            self._on_request_data_upstream(ex, body)
+        self._end_request_upstream(ex, [])
+
+    def _end_request_upstream(self, ex: Exchange, trailers: list[tuple[bytes, bytes]]) -> None:
+        up = ex.upstream
+        if up is None:
+            return
+        end = h11.EndOfMessage(headers=trailers)
+        self._remember(ex, end, 0)
+        self._to_upstream(up, up.conn.send(end))
+        if up.ready:  # otherwise it leaves once connected: _upstream_ready stamps it
+            ex.flow.timings.request_sent = self._now
+        self._arm_read_timer(self._config.read_timeout)
+
+    def _remember(self, ex: Exchange, event: h11.Request | h11.Data | h11.EndOfMessage, size: int) -> None:
+        """Keep what was sent while it is small enough to resend."""
+        if ex.replay is None:
+            return
+        ex.replay_size += size
+        if ex.replay_size > self._config.retry_buffer_limit:
+            ex.replay = None
+        else:
+            ex.replay.append(event)
+
+    def _on_client_backpressure(self, event: ev.ClientBackpressure) -> None:
+        self._client_blocked = event.blocked
+        up = self._upstream
+        if not event.blocked and up is not None:
+            up.last_activity = self._now  # a slow reader is not a stalled upstream

@@ -1,0 +1,275 @@
+"""ProxyConnection, part: CONNECT: relaying, or intercepting TLS and what runs inside.
+
+See connection.py for the theory of operation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import h11
+
+from ..flow import Flow, Headers, Request, Response, TLSInfo
+from . import commands as cmd
+from .base import ConnectionBase
+from .errors import RemoteProtocolError
+from .http1 import (
+    end_to_end_fields,
+    looks_like_http,
+    parse_authority,
+    sized,
+)
+from .state import Exchange, Phase, Upstream
+from .tls import (
+    TLSEndpoint,
+    TLSError,
+    TLSParseError,
+    looks_like_tls,
+    parse_client_hello,
+)
+
+#: Alerts a client sends when it does not trust the certificate we showed it.
+UNTRUSTED_ALERTS = frozenset({"unknown ca", "bad certificate", "certificate unknown",
+                              "unsupported certificate"})
+#: Bytes of a tunnel's first message we wait for before giving up on TLS.
+SNIFF_LIMIT = 64 * 1024
+
+
+class Tunnels(ConnectionBase):
+
+    def _on_connect(self, event: h11.Request, fields: list[tuple[bytes, bytes]]) -> None:
+        try:
+            host, port = parse_authority(event.target, None)
+        except RemoteProtocolError as exc:
+            self._refuse(400, f"bad CONNECT target: {exc}", f"CONNECT {event.target[:200]!r}")
+            return
+        request = Request(
+            method="CONNECT", scheme="https" if port == 443 else "tcp", host=host, port=port, path="",
+            http_version="HTTP/" + event.http_version.decode("ascii"),
+            headers=Headers.from_wire(fields), authority=event.target.decode("ascii"),
+        )
+        flow = self._new_flow(request)
+        flow.kind = "tunnel"
+        flow.state = "new"
+        self._tunnel = flow
+        self._hook("tunnel", Exchange(flow, absolute_form=False), self._after_tunnel_hook)
+
+    def _after_tunnel_hook(self, ex: Exchange, _: Any) -> None:
+        flow = ex.flow
+        request = flow.request
+        if flow.killed:
+            self._tunnel = None
+            self._end_flow(flow, "killed by a hook")
+            self._close_client()
+            return
+        if flow.response is not None:  # a hook answered the CONNECT itself (e.g. block)
+            self._tunnel = None
+            ex.upstream_response = None
+            self._send_mock_answer(flow)
+            return
+        intercept = self._should_intercept(request.host, request.port)
+        if flow.intercept is not None:
+            intercept = flow.intercept and self._config.server_context is not None
+        if intercept:
+            self._answer_connect()
+            self._phase = Phase.SNIFF
+            self._server_name = request.host
+            self._emit(cmd.StartTimer(name="sniff", delay=self._config.sniff_timeout))
+            if self._early:
+                self._sniff(b"")
+            return
+        flow.state = "open"
+        self._phase = Phase.CONNECTING
+        self._emit(cmd.FlowStarted(flow=flow))
+        self._open_upstream((request.host, request.port, False), reuse=False)
+        flow.timings.connect_start = self._now
+
+    def _send_mock_answer(self, flow: Flow) -> None:
+        """Answer a CONNECT with a hook's response, then close."""
+        response = flow.response
+        assert response is not None
+        fields = sized(response.headers.fields, len(response.content)) + [(b"Connection", b"close")]
+        try:
+            head = h11.Response(status_code=response.status, headers=fields,
+                                reason=response.reason.encode("latin-1", "replace"))
+        except h11.LocalProtocolError as exc:
+            self._end_flow(flow, f"a hook made an invalid response: {exc}")
+            self._close_client()
+            return
+        flow.state = "open"
+        self._emit(cmd.FlowStarted(flow=flow))
+        self._end_flow(flow, None)
+        self._send_whole_answer(head, response.content)
+
+    def _should_intercept(self, host: str, port: int) -> bool:
+        config = self._config
+        if not config.intercept or config.server_context is None:
+            return False
+        return config.ignore_host is None or not config.ignore_host(host, port)
+
+    def _answer_connect(self) -> None:
+        """``200 Connection established``; what the client sent after it is kept."""
+        ok = h11.Response(status_code=200, headers=[], reason=b"Connection established")
+        self._to_client(self._client.send(ok))
+        self._tunnel_answered = True
+        self._early = self._client.trailing_data[0]
+        if self._tunnel is not None:
+            self._tunnel.response = Response(status=200, reason="Connection established")
+            self._tunnel.timings.response_start = self._now
+
+    def _start_tunnel(self, up: Upstream) -> None:
+        up.ready = True
+        if not self._tunnel_answered:
+            self._answer_connect()
+        self._enter_tunnel()
+
+    def _enter_tunnel(self) -> None:
+        self._phase = Phase.TUNNEL
+        early, self._early = self._early, b""
+        self._resume_client("pipeline")
+        self._relay_to_upstream(early)
+
+    def _relay_to_upstream(self, data: bytes) -> None:
+        up, flow = self._upstream, self._tunnel
+        if up is not None and flow is not None and data:
+            flow.request.body_size += len(data)
+            self._to_upstream(up, data)
+
+    def _relay_to_client(self, data: bytes) -> None:
+        flow = self._tunnel
+        if flow is not None and flow.response is not None and data:
+            flow.response.body_size += len(data)
+            self._to_client(data)
+
+    def _finish_tunnel(self, error: str | None) -> None:
+        flow, self._tunnel = self._tunnel, None
+        if flow is not None:
+            self._end_flow(flow, error)
+        self._close_client()
+
+    def _fail_tunnel(self, reason: str, status: int) -> None:
+        flow, self._tunnel = self._tunnel, None
+        if flow is not None:
+            self._end_flow(flow, reason)
+        self._phase = Phase.HTTP  # so the answer goes out through h11
+        if self._tunnel_answered:
+            self._close_client()  # the 200 is out: closing is all that is left
+        else:
+            self._answer(status, reason)
+
+    def _tunnel_raw(self) -> None:
+        """Not TLS, not HTTP: relay the tunnel unchanged after all."""
+        tunnel = self._tunnel
+        assert tunnel is not None
+        self._phase = Phase.CONNECTING
+        tunnel.state = "open"
+        self._emit(cmd.FlowStarted(flow=tunnel))
+        self._open_upstream((tunnel.request.host, tunnel.request.port, False), reuse=False)
+        tunnel.timings.connect_start = self._now
+
+    def _report_tunnel_error(self, reason: str) -> None:
+        flow, self._tunnel = self._tunnel, None
+        if flow is not None:
+            flow.client_tls = self._client_tls_info
+            self._end_flow(flow, reason)
+
+    def _sniff(self, data: bytes) -> None:
+        """Decide from a tunnel's first bytes: TLS to intercept, HTTP, or a raw relay."""
+        buf = self._early = self._early + data
+        verdict = looks_like_tls(buf)
+        if verdict is None:
+            return
+        if not verdict:
+            self._start_inner_http() if looks_like_http(buf) else self._tunnel_raw()
+            return
+        try:
+            hello = parse_client_hello(buf)
+        except TLSParseError:
+            self._tunnel_raw()
+            return
+        if hello is not None:
+            self._start_client_tls(hello.sni)
+        elif len(buf) > SNIFF_LIMIT:
+            self._tunnel_raw()
+
+    def _start_client_tls(self, sni: str | None) -> None:
+        tunnel = self._tunnel
+        assert tunnel is not None and self._config.server_context is not None
+        host, port = tunnel.request.host, tunnel.request.port
+        try:
+            context = self._config.server_context(sni or host)
+        except ValueError:  # a name no certificate can carry: use the CONNECT host
+            context = self._config.server_context(host)
+        self._client_tls = TLSEndpoint(context, server_side=True)
+        self._client_tls.start()
+        self._client_tls_info = TLSInfo(sni=sni)
+        self._server_name = sni or host
+        self._enter_inner("https", host, port)
+
+    def _start_inner_http(self) -> None:
+        tunnel = self._tunnel
+        assert tunnel is not None
+        self._enter_inner("http", tunnel.request.host, tunnel.request.port)
+
+    def _enter_inner(self, scheme: str, host: str, port: int) -> None:
+        """Parse the tunnel's content as HTTP requests that all go to ``host:port``."""
+        self._origin = (scheme, host, port)
+        self._client = self._new_client_parser()
+        self._phase = Phase.HTTP
+        early, self._early = self._early, b""
+        self._feed_client(early)
+
+    def _client_tls_done(self, tls: TLSEndpoint) -> None:
+        info = self._client_tls_info or TLSInfo()
+        info.version, info.cipher, info.alpn = tls.version, tls.cipher, tls.alpn
+        self._client_tls_info = info
+        self._tunnel = None  # the CONNECT is not an exchange of its own once decrypted
+
+    def _client_tls_failed(self, exc: TLSError) -> None:
+        self._client_tls = None
+        self._send_client_raw(exc.to_send)
+        name = self._server_name or "?"
+        if exc.alert in UNTRUSTED_ALERTS or "closed the connection during the TLS handshake" in exc.reason:
+            reason = f"client does not trust the interceptkit CA for {name} ({exc.alert or exc.reason})"
+            if name not in self._config.tls_warned:
+                self._config.tls_warned.add(name)
+                self._log("warning", reason + ". Install the CA in the client: `interceptkit ca` shows how.")
+        else:
+            reason = f"TLS handshake with the client failed: {exc.reason}"
+        self._report_tunnel_error(reason)
+        self._close_client()
+
+    def _decrypt_client(self, data: bytes) -> tuple[bytes, bool] | None:
+        tls = self._client_tls
+        assert tls is not None
+        try:
+            result = tls.receive(data)
+        except TLSError as exc:
+            self._client_tls_failed(exc)
+            return None
+        self._send_client_raw(result.to_send)
+        if result.handshake_done:
+            self._client_tls_done(tls)
+        return result.plaintext, result.closed
+
+    def _switch_protocols(self, up: Upstream, event: h11.InformationalResponse) -> None:
+        ex = self._exchange
+        assert ex is not None
+        fields, _ = end_to_end_fields(event.headers.raw_items(), keep_upgrade=True)
+        self._to_client(self._client.send(
+            h11.InformationalResponse(status_code=101, headers=fields, reason=event.reason)
+        ))
+        ex.flow.response = Response(
+            status=101, reason=event.reason.decode("latin-1"), headers=Headers.from_wire(event.headers.raw_items())
+        )
+        ex.flow.timings.response_start = self._now
+        self._exchange = None
+        self._early = self._client.trailing_data[0]
+        upstream_rest = up.conn.trailing_data[0]
+        if ex.websocket:
+            self._start_websocket(ex, upstream_rest)
+            return
+        ex.flow.kind = "upgrade"
+        self._tunnel = ex.flow
+        self._enter_tunnel()
+        self._relay_to_client(upstream_rest)

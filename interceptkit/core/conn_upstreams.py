@@ -1,0 +1,185 @@
+"""ProxyConnection, part: connections towards servers: binding, TLS, failures, retries.
+
+See connection.py for the theory of operation.
+"""
+
+from __future__ import annotations
+
+import h11
+
+from . import commands as cmd
+from . import events as ev
+from .base import ConnectionBase
+from .state import Exchange, Phase, Upstream, UpstreamKey, tls_info
+from .tls import (
+    TLSEndpoint,
+    TLSError,
+)
+from .websocket import SERVER
+
+
+class Upstreams(ConnectionBase):
+
+    def _bind_upstream(self, scheme: str, host: str, port: int) -> Upstream:
+        key = (host, port, scheme in ("https", "wss"))
+        up = self._upstream
+        if up is not None:
+            if up.key == key and up.conn.our_state is h11.IDLE and up.conn.their_state is h11.IDLE:
+                return up
+            self._release_upstream()
+        return self._open_upstream(key, reuse=True)
+
+    def _open_upstream(self, key: UpstreamKey, *, reuse: bool) -> Upstream:
+        in_tunnel = self._origin is not None and key[0] == self._origin[1]
+        server_name = self._server_name if in_tunnel and self._server_name else key[0]
+        # TLS sessions live in the core, so TLS connections are never pooled.
+        up = Upstream(next(self._upstream_ids), key, self._now, server_name)
+        self._upstream = up
+        if self._exchange is not None:
+            self._exchange.flow.timings.connect_start = self._now
+        self._emit(cmd.OpenUpstream(upstream=up.id, host=key[0], port=key[1], tls=key[2],
+                                    reuse=reuse and not key[2]))
+        return up
+
+    def _on_upstream_connected(self, event: ev.UpstreamConnected) -> None:
+        up = self._current_upstream(event.upstream)
+        if up is None:  # we gave up on it meanwhile
+            self._emit(cmd.CloseUpstream(upstream=event.upstream))
+            return
+        up.connected = True
+        up.reused = event.reused
+        up.last_activity = self._now
+        self._record_connect(event)
+        if self._phase is Phase.CONNECTING:
+            self._start_tunnel(up)
+        elif up.key[2]:
+            self._start_upstream_tls(up)
+        else:
+            self._upstream_ready(up)
+
+    def _start_upstream_tls(self, up: Upstream) -> None:
+        context = self._config.upstream_context
+        if context is None:
+            self._upstream_failed(up, "no TLS context for HTTPS upstreams was configured")
+            return
+        up.tls = TLSEndpoint(context, server_side=False, server_hostname=up.server_name)
+        self._send_upstream_raw(up, up.tls.start())
+
+    def _upstream_ready(self, up: Upstream) -> None:
+        up.ready = True
+        ex = self._exchange
+        if ex is not None and ex.request_complete and ex.flow.timings.request_sent is None:
+            ex.flow.timings.request_sent = self._now
+        if up.pending:
+            self._upstream_buf.extend(up.pending)
+            up.pending, up.pending_size = [], 0
+        self._resume_client("pending")
+
+    def _record_connect(self, event: ev.UpstreamConnected) -> None:
+        flow = self._exchange.flow if self._exchange is not None else self._tunnel
+        if flow is not None:
+            flow.timings.connect_end = self._now
+            flow.server_address = event.address
+
+    def _on_upstream_connect_failed(self, event: ev.UpstreamConnectFailed) -> None:
+        up = self._current_upstream(event.upstream)
+        if up is None:
+            return
+        status = 504 if event.timeout else 502
+        self._upstream_failed(up, f"cannot connect to {up.key[0]}:{up.key[1]}: {event.reason}", status)
+
+    def _on_upstream_data(self, event: ev.UpstreamDataReceived) -> None:
+        up = self._current_upstream(event.upstream)
+        if up is None:
+            return
+        up.last_activity = self._now
+        data, closed = event.data, False
+        if up.tls is not None:
+            decrypted = self._decrypt_upstream(up, data)
+            if decrypted is None:
+                return
+            data, closed = decrypted
+        if self._phase is Phase.TUNNEL:
+            self._relay_to_client(data)
+            return
+        if self._phase is Phase.WEBSOCKET:
+            self._ws_receive(SERVER, data if data or not closed else None)
+            if closed and data:
+                self._ws_receive(SERVER, None)
+            return
+        ex = self._exchange
+        if ex is None or ex.upstream is not up:
+            # Nobody asked this connection anything (a server's "408" before
+            # it closes an idle connection, say): it cannot be trusted again.
+            self._drop_upstream(up)
+            return
+        ex.upstream_bytes += len(data)
+        if data:
+            up.conn.receive_data(data)
+        if closed:
+            up.conn.receive_data(b"")
+        self._pump_upstream(up)
+
+    def _decrypt_upstream(self, up: Upstream, data: bytes) -> tuple[bytes, bool] | None:
+        tls = up.tls
+        assert tls is not None
+        try:
+            result = tls.receive(data)
+        except TLSError as exc:
+            what = "TLS with the upstream failed" if up.ready else "TLS handshake with the upstream failed"
+            self._upstream_failed(up, f"{what}: {exc.reason}")
+            return None
+        self._send_upstream_raw(up, result.to_send)
+        if result.handshake_done:
+            flow = self._exchange.flow if self._exchange is not None else None
+            if flow is not None:
+                flow.timings.tls_end = self._now
+                flow.server_tls = tls_info(up)
+            self._upstream_ready(up)
+        return result.plaintext, result.closed
+
+    def _on_upstream_closed(self, event: ev.ConnectionClosed) -> None:
+        up = self._current_upstream(event.upstream or 0)
+        if up is None:
+            return
+        if self._phase is Phase.TUNNEL:
+            self._finish_tunnel(None)
+            return
+        if self._phase is Phase.WEBSOCKET:
+            self._ws_receive(SERVER, None)
+            return
+        up.conn.receive_data(b"")
+        self._pump_upstream(up)
+
+    def _upstream_failed(self, up: Upstream, reason: str, status: int = 502) -> None:
+        self._drop_upstream(up)
+        if self._phase is Phase.CONNECTING:
+            self._fail_tunnel(reason, status)
+            return
+        ex = self._exchange
+        if ex is None or ex.upstream is not up:
+            return  # an idle connection went away: nothing was lost
+        if ex.replay is not None and up.reused and ex.upstream_bytes == 0 and not ex.retried:
+            self._retry(ex)
+            return
+        self._fail_exchange(ex, reason)
+        if ex.response_started:
+            # Never let a truncated answer look complete: close instead.
+            self._close_client()
+        else:
+            self._answer(status, reason)
+
+    def _retry(self, ex: Exchange) -> None:
+        """Resend an idempotent request on a fresh connection (RFC 9110 9.2.2).
+
+        The h11 events are replayed, not the bytes, so the new connection's
+        h11 state sees the same request the old one did.
+        """
+        replay = ex.replay or []
+        ex.retried, ex.replay = True, None
+        request = ex.flow.request
+        self._log("debug", f"reused upstream connection was closed; retrying {request.url}")
+        key = (request.host, request.port, request.scheme in ("https", "wss"))
+        up = ex.upstream = self._open_upstream(key, reuse=False)
+        for event in replay:
+            self._to_upstream(up, up.conn.send(event))

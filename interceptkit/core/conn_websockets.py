@@ -1,0 +1,201 @@
+"""ProxyConnection, part: WebSocket frames after a 101, through wsproto on both sides.
+
+See connection.py for the theory of operation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import commands as cmd
+from .base import ConnectionBase
+from .state import Exchange, Phase
+from .websocket import (
+    CLIENT,
+    SERVER,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Pong,
+    TextMessage,
+    WebSocketData,
+    WebSocketMessage,
+    WebSocketRelay,
+    _other,
+    data_message,
+    message_of,
+    outgoing,
+)
+
+
+class WebSockets(ConnectionBase):
+
+    def _start_websocket(self, ex: Exchange, upstream_rest: bytes) -> None:
+        ex.flow.kind = "websocket"
+        ex.flow.websocket = WebSocketData()
+        self._ws = WebSocketRelay()
+        self._ws_exchange = ex
+        self._phase = Phase.WEBSOCKET
+        self._resume_client("pipeline")
+        early, self._early = self._early, b""
+        if early:
+            self._ws.receive(CLIENT, early)
+        if upstream_rest:
+            self._ws.receive(SERVER, upstream_rest)
+        self._pump_ws()
+
+    def _ws_receive(self, side: str, data: bytes | None) -> None:
+        if self._ws is None:
+            return
+        self._ws.receive(side, data)
+        if self._waiting is None:
+            self._pump_ws()
+            return
+        # A hook is deciding on an earlier message: hold both sides meanwhile.
+        self._pause_client("hook")
+        up = self._upstream
+        if up is not None and not self._upstream_paused:
+            self._upstream_paused = True
+            self._emit(cmd.PauseUpstream(upstream=up.id))
+
+    def _ws_client_bytes(self, data: bytes) -> None:
+        if self._client_tls is not None:
+            decrypted = self._decrypt_client(data)
+            if decrypted is None:
+                return
+            data, closed = decrypted
+            if data:
+                self._ws_receive(CLIENT, data)
+            if closed:
+                self._ws_receive(CLIENT, None)
+            return
+        self._ws_receive(CLIENT, data)
+
+    def _pump_ws(self) -> None:
+        ws = self._ws
+        while ws is not None and ws.pending and self._waiting is None and self._ws is ws:
+            side, event = ws.pending.popleft()
+            self._ws_event(side, event)
+        if self._ws is not None and self._ws.finished():
+            self._end_websocket(None)
+
+    def _ws_event(self, side: str, event: Any) -> None:
+        ws, ex = self._ws, self._ws_exchange
+        assert ws is not None and ex is not None
+        if isinstance(event, (TextMessage, BytesMessage)):
+            self._ws_data(side, event)
+        elif isinstance(event, (Ping, Pong)):
+            self._ws_record(message_of(side, event, self._now))
+            self._ws_send(_other(side), type(event)(payload=bytes(event.payload)))
+        elif isinstance(event, CloseConnection):
+            self._ws_close(side, event)
+
+    def _ws_data(self, side: str, event: TextMessage | BytesMessage) -> None:
+        ws = self._ws
+        assert ws is not None
+        parts = ws.fragments[side]
+        parts.append(event.data if isinstance(event.data, str) else bytes(event.data))
+        hooked = "websocket_message" in self._config.hooks
+        size = sum(len(p) for p in parts)
+        if not event.message_finished:
+            if not hooked or size > self._config.hook_body_limit:
+                # Stream what we have: the message is too large to hold (or nobody asked).
+                for part in parts:
+                    self._ws_send(_other(side), outgoing(part, finished=False))
+                ws.fragments[side] = []
+                self._ws_streamed[side] = self._ws_streamed.get(side, 0) + size
+            return
+        streamed = self._ws_streamed.pop(side, 0)
+        message = data_message(side, parts, self._now)
+        ws.fragments[side] = []
+        if streamed:
+            self._ws_send(_other(side), outgoing(message.content, finished=True))
+            message.size += streamed
+            self._ws_record(message)
+        elif hooked:
+            ex = self._ws_exchange
+            assert ex is not None
+            self._hook("websocket_message", ex, lambda ex_, result: self._ws_after_hook(message, result),
+                       payload=message)  # type: ignore[arg-type]
+        else:
+            self._ws_forward(message)
+
+    def _ws_after_hook(self, message: WebSocketMessage, result: Any) -> None:
+        if isinstance(result, (str, bytes)):
+            message.content = result
+        self._ws_forward(message)
+        flow = self._ws_exchange.flow if self._ws_exchange is not None else None
+        data = flow.websocket if flow is not None else None
+        if isinstance(data, WebSocketData):
+            outbox, data.outbox = data.outbox, []
+            for to, content in outbox:
+                injected = WebSocketMessage(_other(to), "text" if isinstance(content, str) else "binary",
+                                            content, self._now, len(content), injected=True)
+                self._ws_forward(injected)
+
+    def _ws_forward(self, message: WebSocketMessage) -> None:
+        self._ws_record(message)
+        if not message.dropped:
+            self._ws_send(_other(message.direction), outgoing(message.content))
+
+    def _ws_record(self, message: WebSocketMessage | None) -> None:
+        ex = self._ws_exchange
+        if message is not None and ex is not None and isinstance(ex.flow.websocket, WebSocketData):
+            ex.flow.websocket.record(message)
+
+    def _ws_send(self, to: str, event: Any) -> None:
+        ws = self._ws
+        if ws is None:
+            return
+        data = ws.send(to, event)
+        self._ws_write(to, data)
+
+    def _ws_write(self, to: str, data: bytes) -> None:
+        if not data:
+            return
+        if to == CLIENT:
+            self._to_client(data)
+        elif self._upstream is not None:
+            self._to_upstream(self._upstream, data)
+
+    def _ws_close(self, side: str, event: CloseConnection) -> None:
+        ws, ex = self._ws, self._ws_exchange
+        assert ws is not None and ex is not None
+        data = ex.flow.websocket
+        assert isinstance(data, WebSocketData)
+        if event.code == 1006 or ws.is_protocol_error(side, event):
+            lost = event.code == 1006
+            reason = (f"the {side} closed the connection without a close frame" if lost
+                      else f"the {side} broke the WebSocket protocol: {event.reason}")
+            if not lost:
+                # wsproto names the fault: 1007 bad UTF-8, 1009 too big, else 1002.
+                code = event.code if event.code in (1002, 1007, 1009) else 1002
+                self._ws_write(side, ws.close_frame(side, code, "protocol error"))
+            self._ws_write(_other(side), ws.close_frame(_other(side), 1001 if lost else 1002,
+                                                        "the other side went away" if lost else "protocol error"))
+            if data.closed_by is None:  # a close frame seen before the TCP close says more
+                data.close_code, data.closed_by = event.code, side
+            self._end_websocket(None if lost else reason)
+            return
+        if data.closed_by is None:
+            data.close_code, data.close_reason, data.closed_by = event.code, event.reason or "", side
+        self._ws_record(message_of(side, event, self._now))
+        self._ws_write(_other(side), ws.close_frame(_other(side), event.code, event.reason or ""))
+
+    def _ws_idle_close(self) -> None:
+        """Both peers fell silent: say goodbye properly (1001) on both sides."""
+        ws, ex = self._ws, self._ws_exchange
+        if ws is not None:
+            for side in (CLIENT, SERVER):
+                self._ws_write(side, ws.close_frame(side, 1001, "idle timeout"))
+        if ex is not None and isinstance(ex.flow.websocket, WebSocketData):
+            ex.flow.websocket.close_code = ex.flow.websocket.close_code or 1001
+            ex.flow.websocket.close_reason = ex.flow.websocket.close_reason or "idle timeout"
+        self._end_websocket(None)
+
+    def _end_websocket(self, error: str | None) -> None:
+        ex = self._ws_exchange
+        self._ws, self._ws_exchange = None, None
+        if ex is not None:
+            self._end_flow(ex.flow, error)
+        self._close_client()
