@@ -80,6 +80,7 @@ class ConnectionBase:
         self._pause_reasons: set[str] = set()
         self._head_request = False
         self._last_read = 0
+        self._client_eof = False
         self._read_timer = False
         self._idle_timer = False
         self._client_activity = 0.0

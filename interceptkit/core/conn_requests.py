@@ -48,6 +48,8 @@ class Requests(ConnectionBase):
         self._arm_idle_timer(self._config.idle_timeout)
 
     def _on_client_data(self, event: ev.ClientDataReceived) -> None:
+        if self._client_eof:
+            return  # nothing can follow an EOF; a transport that says so is wrong
         self._client_activity = event.time
         phase = self._phase
         if phase is Phase.TUNNEL:
@@ -110,8 +112,10 @@ class Requests(ConnectionBase):
                 return
 
     def _on_client_closed(self, event: ev.ConnectionClosed) -> None:
-        if self._phase is Phase.CLOSED:
+        # A second orderly EOF says nothing new; a reset after a half-close does.
+        if self._phase is Phase.CLOSED or (self._client_eof and not event.aborted):
             return
+        self._client_eof = True
         if self._phase is Phase.WEBSOCKET:
             self._ws_receive(CLIENT, None)
             return

@@ -90,7 +90,7 @@ class Upstreams(ConnectionBase):
 
     def _on_upstream_data(self, event: ev.UpstreamDataReceived) -> None:
         up = self._current_upstream(event.upstream)
-        if up is None:
+        if up is None or up.eof:
             return
         up.last_activity = self._now
         data, closed = event.data, False
@@ -140,8 +140,9 @@ class Upstreams(ConnectionBase):
 
     def _on_upstream_closed(self, event: ev.ConnectionClosed) -> None:
         up = self._current_upstream(event.upstream or 0)
-        if up is None:
+        if up is None or up.eof:
             return
+        up.eof = True
         if self._phase is Phase.TUNNEL:
             self._finish_tunnel(None)
             return

@@ -26,7 +26,7 @@ class Upstream:
     """One connection towards a server, as this client connection uses it."""
 
     __slots__ = ("id", "key", "conn", "connected", "ready", "reused", "pending", "pending_size",
-                 "last_activity", "tls", "server_name")
+                 "last_activity", "tls", "server_name", "eof")
 
     def __init__(self, upstream_id: int, key: UpstreamKey, now: float, server_name: str | None) -> None:
         self.id = upstream_id
@@ -44,6 +44,8 @@ class Upstream:
         self.tls: TLSEndpoint | None = None
         #: The name sent as SNI and verified in the server's certificate.
         self.server_name = server_name
+        #: The server stopped sending; nothing more can arrive.
+        self.eof = False
 
 
 class Exchange:
