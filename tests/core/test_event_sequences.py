@@ -4,6 +4,9 @@ finished at most once and only after it started."""
 
 from __future__ import annotations
 
+import functools
+import ssl
+import tempfile
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -49,6 +52,27 @@ UPSTREAM_BYTES = [
     b"HTTP/1.0 200 OK\r\n\r\nuntil close",
 ]
 
+@functools.lru_cache(maxsize=1)
+def _server_context() -> Any:
+    from interceptkit.certs import CertStore
+
+    store = CertStore.load_or_create(tempfile.mkdtemp(prefix="ik-seq-"))
+    return store.server_context
+
+
+def _hello() -> bytes:
+    """A real ClientHello for b.test, as a client would send it into the tunnel."""
+    context = ssl.create_default_context()
+    tls = context.wrap_bio(ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(), server_hostname="b.test")
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
+
+
+CLIENT_BYTES.append(_hello())
+
 upstream_ids = st.integers(min_value=1, max_value=3)
 payload = st.one_of(st.binary(max_size=40), st.sampled_from(CLIENT_BYTES))
 events = st.one_of(
@@ -84,11 +108,15 @@ def _event(spec: tuple[Any, ...], now: float) -> Any:
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(events, max_size=25), st.booleans())
-def test_any_event_sequence_keeps_the_core_consistent(sequence: list[tuple[Any, ...]], hooked: bool) -> None:
+@given(st.lists(events, max_size=25), st.booleans(), st.booleans())
+def test_any_event_sequence_keeps_the_core_consistent(sequence: list[tuple[Any, ...]], hooked: bool,
+                                                       intercept: bool) -> None:
     hooks = frozenset({"request_headers", "request", "response_headers", "response_chunk", "response",
                        "tunnel", "websocket_message"}) if hooked else frozenset()
-    conn = ProxyConnection(ProxyConfig(hooks=hooks, read_timeout=5, idle_timeout=10), ("127.0.0.1", 9))
+    config = ProxyConfig(hooks=hooks, read_timeout=5, idle_timeout=10, intercept=intercept,
+                         server_context=_server_context() if intercept else None,
+                         upstream_context=ssl.create_default_context())
+    conn = ProxyConnection(config, ("127.0.0.1", 9))
     started: set[int] = set()
     finished: set[int] = set()
     now = 1000.0
