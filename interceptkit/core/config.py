@@ -86,6 +86,10 @@ class ProxyConfig:
     #: Hosts already warned about ("client does not trust the CA"), shared by
     #: all connections so the hint is logged once per host.
     tls_warned: set[str] = field(default_factory=set)
+    #: Per WebSocket flow: how many messages are kept (the newest), and how
+    #: many bytes of each. 1,000 x 4 KiB bounds a busy socket at a few MiB.
+    websocket_max_messages: int = 1000
+    websocket_max_content: int = 4096
     #: Reverse mode: routes, longest prefix first.
     routes: tuple[Route, ...] = ()
     #: Reverse mode: keep the client's Host instead of the upstream's.

@@ -32,7 +32,8 @@ class WebSockets(ConnectionBase):
 
     def _start_websocket(self, ex: Exchange, upstream_rest: bytes) -> None:
         ex.flow.kind = "websocket"
-        ex.flow.websocket = WebSocketData()
+        ex.flow.websocket = WebSocketData(max_messages=self._config.websocket_max_messages,
+                                          max_content=self._config.websocket_max_content)
         self._ws = WebSocketRelay()
         self._ws_exchange = ex
         self._phase = Phase.WEBSOCKET

@@ -55,7 +55,7 @@ class WebSocketMessage:
 class WebSocketData:
     """What a flow records of its WebSocket: messages (bounded) and the close."""
 
-    max_messages: int = 10_000
+    max_messages: int = 1000
     max_content: int = 4096
     messages: deque[WebSocketMessage] = field(default_factory=deque)
     message_count: int = 0

@@ -719,3 +719,11 @@ def test_invalid_utf8_text_gets_1007_not_1002(split: Split) -> None:
     s._deliver(out)
     assert [c.code for c in s.at_server if isinstance(c, CloseConnection)] == [1002]
     assert closes_client(out)
+
+
+def test_record_limits_come_from_the_config() -> None:
+    s = open_session(config=ProxyConfig(websocket_max_messages=2, websocket_max_content=3))
+    for text in ("one", "two", "three"):
+        s.from_client(TextMessage(data=text))
+    assert [m.content for m in s.data.messages] == ["two", "thr"]
+    assert s.data.message_count == 3 and s.data.dropped_records == 1
