@@ -39,6 +39,7 @@ class ConnectionBase:
     _pump_upstream: Callable[[Upstream], None]  # conn_responses.py
     _send_mock: Callable[[Exchange], None]  # conn_responses.py
     _decrypt_client: Callable[[bytes], tuple[bytes, bool] | None]  # conn_tunnels.py
+    _enter_tunnel: Callable[[], None]  # conn_tunnels.py
     _fail_tunnel: Callable[[str, int], None]  # conn_tunnels.py
     _finish_tunnel: Callable[[str | None], None]  # conn_tunnels.py
     _on_connect: Callable[[h11.Request, list[tuple[bytes, bytes]]], None]  # conn_tunnels.py

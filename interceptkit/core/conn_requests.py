@@ -36,7 +36,7 @@ from .state import (
     capture_body,
     tls_info,
 )
-from .websocket import CLIENT
+from .websocket import CLIENT, only_deflate_offers
 
 
 class Requests(ConnectionBase):
@@ -227,9 +227,11 @@ class Requests(ConnectionBase):
         request = ex.flow.request
         fields, chunked = end_to_end_fields(request.headers.fields, keep_upgrade=ex.upgrade)
         if ex.websocket:
-            # We parse frames on both sides; compressed frames would need the
-            # negotiated parameters, so compression is not offered upstream.
-            fields = [(n, v) for n, v in fields if n.lower() != b"sec-websocket-extensions"]
+            # We parse frames on both sides: only extensions we can parse
+            # (permessage-deflate) may be negotiated.
+            fields = [(n, only_deflate_offers(v) if n.lower() == b"sec-websocket-extensions" else v)
+                      for n, v in fields]
+            fields = [(n, v) for n, v in fields if v or n.lower() != b"sec-websocket-extensions"]
         if self._config.mode == "reverse":
             fields = self._forwarded_fields(fields)
         moved = self._origin is not None and (request.scheme, request.host, request.port) != self._origin

@@ -22,6 +22,7 @@ from .websocket import (
     WebSocketMessage,
     WebSocketRelay,
     _other,
+    agreed_extensions,
     data_message,
     message_of,
     outgoing,
@@ -31,10 +32,22 @@ from .websocket import (
 class WebSockets(ConnectionBase):
 
     def _start_websocket(self, ex: Exchange, upstream_rest: bytes) -> None:
+        response = ex.flow.response
+        values = [v for n, v in response.headers.fields if n.lower() == b"sec-websocket-extensions"] if response else []
+        agreed, usable = agreed_extensions(values)
+        if not usable:
+            # The server agreed to something we never offered it: relay the
+            # frames unparsed rather than misread them.
+            self._log("warning", f"WebSocket extension we cannot parse ({values!r}); relaying it unparsed")
+            ex.flow.kind = "upgrade"
+            self._tunnel = ex.flow
+            self._enter_tunnel()
+            self._relay_to_client(upstream_rest)
+            return
         ex.flow.kind = "websocket"
         ex.flow.websocket = WebSocketData(max_messages=self._config.websocket_max_messages,
                                           max_content=self._config.websocket_max_content)
-        self._ws = WebSocketRelay()
+        self._ws = WebSocketRelay(agreed)
         self._ws_exchange = ex
         self._phase = Phase.WEBSOCKET
         self._resume_client("pipeline")

@@ -20,6 +20,10 @@ from wsproto.events import (
     Pong,
     TextMessage,
 )
+from wsproto.extensions import Extension, PerMessageDeflate
+
+#: The only extension we can parse frames of (RFC 7692).
+DEFLATE = "permessage-deflate"
 
 #: Sides of a WebSocket, named by who sent a message.
 CLIENT, SERVER = "client", "server"
@@ -83,6 +87,34 @@ class WebSocketData:
             self.dropped_records += 1
 
 
+def _extensions(agreed: str | None) -> list[Extension]:
+    if not agreed:
+        return []
+    deflate = PerMessageDeflate()
+    deflate.finalize(agreed)  # parses the parameters after the name
+    return [deflate]
+
+
+def only_deflate_offers(value: bytes) -> bytes:
+    """Keep the permessage-deflate offers of a Sec-WebSocket-Extensions value.
+
+    Frames of any other extension could not be parsed here, so the server is
+    never offered one.
+    """
+    offers = [offer.strip() for offer in value.split(b",")]
+    return b", ".join(o for o in offers if o.split(b";")[0].strip().lower() == DEFLATE.encode())
+
+
+def agreed_extensions(values: list[bytes]) -> tuple[str | None, bool]:
+    """The server's answer: (a permessage-deflate agreement or None, whether it is usable)."""
+    names = [v.strip() for value in values for v in value.decode("latin-1").split(",") if v.strip()]
+    if not names:
+        return None, True
+    if len(names) == 1 and names[0].split(";")[0].strip().lower() == DEFLATE:
+        return names[0], True
+    return None, False
+
+
 def _other(side: str) -> str:
     return SERVER if side == CLIENT else CLIENT
 
@@ -90,10 +122,15 @@ def _other(side: str) -> str:
 class WebSocketRelay:
     """Both wsproto connections of one proxied WebSocket, and what is queued between them."""
 
-    def __init__(self) -> None:
+    def __init__(self, agreed: str | None = None) -> None:
+        """``agreed`` is the server's Sec-WebSocket-Extensions answer, if any.
+
+        Both sides use what the server agreed to: the client saw that same
+        answer, so its frames are compressed the way the server expects.
+        """
         self.conns = {
-            CLIENT: Connection(ConnectionType.SERVER),  # we are the server to the client
-            SERVER: Connection(ConnectionType.CLIENT),
+            CLIENT: Connection(ConnectionType.SERVER, _extensions(agreed)),  # we are the server to the client
+            SERVER: Connection(ConnectionType.CLIENT, _extensions(agreed)),
         }
         self.pending: deque[tuple[str, Event]] = deque()
         #: Fragments of a message still arriving, per sending side.

@@ -189,8 +189,8 @@ def test_handshake_is_relayed_and_recorded(split: Split) -> None:
     names = field_names(sent)
     assert {b"upgrade", b"connection", b"sec-websocket-key", b"sec-websocket-version",
             b"sec-websocket-protocol"} <= names
-    # Frames are parsed on both sides: compression parameters cannot be honoured.
-    assert b"sec-websocket-extensions" not in names
+    # Frames are parsed on both sides: only permessage-deflate offers go on.
+    assert field_values(sent, b"Sec-WebSocket-Extensions") == [b"permessage-deflate; client_max_window_bits"]
     assert field_values(sent, b"Sec-WebSocket-Key") == [KEY]
     assert [v.lower() for v in field_values(sent, b"Upgrade")] == [b"websocket"]
     assert b"upgrade" in b",".join(field_values(sent, b"Connection")).lower()
@@ -727,3 +727,21 @@ def test_record_limits_come_from_the_config() -> None:
         s.from_client(TextMessage(data=text))
     assert [m.content for m in s.data.messages] == ["two", "thr"]
     assert s.data.message_count == 3 and s.data.dropped_records == 1
+
+
+def test_only_permessage_deflate_offers_are_forwarded() -> None:
+    offer = b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+    d = Driver(ProxyConfig())
+    d.client(UPGRADE.replace(offer, b"Sec-WebSocket-Extensions: x-webkit-deflate-frame, permessage-deflate\r\n"))
+    d.connected()
+    sent = to_upstream(d.transcript)
+    assert field_values(sent, b"Sec-WebSocket-Extensions") == [b"permessage-deflate"]
+
+
+def test_an_unknown_extension_the_server_agreed_to_is_relayed_unparsed() -> None:
+    d = Driver(ProxyConfig())
+    d.client(UPGRADE)
+    d.connected()
+    d.upstream(SWITCH.replace(b"\r\n\r\n", b"\r\nSec-WebSocket-Extensions: x-unknown\r\n\r\n", 1))
+    assert d.conn.phase is not Phase.WEBSOCKET
+    assert started(d.transcript)[0].kind == "upgrade"
