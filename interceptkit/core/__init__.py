@@ -19,7 +19,7 @@ from .commands import (
 )
 from .config import ProxyConfig
 from .connection import ProxyConnection
-from .errors import LocalProtocolError, ProxyError, RemoteProtocolError, UpstreamError
+from .errors import ProxyError, RemoteProtocolError
 from .events import (
     ClientBackpressure,
     ClientConnected,
@@ -37,8 +37,8 @@ from .state import Phase
 __all__ = [
     "ClientBackpressure", "ClientConnected", "ClientDataReceived", "CloseClient", "CloseUpstream", "Command",
     "ConnectionClosed", "Event", "FlowFinished", "FlowStarted", "HookReturned",
-    "LocalProtocolError", "Log", "OpenUpstream", "PauseClient", "PauseUpstream", "Phase", "ProxyConfig",
+    "Log", "OpenUpstream", "PauseClient", "PauseUpstream", "Phase", "ProxyConfig",
     "ProxyConnection", "ProxyError", "RemoteProtocolError", "ResumeClient", "ResumeUpstream", "RunHook",
     "SendToClient", "SendToUpstream", "StartTimer", "TimerFired", "UpstreamConnectFailed",
-    "UpstreamConnected", "UpstreamDataReceived", "UpstreamError",
+    "UpstreamConnected", "UpstreamDataReceived",
 ]

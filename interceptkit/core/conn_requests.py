@@ -16,7 +16,6 @@ from .base import ConnectionBase
 from .errors import RemoteProtocolError
 from .http1 import (
     IDEMPOTENT_METHODS,
-    append_forwarded_for,
     append_to_field,
     check_request_framing,
     connection_tokens,
@@ -241,7 +240,7 @@ class Requests(ConnectionBase):
             fields = replace_field(fields, b"Host", format_authority(request.host, request.port, request.scheme))
         fields.append((b"Via", self._config.via))
         if self._config.forwarded_for and self._client_address is not None and self._config.mode != "reverse":
-            append_forwarded_for(fields, self._client_address[0])
+            fields = append_to_field(fields, b"X-Forwarded-For", self._client_address[0].encode("ascii"))
         fields = reframe(fields, chunked) if body_length is None else sized(fields, body_length)
         up = self._bind_upstream(request.scheme, request.host, request.port)
         ex.upstream = up

@@ -163,16 +163,21 @@ class Responses(ConnectionBase):
         if flow.killed:
             self._kill_response(ex)
             return
-        response = flow.response
+        if self._send_held_response(ex):
+            self._complete_exchange(ex, up)
+
+    def _send_held_response(self, ex: Exchange) -> bool:
+        """Send ``flow.response`` with its whole body; False if its head was refused."""
+        response = ex.flow.response
         assert response is not None
         no_body = ex.flow.request.method == "HEAD" or response.status in (204, 304)
         self._send_response_head(ex, None if no_body else len(response.content))
         if self._exchange is not ex:
-            return  # the head was refused
+            return False
         if response.content and not no_body:
             self._to_client(self._client.send(h11.Data(data=response.content)))
         self._to_client(self._client.send(h11.EndOfMessage()))
-        self._complete_exchange(ex, up)
+        return True
 
     def _complete_exchange(self, ex: Exchange, up: Upstream | None) -> None:
         flow = ex.flow
@@ -185,16 +190,9 @@ class Responses(ConnectionBase):
 
     def _send_mock(self, ex: Exchange) -> None:
         """Answer with the response a hook made; the upstream is not asked."""
-        response = ex.flow.response
-        assert response is not None
         ex.flow.timings.response_start = self._now
-        no_body = ex.flow.request.method == "HEAD" or response.status in (204, 304)
-        self._send_response_head(ex, None if no_body else len(response.content))
-        if self._exchange is not ex:
+        if not self._send_held_response(ex):
             return
-        if response.content and not no_body:
-            self._to_client(self._client.send(h11.Data(data=response.content)))
-        self._to_client(self._client.send(h11.EndOfMessage()))
         up = ex.upstream
         if up is not None and up.conn.our_state is not h11.IDLE:
             self._drop_upstream(up)  # a half-sent request cannot be taken back

@@ -20,12 +20,3 @@ class ProxyError(Exception):
 class RemoteProtocolError(ProxyError):
     """A peer sent something we refuse (a malformed or ambiguous message)."""
 
-
-class LocalProtocolError(ProxyError):
-    """We were asked to do something the protocol does not allow."""
-
-
-class UpstreamError(ProxyError):
-    """The upstream could not be reached or broke off; answered with 502/504."""
-
-    status = 502

@@ -185,16 +185,6 @@ def replace_field(fields: Fields, name: bytes, value: bytes) -> Fields:
     return [(name, value), *rest]
 
 
-def append_forwarded_for(fields: Fields, client_ip: str) -> Fields:
-    """Append the client address to X-Forwarded-For (the de-facto list form)."""
-    for index, (name, value) in enumerate(fields):
-        if name.lower() == b"x-forwarded-for":
-            fields[index] = (name, value + b", " + client_ip.encode("ascii"))
-            return fields
-    fields.append((b"X-Forwarded-For", client_ip.encode("ascii")))
-    return fields
-
-
 def h11_request(method: bytes, target: bytes, fields: Fields) -> h11.Request:
     """An h11 Request from fields h11 itself has already parsed and checked.
 

@@ -227,3 +227,26 @@ def test_plain_answer_is_one_line_of_text() -> None:
     fields = {name.lower(): value for name, value in response.headers.raw_items()}
     assert fields[b"content-length"] == str(len(body)).encode()
     assert fields[b"content-type"].startswith(b"text/plain")
+
+
+def test_append_to_field_extends_the_last_line_of_a_repeated_field() -> None:
+    from interceptkit.core.http1 import append_to_field
+
+    fields = [(b"X-Forwarded-For", b"203.0.113.7"), (b"Accept", b"*/*"), (b"x-forwarded-for", b"198.51.100.2")]
+    assert append_to_field(fields, b"X-Forwarded-For", b"127.0.0.1") == [
+        (b"X-Forwarded-For", b"203.0.113.7"), (b"Accept", b"*/*"), (b"x-forwarded-for", b"198.51.100.2, 127.0.0.1")]
+    assert append_to_field([], b"X-Forwarded-For", b"127.0.0.1") == [(b"X-Forwarded-For", b"127.0.0.1")]
+
+
+def test_forward_mode_x_forwarded_for_cannot_be_spoofed_with_two_lines() -> None:
+    from interceptkit.core import ClientConnected, ClientDataReceived, ProxyConfig, ProxyConnection, SendToUpstream
+    from interceptkit.core import UpstreamConnected
+
+    conn = ProxyConnection(ProxyConfig(forwarded_for=True), ("127.0.0.1", 5000))
+    conn.handle(ClientConnected(time=0.0, address=("127.0.0.1", 5000)))
+    conn.handle(ClientDataReceived(time=0.0, data=b"GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n"
+                                   b"X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2\r\n\r\n"))
+    sent = b"".join(c.data for c in conn.handle(UpstreamConnected(time=0.0, upstream=1))
+                    if isinstance(c, SendToUpstream))
+    assert b"X-Forwarded-For: 10.0.0.1\r\n" in sent
+    assert b"X-Forwarded-For: 10.0.0.2, 127.0.0.1\r\n" in sent
