@@ -19,6 +19,7 @@ import math
 import sys
 import time
 from array import array
+from collections.abc import Callable
 from typing import Any
 
 MAX_HEAD = 64 * 1024
@@ -36,13 +37,11 @@ def ms(x: float | None) -> float | None:
     return None if x is None else round(x * 1000, 3)
 
 
-class Run:
-    """Shared state of one load run."""
+class Window:
+    """A bounded load run: a warm-up, a measured window, a cap on what is sent, error counts."""
 
-    def __init__(self, request: bytes, expect_body: int, warmup: float, duration: float, max_requests: int):
-        self.request = request
-        self.expect_body = expect_body
-        self.max_requests = max_requests
+    def __init__(self, warmup: float, duration: float, limit: int) -> None:
+        self.limit = limit
         self.start = time.perf_counter()
         self.warm_end = self.start + warmup
         self.end = self.warm_end + duration
@@ -52,10 +51,10 @@ class Run:
         self.warmup_errors = 0
         self.error_kinds: dict[str, int] = {}
         self.stopped = asyncio.Event()
-        self.clients: set[Client] = set()
+        self.clients: set[Any] = set()
 
     def may_send(self) -> bool:
-        if self.sent >= self.max_requests or time.perf_counter() >= self.end:
+        if self.sent >= self.limit or time.perf_counter() >= self.end:
             self.stopped.set()
             return False
         return not self.stopped.is_set()
@@ -68,6 +67,15 @@ class Run:
         self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
         if self.errors + self.warmup_errors >= MAX_ERRORS:
             self.stopped.set()
+
+
+class Run(Window):
+    """One keep-alive HTTP load run."""
+
+    def __init__(self, request: bytes, expect_body: int, warmup: float, duration: float, max_requests: int):
+        super().__init__(warmup, duration, max_requests)
+        self.request = request
+        self.expect_body = expect_body
 
 
 class Client(asyncio.Protocol):
@@ -135,6 +143,9 @@ class Client(asyncio.Protocol):
     def fail(self, kind: str) -> None:
         self.run.error(kind, self.t0)
         self.in_flight = False
+        self.close()
+
+    def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
 
@@ -142,36 +153,25 @@ class Client(asyncio.Protocol):
         self.run.clients.discard(self)
         if self.in_flight and not self.run.stopped.is_set():
             self.run.error("connection lost", self.t0)
-            asyncio.get_running_loop().create_task(connect_loop(self.run, *self.addr))
+            host, port = self.addr
+            asyncio.get_running_loop().create_task(
+                connect_loop(self.run, lambda: Client(self.run, (host, port)), host, port))
 
 
-async def connect_loop(run: Run, host: str, port: int) -> None:
+async def connect_loop(run: Window, factory: Callable[[], asyncio.Protocol], host: str, port: int) -> None:
     """Open one connection, retrying (bounded by the run's end) when connecting fails."""
     loop = asyncio.get_running_loop()
     while run.may_send():
         try:
-            await asyncio.wait_for(loop.create_connection(lambda: Client(run, (host, port)), host, port), 5)
+            await asyncio.wait_for(loop.create_connection(factory, host, port), 5)
             return
         except (OSError, asyncio.TimeoutError):
             run.error("connect", time.perf_counter())
             await asyncio.sleep(0.05)
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    target_host = f"127.0.0.1:{args.origin_port}"
-    if args.proxy_port:
-        line = f"GET http://{target_host}{args.path} HTTP/1.1"
-        host, port = "127.0.0.1", args.proxy_port
-    elif args.reverse_port:
-        line = f"GET {args.path} HTTP/1.1"
-        host, port = "127.0.0.1", args.reverse_port
-        target_host = f"127.0.0.1:{args.reverse_port}"
-    else:
-        line = f"GET {args.path} HTTP/1.1"
-        host, port = "127.0.0.1", args.origin_port
-    request = f"{line}\r\nHost: {target_host}\r\nUser-Agent: interceptkit-bench\r\n\r\n".encode()
-    run = Run(request, 1024, args.warmup, args.duration, args.max_requests)
-    await asyncio.gather(*(connect_loop(run, host, port) for _ in range(args.concurrency)))
+async def measure(run: Window) -> dict[str, Any]:
+    """Wait out the run (saying WARM when the warm-up ends), stop it, and summarise what was measured."""
 
     async def announce_warm() -> tuple[float, float]:
         await asyncio.sleep(max(0.0, run.warm_end - time.perf_counter()))
@@ -193,21 +193,42 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         warm_at, cpu_warm = warm_task.result()
     unfinished = sum(1 for c in list(run.clients) if c.in_flight)
     for c in list(run.clients):
-        if c.transport is not None:
-            c.transport.close()
-    await asyncio.sleep(0.05)
+        c.close()
+    await asyncio.sleep(0.1)
     window = max(t_stop - max(run.warm_end, run.start), 1e-9)
     lat = sorted(run.latencies)
     return {
-        "tool": "python", "target": "proxy" if args.proxy_port else "reverse" if args.reverse_port else "direct", "concurrency": args.concurrency,
-        "window_s": round(window, 3), "requests": len(lat), "rps": round(len(lat) / window, 1),
+        "window_s": round(window, 3), "count": len(lat), "rate": round(len(lat) / window, 1),
         "errors": run.errors, "warmup_errors": run.warmup_errors, "error_kinds": run.error_kinds,
         "unfinished_at_stop": unfinished, "sent_total": run.sent,
         "p50_ms": ms(percentile(lat, 50)), "p90_ms": ms(percentile(lat, 90)), "p99_ms": ms(percentile(lat, 99)),
         "max_ms": ms(lat[-1] if lat else None), "mean_ms": ms(sum(lat) / len(lat) if lat else None),
         "loadgen_cpu_pct": round(100 * (cpu_stop - cpu_warm) / max(t_stop - warm_at, 1e-9), 1),
-        "hit_max_requests": run.sent >= run.max_requests,
+        "hit_limit": run.sent >= run.limit,
     }
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    target_host = f"127.0.0.1:{args.origin_port}"
+    if args.proxy_port:
+        line = f"GET http://{target_host}{args.path} HTTP/1.1"
+        host, port = "127.0.0.1", args.proxy_port
+    elif args.reverse_port:
+        line = f"GET {args.path} HTTP/1.1"
+        host, port = "127.0.0.1", args.reverse_port
+        target_host = f"127.0.0.1:{args.reverse_port}"
+    else:
+        line = f"GET {args.path} HTTP/1.1"
+        host, port = "127.0.0.1", args.origin_port
+    request = f"{line}\r\nHost: {target_host}\r\nUser-Agent: interceptkit-bench\r\n\r\n".encode()
+    run = Run(request, 1024, args.warmup, args.duration, args.max_requests)
+    await asyncio.gather(*(connect_loop(run, lambda: Client(run, (host, port)), host, port)
+                           for _ in range(args.concurrency)))
+    stats = await measure(run)
+    target = "proxy" if args.proxy_port else "reverse" if args.reverse_port else "direct"
+    return {"tool": "python", "target": target, "concurrency": args.concurrency,
+            "requests": stats.pop("count"), "rps": stats.pop("rate"),
+            "hit_max_requests": stats.pop("hit_limit"), **stats}
 
 
 def main() -> None:

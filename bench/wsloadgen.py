@@ -22,11 +22,12 @@ import socket
 import sys
 import time
 from array import array
+from collections.abc import Callable
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import wsframe
-from loadgen import ms, percentile
+from loadgen import Window, connect_loop, measure, ms, percentile
 
 MAX_HEAD = 64 * 1024
 MAX_ERRORS = 100_000
@@ -62,40 +63,17 @@ def message(conn: int, seq: int, size: int) -> bytes:
     return (tag + b"x" * max(0, size - len(tag)))[:max(size, len(tag))]
 
 
-class Run:
+class Run(Window):
+    """One WebSocket echo load run."""
+
     def __init__(self, size: int, warmup: float, duration: float, max_messages: int, origin_port: int,
                  via_proxy: bool) -> None:
+        super().__init__(warmup, duration, max_messages)
         self.size = size
-        self.max_messages = max_messages
         self.origin_port = origin_port
         self.via_proxy = via_proxy
-        self.start = time.perf_counter()
-        self.warm_end = self.start + warmup
-        self.end = self.warm_end + duration
-        self.sent = 0
-        self.latencies = array("d")
-        self.errors = 0
-        self.warmup_errors = 0
-        self.error_kinds: dict[str, int] = {}
         self.handshakes = 0
         self.handshake_times = array("d")
-        self.stopped = asyncio.Event()
-        self.clients: set[Client] = set()
-
-    def may_send(self) -> bool:
-        if self.sent >= self.max_messages or time.perf_counter() >= self.end:
-            self.stopped.set()
-            return False
-        return not self.stopped.is_set()
-
-    def error(self, kind: str, t0: float) -> None:
-        if t0 >= self.warm_end:
-            self.errors += 1
-        else:
-            self.warmup_errors += 1
-        self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
-        if self.errors + self.warmup_errors >= MAX_ERRORS:
-            self.stopped.set()
 
 
 class Client(asyncio.Protocol):
@@ -208,64 +186,27 @@ class Client(asyncio.Protocol):
         if not self.run.stopped.is_set() and (self.in_flight or not self.closing):
             if self.in_flight:
                 self.run.error("connection lost", self.t0)
-            asyncio.get_running_loop().create_task(connect_loop(self.run, self.cid, *self.addr))
-
-
-async def connect_loop(run: Run, cid: int, host: str, port: int) -> None:
-    """Open one connection, retrying (bounded by the run's end) when connecting fails."""
-    loop = asyncio.get_running_loop()
-    while run.may_send():
-        try:
-            await asyncio.wait_for(loop.create_connection(lambda: Client(run, cid, (host, port)), host, port), 5)
-            return
-        except (OSError, asyncio.TimeoutError):
-            run.error("connect", time.perf_counter())
-            await asyncio.sleep(0.05)
+            host, port = self.addr
+            asyncio.get_running_loop().create_task(
+                connect_loop(self.run, _factory(self.run, self.cid, host, port), host, port))
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     via_proxy = bool(args.proxy_port)
     port = args.proxy_port or args.origin_port
     run = Run(args.size, args.warmup, args.duration, args.max_messages, args.origin_port, via_proxy)
-    await asyncio.gather(*(connect_loop(run, i, "127.0.0.1", port) for i in range(args.connections)))
-
-    async def announce_warm() -> tuple[float, float]:
-        await asyncio.sleep(max(0.0, run.warm_end - time.perf_counter()))
-        sys.stdout.write("WARM\n")
-        sys.stdout.flush()
-        return time.perf_counter(), time.process_time()
-
-    warm_task = asyncio.create_task(announce_warm())
-    try:
-        await asyncio.wait_for(run.stopped.wait(), timeout=max(0.0, run.end - time.perf_counter()) + 0.05)
-    except asyncio.TimeoutError:
-        pass
-    run.stopped.set()
-    t_stop, cpu_stop = time.perf_counter(), time.process_time()
-    if not warm_task.done():
-        warm_task.cancel()
-        warm_at, cpu_warm = run.warm_end, cpu_stop
-    else:
-        warm_at, cpu_warm = warm_task.result()
-    unfinished = sum(1 for c in list(run.clients) if c.in_flight)
-    for c in list(run.clients):
-        c.close()
-    await asyncio.sleep(0.1)
-    window = max(t_stop - max(run.warm_end, run.start), 1e-9)
-    lat = sorted(run.latencies)
+    await asyncio.gather(*(connect_loop(run, _factory(run, i, "127.0.0.1", port), "127.0.0.1", port)
+                           for i in range(args.connections)))
+    stats = await measure(run)
     hs = sorted(run.handshake_times)
-    return {
-        "tool": "python", "target": "proxy" if via_proxy else "direct", "connections": args.connections,
-        "size": args.size, "window_s": round(window, 3), "messages": len(lat),
-        "msgs_per_s": round(len(lat) / window, 1), "handshakes": run.handshakes,
-        "handshake_p50_ms": ms(percentile(hs, 50)),
-        "errors": run.errors, "warmup_errors": run.warmup_errors, "error_kinds": run.error_kinds,
-        "unfinished_at_stop": unfinished, "sent_total": run.sent,
-        "p50_ms": ms(percentile(lat, 50)), "p90_ms": ms(percentile(lat, 90)), "p99_ms": ms(percentile(lat, 99)),
-        "max_ms": ms(lat[-1] if lat else None), "mean_ms": ms(sum(lat) / len(lat) if lat else None),
-        "loadgen_cpu_pct": round(100 * (cpu_stop - cpu_warm) / max(t_stop - warm_at, 1e-9), 1),
-        "hit_max_messages": run.sent >= run.max_messages,
-    }
+    return {"tool": "python", "target": "proxy" if via_proxy else "direct", "connections": args.connections,
+            "size": args.size, "messages": stats.pop("count"), "msgs_per_s": stats.pop("rate"),
+            "handshakes": run.handshakes, "handshake_p50_ms": ms(percentile(hs, 50)),
+            "hit_max_messages": stats.pop("hit_limit"), **stats}
+
+
+def _factory(run: Run, cid: int, host: str, port: int) -> Callable[[], asyncio.Protocol]:
+    return lambda: Client(run, cid, (host, port))
 
 
 def echo_once(origin_port: int, proxy_port: int | None, timeout: float = 10.0) -> str | None:
