@@ -80,7 +80,7 @@ class ConnectionBase:
         self._now = 0.0
         self._pause_reasons: set[str] = set()
         self._head_request = False
-        self._last_read = 0
+        self._client_bytes = 0
         self._client_eof = False
         self._read_timer = False
         self._idle_timer = False

@@ -70,8 +70,9 @@ class Requests(ConnectionBase):
             data, closed = decrypted
         if data:
             self._client.receive_data(data)
-            # Only a read larger than the limit can hold a whole head over it.
-            self._last_read = len(data)
+            # A head over the limit needs more bytes than the limit in all:
+            # below that, measuring it would be wasted work on every request.
+            self._client_bytes += len(data)
         if closed:
             self._client.receive_data(b"")
         if self._waiting is not None:
@@ -146,7 +147,7 @@ class Requests(ConnectionBase):
         fields = event.headers.raw_items()
         method = event.method.decode("ascii")
         self._head_request = method == "HEAD"
-        if self._last_read > self._config.max_header_size and (
+        if self._client_bytes > self._config.max_header_size and (
                 head_size(event.target, fields) > self._config.max_header_size):
             # h11 bounds only a head that arrives in pieces; one that came
             # whole in a single read is measured here.

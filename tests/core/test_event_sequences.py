@@ -152,3 +152,14 @@ def test_a_reset_after_a_half_close_still_ends_the_exchange() -> None:
     out = conn.handle(ConnectionClosed(time=3.0, aborted=True))
     [done] = [c for c in out if isinstance(c, FlowFinished)]
     assert done.flow.error == "client disconnected"
+
+
+def test_a_head_over_the_limit_in_two_reads_under_it_gets_431() -> None:
+    # Each read stays under the limit, so neither h11 nor a per-read check sees it.
+    conn = ProxyConnection(ProxyConfig(max_header_size=1000), ("127.0.0.1", 9))
+    conn.handle(ClientConnected(time=1.0, address=("127.0.0.1", 9)))
+    head = b"GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nX-Big: " + b"a" * 1200 + b"\r\n\r\n"
+    conn.handle(ClientDataReceived(time=1.0, data=head[:700]))
+    out = conn.handle(ClientDataReceived(time=1.0, data=head[700:]))
+    sent = b"".join(getattr(c, "data", b"") for c in out if type(c).__name__ == "SendToClient")
+    assert sent.startswith(b"HTTP/1.1 431 ")

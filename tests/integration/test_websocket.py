@@ -363,6 +363,17 @@ def read_frames(sock: socket.socket, timeout: float = 5.0) -> tuple[list[tuple[i
     return frames, closed
 
 
+def recv_exactly(sock: socket.socket, size: int, timeout: float = 5.0) -> bytes:
+    sock.settimeout(timeout)
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def masked(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
     key = os.urandom(4)
     assert len(payload) < 126
@@ -571,10 +582,15 @@ def test_client_breaking_the_protocol_gets_1002_and_the_server_is_closed(setup: 
     sock = setup.raw_handshake("/echo")
     try:
         sock.sendall(masked(0x1, b"fine"))
+        # Wait for the echo first: once the client breaks the protocol the
+        # proxy fails the connection at once (RFC 6455 7.1.7), and an echo
+        # still on its way would be dropped with it.
+        echo = recv_exactly(sock, 6)
         sock.sendall(bad)
         frames, closed = read_frames(sock)
     finally:
         sock.close()
+    frames = [(echo[0] & 0x0F, echo[2:]), *frames]
     assert (0x1, b"fine") in frames  # the echo of the good message
     assert close_codes(frames) == [1002]
     assert closed
