@@ -1,0 +1,171 @@
+"""Header translation between HTTP/1.1 and HTTP/2 heads (pure functions).
+
+A proxy must not normalise what it forwards, so these functions only do what
+the other protocol requires (RFC 9113 8.2-8.3, RFC 9110 7.6.1):
+
+- h2 requests carry ``:method :scheme :authority :path``; HTTP/1 carries a
+  request line and ``Host``. ``:authority`` <-> ``Host``.
+- HTTP/2 field names are lower case (RFC 9113 8.2.1); HTTP/1 names are sent
+  as they are, h2 names are already lower case.
+- Connection-specific fields are forbidden in h2 (RFC 9113 8.2.2): they are
+  dropped both ways (they are hop-by-hop in HTTP/1 too). ``TE`` is the
+  exception: ``te: trailers`` may cross into h2, and gRPC needs it.
+- Several ``cookie`` fields (h2 may split them, RFC 9113 8.2.3) are joined
+  with ``"; "`` for HTTP/1.
+- HTTP/2 has no reason phrase: one is made for HTTP/1 clients.
+- Trailers can reach an HTTP/1 client only in a chunked message.
+- ``Upgrade: h2c`` on HTTP/1 is stripped, never half-honoured.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from .h2events import Headers, RequestHead, ResponseHead
+
+# RFC 9113 8.2.2 plus Proxy-Connection, which some HTTP/1 clients still send.
+CONNECTION_SPECIFIC = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
+})
+
+
+def _connection_tokens(headers: Headers) -> set[bytes]:
+    """Field names a ``Connection`` header declares hop-by-hop (RFC 9110 7.6.1)."""
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    return tokens
+
+
+def drop_connection_specific(headers: Headers, *, keep_te_trailers: bool) -> Headers:
+    """Drop connection-specific fields and those ``Connection`` names.
+
+    ``TE`` is dropped unless ``keep_te_trailers`` and it names ``trailers``,
+    which is then sent as exactly ``te: trailers`` (the only value h2 allows).
+    """
+    named = _connection_tokens(headers) | CONNECTION_SPECIFIC
+    out: Headers = []
+    te_trailers = False
+    for name, value in headers:
+        low = name.lower()
+        if low == b"te":
+            te_trailers |= b"trailers" in [t.strip().split(b";")[0].lower() for t in value.split(b",")]
+        elif low not in named and low != b"http2-settings":
+            out.append((name, value))
+    if te_trailers and keep_te_trailers:
+        out.append((b"te", b"trailers"))
+    return out
+
+
+def lower_names(headers: Headers) -> Headers:
+    """HTTP/2 field names are lower case (RFC 9113 8.2.1)."""
+    return [(name.lower(), value) for name, value in headers]
+
+
+def join_cookies(headers: Headers) -> Headers:
+    """Join several ``cookie`` fields into one at the first one's place (RFC 9113 8.2.3)."""
+    cookies = [value for name, value in headers if name.lower() == b"cookie"]
+    if len(cookies) < 2:
+        return list(headers)
+    out: Headers = []
+    for name, value in headers:
+        if name.lower() != b"cookie":
+            out.append((name, value))
+        elif cookies:
+            out.append((name, b"; ".join(cookies)))
+            cookies = []
+    return out
+
+
+def reason_phrase(status: int) -> bytes:
+    """A reason phrase for an HTTP/1 status line (h2 has none)."""
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+def h2_request_to_h1(head: RequestHead) -> tuple[bytes, bytes, Headers]:
+    """(method, target, headers) for HTTP/1: ``Host`` first, from ``:authority``.
+
+    A ``host`` field sent alongside ``:authority`` is replaced (RFC 9113
+    8.3.1: ``:authority`` wins). CONNECT's target is the authority.
+    """
+    headers = join_cookies(drop_connection_specific(head.headers, keep_te_trailers=False))
+    rest = [(n, v) for n, v in headers if n.lower() != b"host"]
+    host = head.authority or next((v for n, v in headers if n.lower() == b"host"), b"")
+    target = head.authority if head.method == b"CONNECT" else head.path
+    front: Headers = [(b"host", host)] if host else []
+    return head.method, target, front + rest
+
+
+def _split_target(target: bytes, scheme: bytes) -> tuple[bytes, bytes | None, bytes]:
+    """(scheme, authority or None, path) of an origin- or absolute-form target."""
+    if b"://" in target and not target.startswith(b"/"):
+        scheme, rest = target.split(b"://", 1)
+        slash = rest.find(b"/")
+        authority, path = (rest, b"/") if slash < 0 else (rest[:slash], rest[slash:])
+        return scheme.lower(), authority, path
+    return scheme, None, target
+
+
+def h1_request_to_h2(method: bytes, target: bytes, headers: Headers, *, scheme: bytes) -> RequestHead:
+    """An h2 request head from an HTTP/1 request (``Host`` -> ``:authority``).
+
+    ``scheme`` is the one the request arrived under (``https`` when
+    intercepted); an absolute-form target supplies its own. ``te: trailers``
+    is kept (gRPC), ``Upgrade``/``HTTP2-Settings`` are dropped.
+    """
+    if method == b"CONNECT":
+        return RequestHead(method=method, scheme=b"", authority=target, path=b"",
+                           headers=lower_names(drop_connection_specific(headers, keep_te_trailers=True)))
+    scheme, authority, path = _split_target(target, scheme)
+    kept = drop_connection_specific(headers, keep_te_trailers=True)
+    host = next((v for n, v in kept if n.lower() == b"host"), b"")
+    rest = [(n, v) for n, v in kept if n.lower() != b"host"]
+    return RequestHead(method=method, scheme=scheme, authority=authority or host, path=path or b"/",
+                       headers=lower_names(rest))
+
+
+def h1_response_to_h2(status: int, headers: Headers) -> ResponseHead:
+    """An h2 response head from an HTTP/1 one: names lower-cased, connection fields dropped."""
+    return ResponseHead(status=status, headers=lower_names(drop_connection_specific(headers, keep_te_trailers=False)))
+
+
+def h2_response_to_h1(head: ResponseHead) -> tuple[int, bytes, Headers]:
+    """(status, reason, headers) for an HTTP/1 client; the reason is made up from the status."""
+    headers = drop_connection_specific(head.headers, keep_te_trailers=False)
+    return head.status, head.reason or reason_phrase(head.status), headers
+
+
+def trailers_for_h1(trailers: Headers, *, chunked: bool) -> Headers | None:
+    """Trailers an HTTP/1 client can take, or None when the message is not
+    chunked (the caller drops them and logs one line)."""
+    if not chunked:
+        return None
+    return drop_connection_specific(trailers, keep_te_trailers=False)
+
+
+def strip_h2c_upgrade(headers: Headers) -> Headers:
+    """Remove an ``Upgrade: h2c`` offer from an HTTP/1 request (and its
+    ``HTTP2-Settings`` and ``Connection`` tokens); other upgrades are kept."""
+    out: Headers = []
+    upgrade_left = False
+    for name, value in headers:
+        low = name.lower()
+        if low == b"upgrade":
+            protocols = [p.strip() for p in value.split(b",") if p.strip().lower() != b"h2c"]
+            if protocols:
+                out.append((name, b", ".join(protocols)))
+                upgrade_left = True
+        elif low != b"http2-settings":
+            out.append((name, value))
+    fixed = [_drop_tokens(n, v, upgrade_left) if n.lower() == b"connection" else (n, v) for n, v in out]
+    return [(n, v) for n, v in fixed if v or n.lower() != b"connection"]
+
+
+def _drop_tokens(name: bytes, value: bytes, keep_upgrade: bool) -> tuple[bytes, bytes]:
+    drop = {b"http2-settings"} if keep_upgrade else {b"http2-settings", b"upgrade"}
+    tokens = [t.strip() for t in value.split(b",") if t.strip() and t.strip().lower() not in drop]
+    return name, b", ".join(tokens)

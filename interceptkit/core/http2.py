@@ -1,0 +1,181 @@
+"""HTTP/2 protocol layers: one facing the client, one facing an origin.
+
+``H2ClientLayer``: the client speaks h2 to us (h2 in the server role);
+``xid`` is the client's stream id. ``H2UpstreamLayer``: we speak h2 to an
+origin (h2 in the client role); the caller picks ``xid`` and the layer maps
+it to a stream id once the peer's MAX_CONCURRENT_STREAMS leaves a slot
+(requests beyond it wait in a FIFO queue). Flow control, error handling
+and pruning are common to both: see ``core/h2base.py``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import h2.events
+import h2.exceptions
+
+from .h2base import ErrorCodes, H2Layer, _bytes_headers, _Stream, split_pseudo
+from .h2events import (
+    HeadReceived,
+    InformationalReceived,
+    RequestHead,
+    ResponseHead,
+    StreamReset,
+)
+
+class H2ClientLayer(H2Layer):
+    """The client speaks h2 to us (h2 in the server role); ``xid`` is the stream id.
+
+    Reports ``HeadReceived`` with a ``RequestHead``; answers with
+    ``send_head(xid, ResponseHead, end_stream=...)``.
+    """
+
+    client_side = False
+    status_hint = 400
+
+    def __init__(self, *, validate_inbound: bool = True) -> None:
+        super().__init__(validate_inbound=validate_inbound)
+        self._handlers[h2.events.RequestReceived] = self._on_request
+
+    def _on_request(self, event: h2.events.RequestReceived) -> None:
+        pseudo, headers = split_pseudo(_bytes_headers(event.headers))
+        method = pseudo.get(b":method", b"")
+        if b":protocol" in pseudo or (method != b"CONNECT" and (b":path" not in pseudo or b":scheme" not in pseudo)):
+            self._guard(lambda: self._conn.reset_stream(event.stream_id, ErrorCodes.PROTOCOL_ERROR))
+            self._events.append(StreamReset(xid=event.stream_id, reason="malformed request head",
+                                            code=ErrorCodes.PROTOCOL_ERROR))
+            return
+        head = RequestHead(method=method, scheme=pseudo.get(b":scheme", b""), authority=pseudo.get(b":authority", b""),
+                           path=pseudo.get(b":path", b""), headers=headers)
+        self._add(_Stream(xid=event.stream_id, sid=event.stream_id))
+        self._events.append(HeadReceived(xid=event.stream_id, head=head, end_stream=event.stream_ended is not None))
+
+    def send_head(self, xid: int, head: ResponseHead, *, end_stream: bool = False) -> None:
+        """Send the response head (``end_stream``: END_STREAM on HEADERS, no body)."""
+        stream = self._streams.get(xid)
+        if stream is None or self.failed:
+            return
+        fields = [(b":status", str(head.status).encode()), *head.headers]
+        self._guard(lambda: self._conn.send_headers(xid, fields, end_stream=end_stream))
+        if end_stream:
+            stream.local_ended = True
+            self._maybe_forget(stream)
+
+    def send_informational(self, xid: int, head: ResponseHead) -> None:
+        """Send a 1xx head (h2 passes 1xx through to h2 clients)."""
+        if xid in self._streams and not self.failed and 100 <= head.status < 200:
+            fields = [(b":status", str(head.status).encode()), *head.headers]
+            self._guard(lambda: self._conn.send_headers(xid, fields))
+
+
+PROVISIONAL_MAX_STREAMS = 100  # until the origin's first SETTINGS says otherwise
+
+
+class H2UpstreamLayer(H2Layer):
+    """We speak h2 to an origin (h2 in the client role).
+
+    ``send_head(xid, RequestHead, end_stream=...)`` starts an exchange under
+    the caller's ``xid``; events report the same ``xid``. While the origin's
+    MAX_CONCURRENT_STREAMS is reached, new exchanges wait in a FIFO queue
+    (their DATA and end are held with them).
+    """
+
+    client_side = True
+    status_hint = 502
+
+    def __init__(self, *, validate_inbound: bool = True) -> None:
+        super().__init__(validate_inbound=validate_inbound)
+        self._queue: deque[tuple[int, RequestHead, bool]] = deque()
+        self._settings_seen = False
+        self._handlers[h2.events.ResponseReceived] = self._on_response
+        self._handlers[h2.events.InformationalResponseReceived] = self._on_informational
+        self._handlers[h2.events.RemoteSettingsChanged] = self._on_settings
+
+    @property
+    def accepts_new(self) -> bool:
+        """False after GOAWAY or a failure: open another connection for new requests."""
+        return not (self.going_away or self.failed)
+
+    @property
+    def queued(self) -> int:
+        """Exchanges waiting for a stream slot."""
+        return len(self._queue)
+
+    def send_head(self, xid: int, head: RequestHead, *, end_stream: bool = False) -> None:
+        """Start exchange ``xid`` (END_STREAM on HEADERS when ``end_stream``)."""
+        if xid in self._streams:
+            return
+        if not self.accepts_new:
+            self._events.append(StreamReset(xid=xid, reason="connection is going away", retryable=True))
+            return
+        self._add(_Stream(xid=xid, sid=None))
+        self._queue.append((xid, head, end_stream))
+        self._drain_queue()
+
+    def _slots(self) -> int:
+        limit = self._conn.remote_settings.max_concurrent_streams
+        if not self._settings_seen:
+            limit = min(limit, PROVISIONAL_MAX_STREAMS)
+        return limit - self._conn.open_outbound_streams
+
+    def _drain_queue(self) -> None:
+        while self._queue and not self.failed and self._slots() > 0:
+            xid, head, end_stream = self._queue.popleft()
+            stream = self._streams.get(xid)
+            if stream is not None:
+                self._open(stream, head, end_stream)
+
+    def _open(self, stream: _Stream, head: RequestHead, end_stream: bool) -> None:
+        sid = self._conn.get_next_available_stream_id()
+        fields = [(b":method", head.method)]
+        if head.method != b"CONNECT":
+            fields += [(b":scheme", head.scheme), (b":path", head.path)]
+        if head.authority:
+            fields.append((b":authority", head.authority))
+        try:
+            self._conn.send_headers(sid, fields + head.headers, end_stream=end_stream)
+        except h2.exceptions.ProtocolError as exc:
+            self._fail(f"HTTP/2 state error: {exc}", ErrorCodes.INTERNAL_ERROR)
+            return
+        stream.sid = sid
+        self._by_sid[sid] = stream
+        stream.local_ended = end_stream
+        self._flush(stream)  # DATA and the end given while it was queued
+
+    def _stream_slot_freed(self) -> None:
+        self._drain_queue()
+
+    def _on_settings(self, event: h2.events.RemoteSettingsChanged) -> None:
+        self._settings_seen = True
+        self._on_window(event)
+        self._drain_queue()
+
+    def _after_goaway(self, last_stream_id: int, reason: str) -> None:
+        """Streams above ``last_stream_id`` and queued ones were not processed: fail them (retryable)."""
+        for stream in list(self._streams.values()):
+            if stream.sid is None or stream.sid > last_stream_id:
+                self._events.append(StreamReset(xid=stream.xid, reason=f"not processed: {reason}",
+                                                code=ErrorCodes.REFUSED_STREAM, retryable=True))
+                self._streams.pop(stream.xid, None)
+                if stream.sid is not None:
+                    self._by_sid.pop(stream.sid, None)
+        self._queue.clear()
+
+    def _on_response(self, event: h2.events.ResponseReceived) -> None:
+        stream = self._by_sid.get(event.stream_id)
+        if stream is not None:
+            head = _response_head(_bytes_headers(event.headers))
+            self._events.append(HeadReceived(xid=stream.xid, head=head, end_stream=event.stream_ended is not None))
+
+    def _on_informational(self, event: h2.events.InformationalResponseReceived) -> None:
+        stream = self._by_sid.get(event.stream_id)
+        if stream is not None:
+            self._events.append(InformationalReceived(xid=stream.xid,
+                                                      head=_response_head(_bytes_headers(event.headers))))
+
+
+def _response_head(fields: list[tuple[bytes, bytes]]) -> ResponseHead:
+    # h2 validated :status as present and three digits (RFC 9113 8.3.2).
+    pseudo, headers = split_pseudo(fields)
+    return ResponseHead(status=int(pseudo.get(b":status", b"0")), headers=headers)

@@ -1,0 +1,378 @@
+"""The HTTP/2 layers driven against a real h2 peer in memory: transcripts of
+what the peer sent, what the layer reported, and what the peer received."""
+
+from __future__ import annotations
+
+import h2.events
+import h2.settings
+import pytest
+from h2.errors import ErrorCodes
+from h2helpers import Pair, data_of, peer
+from hyperframe.frame import ExtensionFrame, Frame, GoAwayFrame, PingFrame, PriorityFrame, SettingsFrame
+
+from interceptkit.core.h2base import CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW
+from interceptkit.core.h2events import (
+    ConnectionGoingAway,
+    DataReceived,
+    DataSent,
+    HeadReceived,
+    InformationalReceived,
+    LayerFailed,
+    MessageEnded,
+    RequestHead,
+    ResponseHead,
+    StreamReset,
+    TrailersReceived,
+)
+from interceptkit.core.http2 import H2ClientLayer, H2UpstreamLayer
+
+REQ = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"example.test"), (b":path", b"/a?b=1"),
+       (b"user-agent", b"t/1"), (b"Cookie".lower(), b"a=1"), (b"cookie", b"b=2")]
+
+
+@pytest.fixture(params=[False, True], ids=["whole", "bytewise"])
+def bytewise(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+def client_pair(bytewise: bool = False) -> Pair:
+    pair = Pair(H2ClientLayer(), peer(client_side=True), bytewise=bytewise).pump()
+    pair.take()
+    return pair
+
+
+def upstream_pair(bytewise: bool = False, max_streams: int | None = None) -> Pair:
+    pair = Pair(H2UpstreamLayer(), peer(client_side=False, max_streams=max_streams), bytewise=bytewise).pump()
+    pair.take()
+    return pair
+
+
+def test_our_settings_are_what_a_proxy_needs() -> None:
+    pair = Pair(H2ClientLayer(), peer(client_side=True)).pump()
+    remote = pair.peer.remote_settings
+    assert remote.enable_push == 0
+    assert remote.initial_window_size == STREAM_WINDOW
+    assert remote.max_frame_size == MAX_FRAME_SIZE
+    assert remote.enable_connect_protocol == 0
+    assert pair.peer.outbound_flow_control_window == CONNECTION_WINDOW
+
+
+def test_settings_frame_on_the_wire_does_not_advertise_extended_connect() -> None:
+    wire = H2UpstreamLayer().bytes_to_send()
+    assert wire.startswith(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    frame, length = Frame.parse_frame_header(memoryview(wire[24:33]))
+    frame.parse_body(memoryview(wire[33:33 + length]))
+    assert isinstance(frame, SettingsFrame)
+    assert h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL not in frame.settings
+    assert frame.settings[h2.settings.SettingCodes.ENABLE_PUSH] == 0
+
+
+def test_get_without_body_keeps_end_stream_on_headers(bytewise: bool) -> None:
+    pair = client_pair(bytewise)
+    pair.peer.send_headers(1, REQ, end_stream=True)
+    ours, _ = pair.pump().take()
+    head = RequestHead(method=b"GET", scheme=b"https", authority=b"example.test", path=b"/a?b=1",
+                       headers=[(b"user-agent", b"t/1"), (b"cookie", b"a=1"), (b"cookie", b"b=2")])
+    assert ours == [HeadReceived(xid=1, head=head, end_stream=True), MessageEnded(xid=1)]
+    pair.layer.send_head(1, ResponseHead(status=204, headers=[(b"server", b"x")]), end_stream=True)
+    _, theirs = pair.pump().take()
+    assert [type(e) for e in theirs] == [h2.events.ResponseReceived, h2.events.StreamEnded]
+    assert theirs[0].headers == [(b":status", b"204"), (b"server", b"x")]
+    assert theirs[0].stream_ended is not None  # END_STREAM on HEADERS, no invented empty DATA
+    assert pair.layer.active == 0
+
+
+def test_post_with_body_and_response_with_trailers(bytewise: bool) -> None:
+    pair = client_pair(bytewise)
+    pair.peer.send_headers(1, [(b":method", b"POST"), *REQ[1:4], (b"te", b"trailers")])
+    pair.peer.send_data(1, b"hello ")
+    pair.peer.send_data(1, b"world")
+    pair.peer.send_headers(1, [(b"x-checksum", b"abc")], end_stream=True)
+    ours, _ = pair.pump().take()
+    assert [type(e) for e in ours] == [HeadReceived, DataReceived, DataReceived, TrailersReceived, MessageEnded]
+    assert b"".join(e.data for e in ours if isinstance(e, DataReceived)) == b"hello world"
+    assert ours[3] == TrailersReceived(xid=1, headers=[(b"x-checksum", b"abc")])
+    pair.layer.send_head(1, ResponseHead(status=200, headers=[(b"content-type", b"application/grpc")]))
+    assert pair.layer.send_data(1, b"payload") == 7
+    pair.layer.send_trailers(1, [(b"grpc-status", b"0"), (b"grpc-message", b"")])
+    _, theirs = pair.pump().take()
+    assert [type(e) for e in theirs] == [h2.events.ResponseReceived, h2.events.DataReceived,
+                                         h2.events.TrailersReceived, h2.events.StreamEnded]
+    assert theirs[2].headers == [(b"grpc-status", b"0"), (b"grpc-message", b"")]
+    assert data_of(theirs) == b"payload"
+
+
+def test_peer_reset_reports_stream_reset_and_forgets_it() -> None:
+    pair = client_pair()
+    pair.peer.send_headers(1, REQ)
+    pair.pump().take()
+    pair.peer.reset_stream(1, ErrorCodes.CANCEL)
+    ours, _ = pair.pump().take()
+    assert ours == [StreamReset(xid=1, reason="peer reset the stream (CANCEL)", code=ErrorCodes.CANCEL)]
+    assert pair.layer.active == 0
+    pair.layer.send_head(1, ResponseHead(status=200))  # late answer for a reset stream: ignored
+    assert pair.pump().take() == ([], [])
+
+
+def test_our_reset_sends_rst_stream_cancel_and_leaves_other_streams() -> None:
+    pair = client_pair()
+    pair.peer.send_headers(1, REQ, end_stream=True)
+    pair.peer.send_headers(3, REQ, end_stream=True)
+    pair.pump().take()
+    pair.layer.reset(1, "killed")
+    pair.layer.send_head(3, ResponseHead(status=200), end_stream=True)
+    _, theirs = pair.pump().take()
+    assert isinstance(theirs[0], h2.events.StreamReset) and theirs[0].error_code == ErrorCodes.CANCEL
+    assert theirs[0].stream_id == 1
+    assert [(type(e), e.stream_id) for e in theirs[1:]] == [(h2.events.ResponseReceived, 3), (h2.events.StreamEnded, 3)]
+
+
+def test_received_data_is_acknowledged_only_when_consumed() -> None:
+    pair = client_pair()
+    pair.peer.send_headers(1, [(b":method", b"POST"), *REQ[1:4]])
+    pair.pump().take()
+    window = pair.peer.local_flow_control_window(1)
+    assert window == STREAM_WINDOW
+    body = b"x" * 16384
+    for _ in range(window // len(body)):
+        pair.peer.send_data(1, body)
+    ours, theirs = pair.pump().take()
+    assert sum(len(e.data) for e in ours if isinstance(e, DataReceived)) == window
+    assert pair.peer.local_flow_control_window(1) == 0  # nothing handed back: the writer is stopped
+    assert pair.layer.unacknowledged(1) == window
+    pair.layer.consumed(1, window)
+    pair.pump()
+    assert pair.peer.local_flow_control_window(1) == window
+    assert pair.layer.unacknowledged(1) == 0
+
+
+def test_pause_defers_acknowledgement_until_resume() -> None:
+    pair = client_pair()
+    pair.peer.send_headers(1, [(b":method", b"POST"), *REQ[1:4]])
+    for _ in range(STREAM_WINDOW // 16384):
+        pair.peer.send_data(1, b"y" * 16384)
+    pair.pump().take()
+    pair.layer.pause(1)
+    pair.layer.consumed(1, STREAM_WINDOW)
+    pair.pump()
+    assert pair.peer.local_flow_control_window(1) == 0  # paused: consumed, not handed back
+    pair.layer.resume(1)
+    pair.pump()
+    assert pair.peer.local_flow_control_window(1) == STREAM_WINDOW
+
+
+def test_outbound_data_held_by_peer_window_is_released_on_window_update() -> None:
+    pair = client_pair()
+    pair.peer.send_headers(1, REQ, end_stream=True)
+    pair.pump().take()
+    pair.layer.send_head(1, ResponseHead(status=200))
+    body = bytes(range(256)) * 800  # 204,800 bytes; the peer's window is 65,535
+    assert pair.layer.send_data(1, body) == 65535
+    pair.layer.end(1)
+    _, theirs = pair.pump().take()
+    assert pair.layer.pending(1) == len(body) - 65535 and not pair.layer.writable(1)
+    assert h2.events.StreamEnded not in [type(e) for e in theirs]
+    received = data_of(theirs)
+    released = 0
+    for _ in range(10):
+        pair.peer.acknowledge_received_data(65535, 1)
+        ours, theirs = pair.pump().take()
+        released += sum(e.n for e in ours if isinstance(e, DataSent))
+        received += data_of(theirs)
+        if any(isinstance(e, h2.events.StreamEnded) for e in theirs):
+            break
+    assert received == body
+    assert released == len(body) - 65535
+    assert pair.layer.pending(1) == 0 and pair.layer.active == 0
+
+
+def test_closed_streams_are_forgotten_no_map_grows() -> None:
+    pair = client_pair()
+    for n in range(300):
+        sid = 2 * n + 1
+        pair.peer.send_headers(sid, [(b":method", b"POST"), *REQ[1:4]])
+        pair.peer.send_data(sid, b"abc", end_stream=True)
+        pair.pump()
+        pair.layer.consumed(sid, 3)
+        pair.layer.send_head(sid, ResponseHead(status=200))
+        pair.layer.send_data(sid, b"ok")
+        pair.layer.end(sid)
+        pair.pump()
+        pair.take()
+    assert pair.layer.active == 0
+    assert pair.layer.tracked() == (0, 0)
+    assert len(pair.peer.streams) <= 1
+
+
+def test_informational_passes_both_ways() -> None:
+    pair = client_pair()
+    pair.peer.send_headers(1, REQ, end_stream=True)
+    pair.pump().take()
+    pair.layer.send_informational(1, ResponseHead(status=103, headers=[(b"link", b"</s.css>; rel=preload")]))
+    _, theirs = pair.pump().take()
+    assert isinstance(theirs[0], h2.events.InformationalResponseReceived)
+    assert theirs[0].headers == [(b":status", b"103"), (b"link", b"</s.css>; rel=preload")]
+
+    up = upstream_pair()
+    up.layer.send_head(7, RequestHead(method=b"GET", scheme=b"https", authority=b"o.test", path=b"/"), end_stream=True)
+    up.pump().take()
+    up.peer.send_headers(1, [(b":status", b"100")])
+    up.peer.send_headers(1, [(b":status", b"200")], end_stream=True)
+    ours, _ = up.pump().take()
+    assert ours == [InformationalReceived(xid=7, head=ResponseHead(status=100)),
+                    HeadReceived(xid=7, head=ResponseHead(status=200), end_stream=True), MessageEnded(xid=7)]
+
+
+def test_ping_answered_priority_and_unknown_frames_ignored() -> None:
+    pair = client_pair()
+    frames = PingFrame(0, b"12345678").serialize() + PriorityFrame(3, depends_on=1).serialize()
+    frames += ExtensionFrame(0xEE, 0, 0, b"zz").serialize()
+    pair.feed_layer(frames)
+    pair.peer_events += pair.peer.receive_data(pair.layer.bytes_to_send())
+    ours, theirs = pair.take()
+    assert ours == []
+    assert [type(e) for e in theirs] == [h2.events.PingAckReceived]
+    assert theirs[0].ping_data == b"12345678"
+    assert not pair.layer.failed
+
+
+def test_garbage_after_preface_becomes_goaway_and_layer_failed() -> None:
+    pair = client_pair()
+    pair.peer.send_headers(1, REQ, end_stream=True)
+    pair.pump().take()
+    events = pair.layer.receive_data(b"\x00\x00\x04\x09\x00\x00\x00\x00\x05garbage")  # CONTINUATION out of place
+    assert len(events) == 1 and isinstance(events[0], LayerFailed)
+    assert events[0].status_hint == 400 and events[0].xids == (1,)
+    theirs = pair.peer.receive_data(pair.layer.bytes_to_send())
+    goaway = [e for e in theirs if isinstance(e, h2.events.ConnectionTerminated)]
+    assert goaway and goaway[0].error_code == ErrorCodes.PROTOCOL_ERROR
+    assert pair.layer.receive_data(b"more") == []  # a failed layer stays quiet
+
+
+def test_malformed_request_head_resets_only_that_stream() -> None:
+    pair = Pair(H2ClientLayer(validate_inbound=False), peer(client_side=True, validate=False)).pump()
+    pair.take()
+    pair.peer.send_headers(1, [(b":method", b"GET"), (b":authority", b"x")], end_stream=True)  # no :path
+    ours, theirs = pair.pump().take()
+    assert ours == [StreamReset(xid=1, reason="malformed request head", code=ErrorCodes.PROTOCOL_ERROR)]
+    assert isinstance(theirs[0], h2.events.StreamReset) and theirs[0].error_code == ErrorCodes.PROTOCOL_ERROR
+    assert not pair.layer.failed
+
+
+# -- upstream layer ----------------------------------------------------------
+
+def get(path: bytes = b"/", headers: list[tuple[bytes, bytes]] | None = None) -> RequestHead:
+    return RequestHead(method=b"GET", scheme=b"https", authority=b"o.test", path=path, headers=headers or [])
+
+
+def test_upstream_request_with_te_trailers_and_body(bytewise: bool) -> None:
+    up = upstream_pair(bytewise)
+    head = RequestHead(method=b"POST", scheme=b"https", authority=b"o.test", path=b"/svc/M",
+                       headers=[(b"content-type", b"application/grpc"), (b"te", b"trailers")])
+    up.layer.send_head(41, head)
+    up.layer.send_data(41, b"\x00\x00\x00\x00\x02hi")
+    up.layer.end(41)
+    _, theirs = up.pump().take()
+    assert isinstance(theirs[0], h2.events.RequestReceived)
+    assert theirs[0].headers == [(b":method", b"POST"), (b":scheme", b"https"), (b":path", b"/svc/M"),
+                                 (b":authority", b"o.test"), (b"content-type", b"application/grpc"),
+                                 (b"te", b"trailers")]
+    assert data_of(theirs) == b"\x00\x00\x00\x00\x02hi"
+    up.peer.send_headers(1, [(b":status", b"200")])
+    up.peer.send_data(1, b"resp")
+    up.peer.send_headers(1, [(b"grpc-status", b"0")], end_stream=True)
+    ours, _ = up.pump().take()
+    assert ours == [HeadReceived(xid=41, head=ResponseHead(status=200), end_stream=False),
+                    DataReceived(xid=41, data=b"resp"), TrailersReceived(xid=41, headers=[(b"grpc-status", b"0")]),
+                    MessageEnded(xid=41)]
+    up.layer.consumed(41, 4)
+    assert up.layer.active == 0
+
+
+def test_upstream_respects_max_concurrent_streams_with_a_fifo_queue() -> None:
+    up = upstream_pair(max_streams=2)
+    for xid in range(10, 15):
+        up.layer.send_head(xid, get(b"/%d" % xid), end_stream=True)
+    _, theirs = up.pump().take()
+    opened = [e for e in theirs if isinstance(e, h2.events.RequestReceived)]
+    assert [dict(e.headers)[b":path"] for e in opened] == [b"/10", b"/11"]
+    assert up.layer.queued == 3
+    served: list[int] = []
+    for _ in range(5):
+        sid = opened.pop(0).stream_id
+        up.peer.send_headers(sid, [(b":status", b"200")], end_stream=True)
+        ours, theirs = up.pump().take()
+        served += [e.xid for e in ours if isinstance(e, HeadReceived)]
+        opened += [e for e in theirs if isinstance(e, h2.events.RequestReceived)]
+        assert len(up.peer.open_inbound_streams.__class__.__name__) and up.peer.open_inbound_streams <= 2
+    assert served == [10, 11, 12, 13, 14]
+    assert up.layer.queued == 0 and up.layer.active == 0
+
+
+def test_upstream_goaway_finishes_covered_streams_and_fails_the_rest() -> None:
+    up = upstream_pair()
+    for xid in (100, 101, 102):
+        up.layer.send_head(xid, get(), end_stream=True)
+    up.pump().take()  # streams 1, 3, 5 at the origin
+    goaway = GoAwayFrame(0, last_stream_id=3, error_code=0, additional_data=b"restart")
+    ours, _ = up.pump(extra_to_layer=goaway.serialize()).take()
+    assert ConnectionGoingAway(code=0, reason="peer sent GOAWAY (NO_ERROR): restart") in ours
+    assert StreamReset(xid=102, reason="not processed: peer sent GOAWAY (NO_ERROR): restart",
+                       code=ErrorCodes.REFUSED_STREAM, retryable=True) in ours
+    assert not up.layer.accepts_new
+    up.layer.send_head(103, get(), end_stream=True)
+    assert up.layer.pop_events() == [StreamReset(xid=103, reason="connection is going away", retryable=True)]
+    for sid in (1, 3):
+        up.peer.send_headers(sid, [(b":status", b"200")])
+        up.peer.send_data(sid, b"done", end_stream=True)
+    ours, _ = up.pump().take()
+    assert [(type(e), e.xid) for e in ours if isinstance(e, (HeadReceived, MessageEnded))] == [
+        (HeadReceived, 100), (MessageEnded, 100), (HeadReceived, 101), (MessageEnded, 101)]
+
+
+def test_upstream_peer_reset_refused_is_retryable() -> None:
+    up = upstream_pair()
+    up.layer.send_head(5, get(), end_stream=True)
+    up.pump().take()
+    up.peer.reset_stream(1, ErrorCodes.REFUSED_STREAM)
+    ours, _ = up.pump().take()
+    assert ours == [StreamReset(xid=5, reason="peer reset the stream (REFUSED_STREAM)",
+                                code=ErrorCodes.REFUSED_STREAM, retryable=True)]
+
+
+def test_upstream_push_promise_is_a_protocol_error() -> None:
+    up = upstream_pair()
+    up.layer.send_head(5, get(), end_stream=True)
+    up.pump().take()
+    # Push is disabled in our SETTINGS; a server pushing anyway breaks the protocol.
+    from hyperframe.frame import PushPromiseFrame
+    push = PushPromiseFrame(1, promised_stream_id=2, data=b"\x82\x87\x84", flags=["END_HEADERS"])
+    events = up.layer.receive_data(push.serialize())
+    assert len(events) == 1 and isinstance(events[0], LayerFailed) and events[0].status_hint == 502
+
+
+def test_end_to_end_slow_reader_bounds_memory() -> None:
+    """Origin -> upstream layer -> relay -> client layer -> a client that reads
+    nothing: the origin is stopped after about one window, not 10 MiB."""
+    client = client_pair()
+    origin = upstream_pair()
+    client.peer.send_headers(1, REQ, end_stream=True)
+    client.pump().take()
+    origin.layer.send_head(1, get(), end_stream=True)
+    origin.pump().take()
+    origin.peer.send_headers(1, [(b":status", b"200")])
+    client.layer.send_head(1, ResponseHead(status=200))
+    origin_sent = 0
+    for _ in range(200):  # the origin offers 10 MiB as fast as its window allows
+        room = min(origin.peer.local_flow_control_window(1), 16384)
+        if room and origin_sent < 10 << 20:
+            origin.peer.send_data(1, b"z" * room)
+            origin_sent += room
+        ours, _ = origin.pump().take()
+        for event in ours:
+            if isinstance(event, DataReceived):  # the relay: ack upstream only what left downstream
+                origin.layer.consumed(1, client.layer.send_data(1, event.data))
+        client.pump()
+    assert origin_sent <= STREAM_WINDOW + 65535 * 2
+    assert client.layer.pending(1) <= STREAM_WINDOW
+    assert origin.layer.unacknowledged(1) == client.layer.pending(1)
