@@ -144,8 +144,12 @@ class H2Layer:
             h2.events.DataReceived: self._on_data, h2.events.TrailersReceived: self._on_trailers,
             h2.events.StreamEnded: self._on_ended, h2.events.StreamReset: self._on_reset,
             h2.events.WindowUpdated: self._on_window, h2.events.RemoteSettingsChanged: self._on_window,
-            h2.events.ConnectionTerminated: self._on_goaway,
+            h2.events.ConnectionTerminated: self._on_goaway, **self._side_handlers(),
         }
+
+    def _side_handlers(self) -> dict[type[h2.events.Event], Callable[..., None]]:
+        """h2 events only one side handles (requests or responses)."""
+        return {}
 
     # -- input ------------------------------------------------------------
 
@@ -238,9 +242,14 @@ class H2Layer:
         self.going_away = True
         self._events.append(ConnectionGoingAway(code=code, reason=reason))
         self._after_goaway(event.last_stream_id or 0, reason)
+        self._keep_open_for_streams()
+
+    def _keep_open_for_streams(self) -> None:
+        """After a GOAWAY (either way) h2 moves its connection to CLOSED and
+        refuses every later frame, but RFC 9113 6.8 lets the streams it covers
+        finish: while some are left, put h2's connection state back to open.
+        New streams are refused by ``going_away``, not by h2."""
         if self._streams:
-            # h2 closes the connection state on GOAWAY; RFC 9113 6.8 lets the
-            # streams it covers finish, so keep exchanging frames for them.
             self._conn.state_machine.state = (h2.connection.ConnectionState.CLIENT_OPEN if self.client_side
                                               else h2.connection.ConnectionState.SERVER_OPEN)
 
@@ -336,9 +345,7 @@ class H2Layer:
             return
         self.going_away = True
         self._guard(lambda: self._conn.close_connection(error_code=code))
-        if self._streams:
-            self._conn.state_machine.state = (h2.connection.ConnectionState.CLIENT_OPEN if self.client_side
-                                              else h2.connection.ConnectionState.SERVER_OPEN)
+        self._keep_open_for_streams()
 
     # -- internals --------------------------------------------------------
 
@@ -403,6 +410,22 @@ class H2Layer:
         self._streams[stream.xid] = stream
         if stream.sid is not None:
             self._by_sid[stream.sid] = stream
+
+    def _bind(self, stream: _Stream, sid: int) -> None:
+        """A queued exchange got its stream id."""
+        stream.sid = sid
+        self._by_sid[sid] = stream
+
+    def _drop(self, stream: _Stream) -> None:
+        """Forget a stream without handing its window back (the connection is going away)."""
+        self._streams.pop(stream.xid, None)
+        if stream.sid is not None:
+            self._by_sid.pop(stream.sid, None)
+
+    def _ended_locally(self, stream: _Stream) -> None:
+        """END_STREAM went out on HEADERS."""
+        stream.local_ended = True
+        self._maybe_forget(stream)
 
     def _maybe_forget(self, stream: _Stream) -> None:
         if stream.local_ended and stream.remote_ended and stream.unacked == 0 and not stream.deferred_ack:

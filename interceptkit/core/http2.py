@@ -11,6 +11,7 @@ and pruning are common to both: see ``core/h2base.py``.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 import h2.events
 import h2.exceptions
@@ -34,9 +35,8 @@ class H2ClientLayer(H2Layer):
     client_side = False
     status_hint = 400
 
-    def __init__(self, *, validate_inbound: bool = True) -> None:
-        super().__init__(validate_inbound=validate_inbound)
-        self._handlers[h2.events.RequestReceived] = self._on_request
+    def _side_handlers(self) -> dict[type[h2.events.Event], Callable[..., None]]:
+        return {h2.events.RequestReceived: self._on_request}
 
     def _on_request(self, event: h2.events.RequestReceived) -> None:
         pseudo, headers = split_pseudo(_bytes_headers(event.headers))
@@ -59,8 +59,7 @@ class H2ClientLayer(H2Layer):
         fields = [(b":status", str(head.status).encode()), *head.headers]
         self._guard(lambda: self._conn.send_headers(xid, fields, end_stream=end_stream))
         if end_stream:
-            stream.local_ended = True
-            self._maybe_forget(stream)
+            self._ended_locally(stream)
 
     def send_informational(self, xid: int, head: ResponseHead) -> None:
         """Send a 1xx head (h2 passes 1xx through to h2 clients)."""
@@ -88,9 +87,11 @@ class H2UpstreamLayer(H2Layer):
         super().__init__(validate_inbound=validate_inbound)
         self._queue: deque[tuple[int, RequestHead, bool]] = deque()
         self._settings_seen = False
-        self._handlers[h2.events.ResponseReceived] = self._on_response
-        self._handlers[h2.events.InformationalResponseReceived] = self._on_informational
-        self._handlers[h2.events.RemoteSettingsChanged] = self._on_settings
+
+    def _side_handlers(self) -> dict[type[h2.events.Event], Callable[..., None]]:
+        return {h2.events.ResponseReceived: self._on_response,
+                h2.events.InformationalResponseReceived: self._on_informational,
+                h2.events.RemoteSettingsChanged: self._on_settings}
 
     @property
     def accepts_new(self) -> bool:
@@ -138,9 +139,9 @@ class H2UpstreamLayer(H2Layer):
         except h2.exceptions.ProtocolError as exc:
             self._fail(f"HTTP/2 state error: {exc}", ErrorCodes.INTERNAL_ERROR)
             return
-        stream.sid = sid
-        self._by_sid[sid] = stream
-        stream.local_ended = end_stream
+        self._bind(stream, sid)
+        if end_stream:
+            self._ended_locally(stream)
         self._flush(stream)  # DATA and the end given while it was queued
 
     def _stream_slot_freed(self) -> None:
@@ -157,9 +158,7 @@ class H2UpstreamLayer(H2Layer):
             if stream.sid is None or stream.sid > last_stream_id:
                 self._events.append(StreamReset(xid=stream.xid, reason=f"not processed: {reason}",
                                                 code=ErrorCodes.REFUSED_STREAM, retryable=True))
-                self._streams.pop(stream.xid, None)
-                if stream.sid is not None:
-                    self._by_sid.pop(stream.sid, None)
+                self._drop(stream)
         self._queue.clear()
 
     def _on_response(self, event: h2.events.ResponseReceived) -> None:
