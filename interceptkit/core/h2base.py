@@ -133,6 +133,8 @@ class H2Layer:
         self._conn = h2.connection.H2Connection(h2_config(client_side=self.client_side,
                                                           validate_inbound=validate_inbound))
         self._conn.local_settings = local_settings(client_side=self.client_side)
+        # h2 copies this one from its default settings at construction time.
+        self._conn.max_inbound_frame_size = MAX_FRAME_SIZE
         self._conn.initiate_connection()
         self._conn.increment_flow_control_window(CONNECTION_WINDOW - self._conn.inbound_flow_control_window)
         self._streams: dict[int, _Stream] = {}  # by xid

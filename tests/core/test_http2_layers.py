@@ -186,6 +186,16 @@ def test_outbound_data_held_by_peer_window_is_released_on_window_update() -> Non
     assert pair.layer.pending(1) == 0 and pair.layer.active == 0
 
 
+def test_frames_up_to_our_larger_max_frame_size_are_accepted() -> None:
+    pair = client_pair()
+    assert pair.peer.max_outbound_frame_size == MAX_FRAME_SIZE
+    pair.peer.send_headers(1, [(b":method", b"POST"), *REQ[1:4]])
+    pair.peer.send_data(1, b"f" * MAX_FRAME_SIZE, end_stream=True)
+    ours, _ = pair.pump().take()
+    assert [type(e) for e in ours] == [HeadReceived, DataReceived, MessageEnded]
+    assert len(ours[1].data) == MAX_FRAME_SIZE and not pair.layer.failed
+
+
 def test_closed_streams_are_forgotten_no_map_grows() -> None:
     pair = client_pair()
     for n in range(300):
