@@ -1,0 +1,349 @@
+#!/usr/bin/env python3
+"""HTTP/2 load scenarios, each beside the same load over HTTP/1.1 in the same run.
+
+Starts, on 127.0.0.1 only, the hypercorn origin (bench/h2origin.py: one TLS
+server, ALPN h2 and http/1.1) and, unless ``--direct-only``, the proxy
+(``python -m interceptkit``, intercepting, trusting the origin's CA), then:
+
+  small     50 concurrent streams of small GETs over ONE h2 connection,
+            next to 50 HTTP/1.1 keep-alive connections (req/s, p50/p99)
+  download  a 100 MB download over h2, next to the same over HTTP/1.1 (MB/s)
+
+Each load runs direct (client -> origin) and through the proxy (CONNECT,
+then TLS with the proxy's CA); through the proxy the table adds the proxy's
+CPU per request (or per MB) and its peak RSS. When the proxy does not
+select h2 in ALPN, its h2 rows say so instead of silently measuring HTTP/1.1.
+Every load is bounded in time and count.
+
+  python bench/h2load.py                   # about 40 s
+  python bench/h2load.py --direct-only     # just the origin, e.g. before the proxy speaks h2
+  python bench/h2load.py --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import ssl
+import sys
+import tempfile
+import time
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import procs
+
+MB = 10**6
+
+
+class Stop(Exception):
+    pass
+
+
+def percentile(xs: list[float], q: float) -> float | None:
+    xs = sorted(xs)
+    return round(1000 * xs[min(len(xs) - 1, int(q * len(xs)))], 2) if xs else None
+
+
+# ------------------------------------------------------------------ connections
+
+async def open_tls(port: int, proxy_port: int | None, cafile: str, alpn: list[str],
+                   ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str | None]:
+    """TLS to the origin on ``port``, straight or through a CONNECT tunnel of the proxy."""
+    context = ssl.create_default_context(cafile=cafile)
+    context.set_alpn_protocols(alpn)
+    sock = socket.create_connection(("127.0.0.1", proxy_port or port), timeout=10)
+    if proxy_port:
+        sock.sendall(b"CONNECT localhost:%d HTTP/1.1\r\nHost: localhost:%d\r\n\r\n" % (port, port))
+        head = b""
+        while b"\r\n\r\n" not in head and len(head) < 65536:
+            head += sock.recv(1)
+        if b" 200" not in head.split(b"\r\n")[0]:
+            raise Stop(f"CONNECT refused: {head[:80]!r}")
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock, ssl=context, server_hostname="localhost")
+    return reader, writer, writer.get_extra_info("ssl_object").selected_alpn_protocol()
+
+
+class H2Client:
+    """One h2 connection; ``get(path)`` may run many times concurrently (one stream each)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        # big windows, as browsers use: the client must not be what limits a download
+        self.conn.local_settings = h2.settings.Settings(client=True, initial_values={
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 16 << 20, h2.settings.SettingCodes.ENABLE_PUSH: 0})
+        self.conn.initiate_connection()
+        self.conn.increment_flow_control_window(16 << 20)
+        self.waiting: dict[int, asyncio.Future[int]] = {}
+        self.received: dict[int, int] = {}
+        self.slots = asyncio.Semaphore(100)
+        self.task = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        self.writer.write(self.conn.data_to_send())
+        while data := await self.reader.read(1 << 18):
+            for event in self.conn.receive_data(data):
+                self._on(event)
+            self.writer.write(self.conn.data_to_send())
+        for future in self.waiting.values():
+            if not future.done():
+                future.set_exception(Stop("connection closed"))
+
+    def _on(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.DataReceived):
+            self.received[event.stream_id] = self.received.get(event.stream_id, 0) + len(event.data)
+            self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+            future = self.waiting.pop(event.stream_id, None)
+            size = self.received.pop(event.stream_id, 0)
+            if future is not None and not future.done():
+                future.set_result(size) if isinstance(event, h2.events.StreamEnded) else future.set_exception(
+                    Stop(f"stream reset {event.error_code}"))
+
+    async def get(self, path: str) -> int:
+        """GET ``path``; returns the body size."""
+        async with self.slots:
+            sid = self.conn.get_next_available_stream_id()
+            future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            self.waiting[sid] = future
+            self.conn.send_headers(sid, [(b":method", b"GET"), (b":scheme", b"https"),
+                                         (b":authority", b"localhost"), (b":path", path.encode())], end_stream=True)
+            self.writer.write(self.conn.data_to_send())
+            return await future
+
+    def close(self) -> None:
+        self.task.cancel()
+        self.writer.close()
+
+
+async def h1_get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, chunk: int = 1 << 20) -> int:
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    left = length
+    while left:
+        piece = await reader.read(min(chunk, left))
+        if not piece:
+            raise Stop("closed mid-body")
+        left -= len(piece)
+    return length
+
+
+# ------------------------------------------------------------------ loads
+
+async def small_load(proto: str, port: int, proxy_port: int | None, cafile: str, concurrency: int,
+                     duration: float, warmup: float, max_requests: int) -> dict[str, Any]:
+    """``concurrency`` requests in flight for ``duration`` s: one h2 connection, or that many h1 ones."""
+    latencies: list[float] = []
+    errors = 0
+    first_error: list[str] = []
+    deadline = [time.monotonic() + warmup + duration]
+    measuring = [False]
+
+    async def worker(get: Any) -> None:
+        nonlocal errors
+        while time.monotonic() < deadline[0] and len(latencies) < max_requests:
+            t0 = time.monotonic()
+            try:
+                await get()
+            except (Stop, OSError, asyncio.IncompleteReadError, StopIteration) as exc:
+                errors += 1
+                first_error.append(repr(exc))
+                return
+            if measuring[0]:
+                latencies.append(time.monotonic() - t0)
+
+    clients: list[Any] = []
+    if proto == "h2":
+        reader, writer, alpn = await open_tls(port, proxy_port, cafile, ["h2"])
+        if alpn != "h2":
+            writer.close()
+            return {"proto": proto, "skipped": f"ALPN selected {alpn!r}, not h2"}
+        client = H2Client(reader, writer)
+        clients.append(client)
+        gets = [lambda: client.get("/small")] * concurrency
+    else:
+        gets = []
+        for _ in range(concurrency):
+            reader, writer, alpn = await open_tls(port, proxy_port, cafile, ["http/1.1"])
+            clients.append(writer)
+            gets.append(lambda r=reader, w=writer: h1_get(r, w, "/small"))
+    tasks = [asyncio.ensure_future(worker(g)) for g in gets]
+    await asyncio.sleep(warmup)
+    measuring[0], started = True, time.monotonic()
+    await asyncio.gather(*tasks)
+    wall = time.monotonic() - started
+    for c in clients:
+        c.close()
+    return {"proto": proto, "requests": len(latencies), "rps": round(len(latencies) / wall, 1), "errors": errors,
+            "p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99), "alpn": alpn,
+            "first_error": first_error[0] if first_error else None}
+
+
+async def download(proto: str, port: int, proxy_port: int | None, cafile: str, nbytes: int,
+                   timeout: float) -> dict[str, Any]:
+    reader, writer, alpn = await open_tls(port, proxy_port, cafile, ["h2"] if proto == "h2" else ["http/1.1"])
+    if proto == "h2" and alpn != "h2":
+        writer.close()
+        return {"proto": proto, "skipped": f"ALPN selected {alpn!r}, not h2"}
+    t0 = time.monotonic()
+    if proto == "h2":
+        client = H2Client(reader, writer)
+        size = await asyncio.wait_for(client.get(f"/bytes/{nbytes}"), timeout)
+        client.close()
+    else:
+        size = await asyncio.wait_for(h1_get(reader, writer, f"/bytes/{nbytes}"), timeout)
+        writer.close()
+    wall = time.monotonic() - t0
+    return {"proto": proto, "bytes": size, "ok": size == nbytes, "mb_per_s": round(size / MB / wall, 1),
+            "seconds": round(wall, 2), "alpn": alpn}
+
+
+# ------------------------------------------------------------------ the run
+
+class Run:
+    def __init__(self, args: argparse.Namespace, workdir: str) -> None:
+        self.args, self.workdir = args, workdir
+        self.started: list[procs.Managed] = []
+        self.proxy: procs.Managed | None = None
+        self.results: dict[str, Any] = {"small": [], "download": [], "notes": []}
+
+    def start(self) -> None:
+        origin = procs.Managed([sys.executable, os.path.join(HERE, "h2origin.py"), "--dir", self.workdir],
+                               "h2origin", os.path.join(self.workdir, "h2origin.log"), capture_stdout=True)
+        self.started.append(origin)
+        line = origin.readline(timeout=20)
+        if not line or not line.startswith("PORT "):
+            raise Stop(f"origin did not start: {origin.log_tail()}")
+        self.origin_port = int(line.split()[1])
+        self.origin_pid = origin.pid
+        if not self.args.direct_only:
+            self.start_proxy()
+
+    def start_proxy(self) -> None:
+        self.proxy_port = procs.free_port()
+        confdir = os.path.join(self.workdir, "proxy-home")
+        argv = [sys.executable, "-m", "interceptkit", "--listen-host", "127.0.0.1", "--listen-port",
+                str(self.proxy_port), "--confdir", confdir, "--upstream-ca", os.path.join(self.workdir, "ca.pem"), "-q"]
+        self.proxy = procs.Managed(argv, "proxy", os.path.join(self.workdir, "proxy.log"))
+        self.started.append(self.proxy)
+        if not procs.wait_listening(self.proxy_port, 30, self.proxy):
+            raise Stop(f"proxy did not listen: {self.proxy.log_tail()}")
+        time.sleep(0.5)
+        self.proxy_ca = os.path.join(confdir, "interceptkit-ca-cert.pem")
+        self.results["proxy_idle_rss_mb"] = procs.mb(procs.status_kb(self.proxy.pid, "VmRSS"))
+
+    def paths(self) -> list[tuple[str, int | None, str]]:
+        out: list[tuple[str, int | None, str]] = [("direct", None, os.path.join(self.workdir, "ca.pem"))]
+        if self.proxy is not None:
+            out.append(("proxy", self.proxy_port, self.proxy_ca))
+        return out
+
+    def measured(self, coro: Any, per: str) -> dict[str, Any]:
+        """Run one load; through the proxy, add its CPU per request/MB and its peak RSS."""
+        proxy = self.proxy
+        if proxy is not None:
+            procs.reset_hwm(proxy.pid)
+            ticks = procs.cpu_ticks(proxy.pid)
+        r: dict[str, Any] = asyncio.run(coro)
+        if proxy is not None and "skipped" not in r:
+            cpu_s = (procs.cpu_ticks(proxy.pid) - ticks) / procs.CLK_TCK
+            count = r.get("requests") or (r.get("bytes", 0) / MB)
+            r["proxy_cpu_ms_per_" + per] = round(1000 * cpu_s / count, 3) if count else None
+            r["proxy_peak_rss_mb"] = procs.mb(procs.status_kb(proxy.pid, "VmHWM"))
+        return r
+
+    def run(self) -> None:
+        a = self.args
+        self.start()
+        for path, proxy_port, cafile in self.paths():
+            port = self.origin_port
+            for proto in ("http/1.1", "h2"):
+                use_proxy = proxy_port if path == "proxy" else None
+                r = self.measured(small_load(proto, port, use_proxy, cafile, a.concurrency, a.duration, a.warmup,
+                                             a.max_requests), "request")
+                r["path"] = path
+                self.results["small"].append(r)
+                log(f"small {path} {proto}: {r.get('rps', r.get('skipped'))}")
+            for proto in ("http/1.1", "h2"):
+                use_proxy = proxy_port if path == "proxy" else None
+                r = self.measured(download(proto, port, use_proxy, cafile, a.bulk_mb * MB, a.transfer_timeout), "mb")
+                r["path"] = path
+                self.results["download"].append(r)
+                log(f"download {path} {proto}: {r.get('mb_per_s', r.get('skipped'))} MB/s")
+
+    def stop(self) -> None:
+        for m in reversed(self.started):
+            m.stop()
+        self.started.clear()
+
+
+def render(res: dict[str, Any]) -> str:
+    lines = ["## HTTP/2 vs HTTP/1.1 (bench/h2load.py)", "",
+             "| load | path | protocol | req/s or MB/s | p50 ms | p99 ms | errors | proxy CPU | proxy peak RSS MB |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for key, unit, per in (("small", "rps", "request"), ("download", "mb_per_s", "mb")):
+        for r in res[key]:
+            label = "50 streams, small GETs" if key == "small" else f"{res.get('bulk_mb')} MB download"
+            if "skipped" in r:
+                lines.append(f"| {label} | {r['path']} | {r['proto']} | skipped: {r['skipped']} | | | | | |")
+                continue
+            cpu = r.get(f"proxy_cpu_ms_per_{per}") if r["path"] == "proxy" else None
+            lines.append(f"| {label} | {r['path']} | {r['proto']} | {r[unit]} | {r.get('p50_ms', '')} | "
+                         f"{r.get('p99_ms', '')} | {r.get('errors', 0 if r.get('ok') else 'FAILED')} | "
+                         f"{'' if cpu is None else f'{cpu} ms/{per}'} | {r.get('proxy_peak_rss_mb') if cpu is not None else ''} |")
+    if res.get("proxy_idle_rss_mb"):
+        lines += ["", f"Proxy idle RSS: {res['proxy_idle_rss_mb']} MB."]
+    return "\n".join(lines + [f"- {n}" for n in res["notes"]])
+
+
+def log(msg: str) -> None:
+    print(f"[h2load {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--direct-only", action="store_true", help="measure the origin only (no proxy)")
+    ap.add_argument("-c", "--concurrency", type=int, default=50, help="streams (h2) / connections (h1) (default 50)")
+    ap.add_argument("--duration", type=float, default=5.0, help="measured seconds per small-GET run (default 5)")
+    ap.add_argument("--warmup", type=float, default=1.0, help="untimed seconds first (default 1)")
+    ap.add_argument("--max-requests", type=int, default=500_000, help="upper bound per small-GET run")
+    ap.add_argument("--bulk-mb", type=int, default=100, help="download size in MB (default 100)")
+    ap.add_argument("--transfer-timeout", type=float, default=120.0, help="seconds allowed per download")
+    ap.add_argument("--json", metavar="PATH", help="also write the raw numbers as JSON")
+    args = ap.parse_args(argv)
+    if not 1 <= args.concurrency <= 100 or args.duration <= 0 or args.warmup < 0:
+        ap.error("--concurrency 1..100 (the origin's MAX_CONCURRENT_STREAMS), --duration > 0, --warmup >= 0")
+    workdir = tempfile.mkdtemp(prefix="interceptkit-h2bench-")
+    run = Run(args, workdir)
+    run.results["bulk_mb"] = args.bulk_mb
+    status = 0
+    try:
+        run.run()
+    except (Stop, OSError, asyncio.TimeoutError) as exc:
+        run.results["notes"].append(f"aborted: {exc!r}")
+        status = 1
+    finally:
+        run.stop()
+    print(render(run.results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(run.results, f, indent=1)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
