@@ -379,15 +379,23 @@ class H2Layer:
             if room <= 0:
                 break
             piece = stream.out[0][:room]
-            self._conn.send_data(sid, bytes(piece))
+            # END_STREAM rides on the last DATA frame when no trailers follow.
+            last = stream.end_pending and stream.trailers is None and stream.out_len == len(piece)
+            self._conn.send_data(sid, bytes(piece), end_stream=last)
             sent += len(piece)
             stream.out_len -= len(piece)
             stream.out[0] = stream.out[0][len(piece):]
             if not stream.out[0]:
                 stream.out.popleft()
+            if last:
+                self._ended_after_data(stream)
         if not stream.out and stream.end_pending:
             self._send_end(stream, sid)
         return sent
+
+    def _ended_after_data(self, stream: _Stream) -> None:
+        stream.end_pending, stream.local_ended = False, True
+        self._maybe_forget(stream)
 
     def _send_end(self, stream: _Stream, sid: int) -> None:
         if stream.trailers is not None:

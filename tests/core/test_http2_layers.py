@@ -386,3 +386,41 @@ def test_end_to_end_slow_reader_bounds_memory() -> None:
     assert origin_sent <= STREAM_WINDOW + 65535 * 2
     assert client.layer.pending(1) <= STREAM_WINDOW
     assert origin.layer.unacknowledged(1) == client.layer.pending(1)
+
+
+def test_queued_request_keeps_its_body_and_end_until_a_slot_opens() -> None:
+    up = upstream_pair(max_streams=1)
+    up.layer.send_head(1, get(b"/first"), end_stream=True)
+    post = RequestHead(method=b"POST", scheme=b"https", authority=b"o.test", path=b"/second")
+    up.layer.send_head(2, post)
+    assert up.layer.send_data(2, b"queued body") == 0 and up.layer.pending(2) == len(b"queued body")
+    up.layer.end(2)
+    _, theirs = up.pump().take()
+    assert [dict(e.headers)[b":path"] for e in theirs if isinstance(e, h2.events.RequestReceived)] == [b"/first"]
+    up.peer.send_headers(1, [(b":status", b"200")], end_stream=True)
+    _, theirs = up.pump().take()
+    assert [type(e) for e in theirs] == [h2.events.RequestReceived, h2.events.DataReceived, h2.events.StreamEnded]
+    assert data_of(theirs) == b"queued body" and up.layer.pending(2) == 0
+
+
+def test_connection_lost_ends_every_open_exchange() -> None:
+    up = upstream_pair(max_streams=1)
+    up.layer.send_head(1, get(), end_stream=True)
+    up.layer.send_head(2, get(), end_stream=True)
+    up.pump().take()
+    assert up.layer.connection_lost() == [StreamReset(xid=1, reason="connection closed"),
+                                          StreamReset(xid=2, reason="connection closed", retryable=True)]
+    assert up.layer.active == 0
+
+
+def test_our_graceful_shutdown_lets_open_streams_finish() -> None:
+    pair = client_pair()
+    pair.peer.send_headers(1, REQ, end_stream=True)
+    pair.pump().take()
+    pair.layer.shutdown()
+    _, theirs = pair.pump().take()
+    assert [(type(e), e.error_code, e.last_stream_id) for e in theirs] == [
+        (h2.events.ConnectionTerminated, ErrorCodes.NO_ERROR, 1)]
+    pair.layer.send_head(1, ResponseHead(status=200), end_stream=True)
+    assert pair.layer.bytes_to_send()  # the answer still goes out after our GOAWAY
+    assert pair.layer.active == 0 and pair.layer.going_away
