@@ -84,14 +84,15 @@ def main() -> None:
     _, chain, key = make_cert(args.dir)
     sock = socket.create_server(("127.0.0.1", 0), backlog=256)
     sock.set_inheritable(True)
+    port = sock.getsockname()[1]
     config = Config()
-    config.bind = [f"fd://{sock.fileno()}"]
+    config.bind = [f"fd://{sock.detach()}"]  # hypercorn owns the descriptor from here
     config.certfile, config.keyfile = chain, key
     config.alpn_protocols = ["h2", "http/1.1"]
     config.accesslog = config.errorlog = None
     config.h2_max_concurrent_streams = 100
     config.keep_alive_max_requests = 10**9  # hypercorn closes a connection after 1,000 requests by default
-    print(f"PORT {sock.getsockname()[1]}", flush=True)
+    print(f"PORT {port}", flush=True)
     asyncio.run(serve(app, config))  # type: ignore[arg-type]  # ended by SIGTERM from run.py / h2load.py
 
 

@@ -323,6 +323,11 @@ class H2Layer:
         stream = self._streams.get(xid)
         return stream.out_len if stream is not None else 0
 
+    @property
+    def pending_total(self) -> int:
+        """Body bytes of all exchanges held by the peer's windows."""
+        return sum(stream.out_len for stream in self._streams.values())
+
     def writable(self, xid: int) -> bool:
         """True when nothing of ``xid`` is held back (send more now)."""
         return self.pending(xid) == 0

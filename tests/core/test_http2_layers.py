@@ -171,6 +171,7 @@ def test_outbound_data_held_by_peer_window_is_released_on_window_update() -> Non
     pair.layer.end(1)
     _, theirs = pair.pump().take()
     assert pair.layer.pending(1) == len(body) - 65535 and not pair.layer.writable(1)
+    assert pair.layer.pending_total == pair.layer.pending(1)
     assert h2.events.StreamEnded not in [type(e) for e in theirs]
     received = data_of(theirs)
     released = 0

@@ -128,12 +128,13 @@ class H2Origin:
 
     def __init__(self, pki: OriginPKI) -> None:
         self.pki = pki
-        self._tls, self._plain = _listener(), _listener()
-        self.tls_port: int = self._tls.getsockname()[1]
-        self.plain_port: int = self._plain.getsockname()[1]
+        tls, plain = _listener(), _listener()
+        self.tls_port: int = tls.getsockname()[1]
+        self.plain_port: int = plain.getsockname()[1]
         config = Config()
-        config.bind = [f"fd://{self._tls.fileno()}"]
-        config.insecure_bind = [f"fd://{self._plain.fileno()}"]
+        # hypercorn takes the descriptors over (and closes them): detach ours
+        config.bind = [f"fd://{tls.detach()}"]
+        config.insecure_bind = [f"fd://{plain.detach()}"]
         config.certfile, config.keyfile = str(pki.chain_path), str(pki.key_path)
         config.alpn_protocols = ["h2", "http/1.1"]
         config.accesslog = config.errorlog = None
@@ -151,7 +152,15 @@ class H2Origin:
             self._loop.call_soon(self._started.set)
             await serve(app, self._config, shutdown_trigger=self._stopping.wait)  # type: ignore[arg-type]
 
-        self._loop.run_until_complete(main())
+        try:
+            self._loop.run_until_complete(main())
+            # connections hypercorn still serves end here, before the loop closes
+            pending = asyncio.all_tasks(self._loop)
+            for task in pending:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        finally:
+            self._loop.close()
 
     def start(self) -> H2Origin:
         self._thread.start()
@@ -161,7 +170,7 @@ class H2Origin:
 
     def stop(self) -> None:
         self._loop.call_soon_threadsafe(self._stopping.set)
-        self._thread.join(timeout=10)  # hypercorn owns the listening sockets and closes them
+        self._thread.join(timeout=10)
 
     def url(self, path: str, host: str = "localhost", tls: bool = True) -> str:
         port = self.tls_port if tls else self.plain_port
