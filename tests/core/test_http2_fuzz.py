@@ -87,11 +87,16 @@ def drive(layer: H2Layer, chunks: list[bytes]) -> None:
         assert all(isinstance(e, LayerEvent) for e in events)
         for event in events:
             if isinstance(event, DataReceived):
+                layer.pause(event.xid)
                 layer.consumed(event.xid, len(event.data))
+                layer.resume(event.xid)
             elif isinstance(event, HeadReceived) and isinstance(layer, H2ClientLayer):
+                if event.xid % 4 == 3:
+                    layer.reset(event.xid)  # a killed flow
+                    continue
                 layer.send_head(event.xid, ResponseHead(status=200))
                 layer.send_data(event.xid, b"x" * 70000)
-                layer.end(event.xid)
+                layer.send_trailers(event.xid, [(b"x-t", b"1")])
         layer.bytes_to_send()
         assert all(isinstance(e, LayerEvent) for e in layer.pop_events())
     failures = [e for e in layer.connection_lost() if isinstance(e, LayerFailed)]

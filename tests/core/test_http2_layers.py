@@ -425,3 +425,20 @@ def test_our_graceful_shutdown_lets_open_streams_finish() -> None:
     pair.layer.send_head(1, ResponseHead(status=200), end_stream=True)
     assert pair.layer.bytes_to_send()  # the answer still goes out after our GOAWAY
     assert pair.layer.active == 0 and pair.layer.going_away
+
+
+def test_reset_streams_give_their_unconsumed_bytes_back_to_the_connection_window() -> None:
+    """Bytes a reset stream never forwarded must not shrink the connection
+    window for ever: after 10 such streams of 1 MiB the peer can send again."""
+    pair = client_pair()
+    for n in range(10):
+        sid = 2 * n + 1
+        pair.peer.send_headers(sid, [(b":method", b"POST"), *REQ[1:4]])
+        for _ in range(STREAM_WINDOW // 16384):
+            pair.peer.send_data(sid, bytes(16384))
+        pair.pump()
+        assert pair.layer.unacknowledged(sid) == STREAM_WINDOW
+        pair.layer.reset(sid)
+        pair.pump().take()
+    assert pair.peer.outbound_flow_control_window >= CONNECTION_WINDOW - 2 * STREAM_WINDOW
+    assert pair.layer.active == 0
