@@ -1,6 +1,7 @@
 """The common part of the HTTP/2 layers over ``h2.connection.H2Connection`` (sans-IO).
 
-The public layers are in ``core/http2.py``.
+The public layers are in ``core/http2.py``; SETTINGS and configuration in
+``core/h2settings.py``.
 
 Theory of operation
 -------------------
@@ -11,7 +12,7 @@ the exchange logic calls ``send_head``/``send_data``/``send_trailers``/
 ``end``/``reset``/``consumed`` and collects ``bytes_to_send()``.
 
 ``H2ClientLayer`` faces the client (h2 in the server role, ``xid`` is the
-client's stream id). ``H2UpstreamLayer`` (``core/h2upstream.py``) faces an
+client's stream id). ``H2UpstreamLayer`` faces an
 origin (h2 in the client role): the caller picks ``xid``, the layer maps it
 to a stream id when a stream slot is free.
 
@@ -38,12 +39,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import h2.config
 import h2.connection
-import h2.errors
 import h2.events
 import h2.exceptions
-import h2.settings
 
 from .h2events import (
     ConnectionGoingAway,
@@ -59,52 +57,15 @@ from .h2events import (
     StreamReset,
     TrailersReceived,
 )
-
-STREAM_WINDOW = 1 << 20  # per stream: enough for a fast link, small enough to bound a slow reader
-CONNECTION_WINDOW = 16 << 20  # all streams together
-MAX_FRAME_SIZE = 1 << 16  # fewer frames per MiB than the 16 KiB default, at no memory cost
-MAX_CONCURRENT_STREAMS = 100  # what we allow a peer to open (RFC 9113 5.1.2 recommends >= 100)
-MAX_HEADER_LIST_SIZE = 1 << 16
-ErrorCodes = h2.errors.ErrorCodes
-# h2 is documented to raise only ProtocolError, but garbage has produced these
-# (python-hyper/h2#1231); they are the peer's fault, never ours to crash on.
-GARBAGE_ERRORS = (ValueError, IndexError, KeyError, TypeError, AttributeError)
-
-
-def h2_config(*, client_side: bool, validate_inbound: bool = True) -> h2.config.H2Configuration:
-    """The h2 configuration of a proxy: validate what comes in, forward what we got.
-
-    Outbound validation and normalisation are off because the exchange logic
-    decides what is sent (``core/h2translate.py`` does what h2 requires);
-    inbound normalisation is off so flows show the bytes the peer sent;
-    headers stay bytes.
-    """
-    return h2.config.H2Configuration(
-        client_side=client_side, header_encoding=None,
-        validate_inbound_headers=validate_inbound, normalize_inbound_headers=False,
-        validate_outbound_headers=False, normalize_outbound_headers=False)
-
-
-def local_settings(*, client_side: bool) -> h2.settings.Settings:
-    """Our SETTINGS: no push, no extended CONNECT (RFC 8441 is out of scope,
-    so WebSockets stay on HTTP/1.1), moderate windows, larger frames."""
-    codes = h2.settings.SettingCodes
-    settings = h2.settings.Settings(client=client_side, initial_values={
-        codes.ENABLE_PUSH: 0, codes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-        codes.MAX_FRAME_SIZE: MAX_FRAME_SIZE, codes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
-        codes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_SIZE})
-    # h2 lists it (as 0) by default; leave it out of SETTINGS altogether, as
-    # servers that never heard of RFC 8441 do.
-    del settings[codes.ENABLE_CONNECT_PROTOCOL]
-    return settings
-
-
-def error_name(code: int) -> str:
-    try:
-        return ErrorCodes(code).name
-    except ValueError:
-        return f"error {code}"
-
+from .h2settings import (
+    CONNECTION_WINDOW,
+    GARBAGE_ERRORS,
+    MAX_FRAME_SIZE,
+    ErrorCodes,
+    error_name,
+    h2_config,
+    local_settings,
+)
 
 @dataclass(slots=True)
 class _Stream:

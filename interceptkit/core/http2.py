@@ -16,7 +16,7 @@ from collections.abc import Callable
 import h2.events
 import h2.exceptions
 
-from .h2base import ErrorCodes, H2Layer, _bytes_headers, _Stream, split_pseudo
+from .h2base import H2Layer, _bytes_headers, _Stream, split_pseudo
 from .h2events import (
     HeadReceived,
     InformationalReceived,
@@ -24,6 +24,8 @@ from .h2events import (
     ResponseHead,
     StreamReset,
 )
+from .h2settings import ErrorCodes
+
 
 class H2ClientLayer(H2Layer):
     """The client speaks h2 to us (h2 in the server role); ``xid`` is the stream id.

@@ -10,7 +10,7 @@ from h2.errors import ErrorCodes
 from h2helpers import Pair, data_of, peer
 from hyperframe.frame import ExtensionFrame, Frame, GoAwayFrame, PingFrame, PriorityFrame, SettingsFrame
 
-from interceptkit.core.h2base import CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW
+from interceptkit.core.h2settings import CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW
 from interceptkit.core.h2events import (
     ConnectionGoingAway,
     DataReceived,
