@@ -6,7 +6,7 @@ The public layers are in ``core/http2.py``; SETTINGS and configuration in
 Theory of operation
 -------------------
 A layer owns one ``H2Connection`` and the per-stream state a proxy needs on
-top of it (``_Stream``). Bytes from the peer go in through
+top of it (``LayerStream``). Bytes from the peer go in through
 ``receive_data()``, which returns neutral events (``core/h2events.py``);
 the exchange logic calls ``send_head``/``send_data``/``send_trailers``/
 ``end``/``reset``/``consumed`` and collects ``bytes_to_send()``.
@@ -68,7 +68,7 @@ from .h2settings import (
 )
 
 @dataclass(slots=True)
-class _Stream:
+class LayerStream:
     """One exchange's stream; owned by its layer, written only there."""
 
     xid: int
@@ -98,8 +98,8 @@ class H2Layer:
         self._conn.max_inbound_frame_size = MAX_FRAME_SIZE
         self._conn.initiate_connection()
         self._conn.increment_flow_control_window(CONNECTION_WINDOW - self._conn.inbound_flow_control_window)
-        self._streams: dict[int, _Stream] = {}  # by xid
-        self._by_sid: dict[int, _Stream] = {}
+        self._streams: dict[int, LayerStream] = {}  # by xid
+        self._by_sid: dict[int, LayerStream] = {}
         self._events: list[LayerEvent] = []
         self.failed = False
         self.going_away = False
@@ -171,7 +171,7 @@ class H2Layer:
     def _on_trailers(self, event: h2.events.TrailersReceived) -> None:
         stream = self._by_sid.get(event.stream_id)
         if stream is not None:
-            self._events.append(TrailersReceived(xid=stream.xid, headers=_bytes_headers(event.headers)))
+            self._events.append(TrailersReceived(xid=stream.xid, headers=header_list(event.headers)))
 
     def _on_ended(self, event: h2.events.StreamEnded) -> None:
         stream = self._by_sid.get(event.stream_id)
@@ -325,7 +325,7 @@ class H2Layer:
         if stream.sid is not None:
             self._flush(stream)
 
-    def _flush(self, stream: _Stream) -> int:
+    def _flush(self, stream: LayerStream) -> int:
         """Frame as much held DATA as the windows allow; then the end, if asked."""
         if stream.sid is None or self.failed:
             return 0
@@ -338,7 +338,7 @@ class H2Layer:
             self._fail(f"HTTP/2 state error: {exc}", ErrorCodes.INTERNAL_ERROR)
         return 0
 
-    def _flush_stream(self, stream: _Stream, sid: int) -> int:
+    def _flush_stream(self, stream: LayerStream, sid: int) -> int:
         sent = 0
         while stream.out:
             room = min(self._conn.local_flow_control_window(sid), self._conn.max_outbound_frame_size)
@@ -359,11 +359,11 @@ class H2Layer:
             self._send_end(stream, sid)
         return sent
 
-    def _ended_after_data(self, stream: _Stream) -> None:
+    def _ended_after_data(self, stream: LayerStream) -> None:
         stream.end_pending, stream.local_ended = False, True
         self._maybe_forget(stream)
 
-    def _send_end(self, stream: _Stream, sid: int) -> None:
+    def _send_end(self, stream: LayerStream, sid: int) -> None:
         if stream.trailers is not None:
             self._conn.send_headers(sid, stream.trailers, end_stream=True)
         else:
@@ -382,32 +382,32 @@ class H2Layer:
         except h2.exceptions.ProtocolError as exc:
             self._fail(f"HTTP/2 state error: {exc}", ErrorCodes.INTERNAL_ERROR)
 
-    def _add(self, stream: _Stream) -> None:
+    def _add(self, stream: LayerStream) -> None:
         self._streams[stream.xid] = stream
         if stream.sid is not None:
             self._by_sid[stream.sid] = stream
 
-    def _bind(self, stream: _Stream, sid: int) -> None:
+    def _bind(self, stream: LayerStream, sid: int) -> None:
         """A queued exchange got its stream id."""
         stream.sid = sid
         self._by_sid[sid] = stream
 
-    def _drop(self, stream: _Stream) -> None:
+    def _drop(self, stream: LayerStream) -> None:
         """Forget a stream without handing its window back (the connection is going away)."""
         self._streams.pop(stream.xid, None)
         if stream.sid is not None:
             self._by_sid.pop(stream.sid, None)
 
-    def _ended_locally(self, stream: _Stream) -> None:
+    def _ended_locally(self, stream: LayerStream) -> None:
         """END_STREAM went out on HEADERS."""
         stream.local_ended = True
         self._maybe_forget(stream)
 
-    def _maybe_forget(self, stream: _Stream) -> None:
+    def _maybe_forget(self, stream: LayerStream) -> None:
         if stream.local_ended and stream.remote_ended and stream.unacked == 0 and not stream.deferred_ack:
             self._forget(stream)
 
-    def _forget(self, stream: _Stream) -> None:
+    def _forget(self, stream: LayerStream) -> None:
         """Drop every trace of a stream; give back the connection window its unconsumed bytes held."""
         self._streams.pop(stream.xid, None)
         if stream.sid is not None:
@@ -439,7 +439,7 @@ class H2Layer:
         self._events.append(LayerFailed(reason=reason, status_hint=self.status_hint, xids=xids))
 
 
-def _bytes_headers(headers: object) -> Headers:
+def header_list(headers: object) -> Headers:
     """h2 hands out header tuples; with ``header_encoding=None`` they hold bytes."""
     return [(bytes(name), bytes(value)) for name, value in headers]  # type: ignore[attr-defined]
 

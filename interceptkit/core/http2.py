@@ -16,7 +16,7 @@ from collections.abc import Callable
 import h2.events
 import h2.exceptions
 
-from .h2base import H2Layer, _bytes_headers, _Stream, split_pseudo
+from .h2base import H2Layer, header_list, LayerStream, split_pseudo
 from .h2events import (
     HeadReceived,
     InformationalReceived,
@@ -41,7 +41,7 @@ class H2ClientLayer(H2Layer):
         return {h2.events.RequestReceived: self._on_request}
 
     def _on_request(self, event: h2.events.RequestReceived) -> None:
-        pseudo, headers = split_pseudo(_bytes_headers(event.headers))
+        pseudo, headers = split_pseudo(header_list(event.headers))
         method = pseudo.get(b":method", b"")
         if b":protocol" in pseudo or (method != b"CONNECT" and (b":path" not in pseudo or b":scheme" not in pseudo)):
             self._guard(lambda: self._conn.reset_stream(event.stream_id, ErrorCodes.PROTOCOL_ERROR))
@@ -50,7 +50,7 @@ class H2ClientLayer(H2Layer):
             return
         head = RequestHead(method=method, scheme=pseudo.get(b":scheme", b""), authority=pseudo.get(b":authority", b""),
                            path=pseudo.get(b":path", b""), headers=headers)
-        self._add(_Stream(xid=event.stream_id, sid=event.stream_id))
+        self._add(LayerStream(xid=event.stream_id, sid=event.stream_id))
         self._events.append(HeadReceived(xid=event.stream_id, head=head, end_stream=event.stream_ended is not None))
 
     def send_head(self, xid: int, head: ResponseHead, *, end_stream: bool = False) -> None:
@@ -112,7 +112,7 @@ class H2UpstreamLayer(H2Layer):
         if not self.accepts_new:
             self._events.append(StreamReset(xid=xid, reason="connection is going away", retryable=True))
             return
-        self._add(_Stream(xid=xid, sid=None))
+        self._add(LayerStream(xid=xid, sid=None))
         self._queue.append((xid, head, end_stream))
         self._drain_queue()
 
@@ -129,7 +129,7 @@ class H2UpstreamLayer(H2Layer):
             if stream is not None:
                 self._open(stream, head, end_stream)
 
-    def _open(self, stream: _Stream, head: RequestHead, end_stream: bool) -> None:
+    def _open(self, stream: LayerStream, head: RequestHead, end_stream: bool) -> None:
         sid = self._conn.get_next_available_stream_id()
         fields = [(b":method", head.method)]
         if head.method != b"CONNECT":
@@ -166,14 +166,14 @@ class H2UpstreamLayer(H2Layer):
     def _on_response(self, event: h2.events.ResponseReceived) -> None:
         stream = self._by_sid.get(event.stream_id)
         if stream is not None:
-            head = _response_head(_bytes_headers(event.headers))
+            head = _response_head(header_list(event.headers))
             self._events.append(HeadReceived(xid=stream.xid, head=head, end_stream=event.stream_ended is not None))
 
     def _on_informational(self, event: h2.events.InformationalResponseReceived) -> None:
         stream = self._by_sid.get(event.stream_id)
         if stream is not None:
             self._events.append(InformationalReceived(xid=stream.xid,
-                                                      head=_response_head(_bytes_headers(event.headers))))
+                                                      head=_response_head(header_list(event.headers))))
 
 
 def _response_head(fields: list[tuple[bytes, bytes]]) -> ResponseHead:
