@@ -27,6 +27,18 @@ from .h2events import (
 from .h2settings import ErrorCodes
 
 
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # RFC 9113 3.4
+
+
+def starts_with_h2_preface(data: bytes) -> bool | None:
+    """Prior-knowledge h2c on a plain listener (RFC 9113 3.3): True when
+    ``data`` starts with the client preface, False when it cannot, None when
+    more bytes are needed to tell. Feed all of ``data`` to ``H2ClientLayer``."""
+    if data.startswith(PREFACE):
+        return True
+    return None if PREFACE.startswith(data) else False
+
+
 class H2ClientLayer(H2Layer):
     """The client speaks h2 to us (h2 in the server role); ``xid`` is the stream id.
 

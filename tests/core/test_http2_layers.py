@@ -442,3 +442,16 @@ def test_reset_streams_give_their_unconsumed_bytes_back_to_the_connection_window
         pair.pump().take()
     assert pair.peer.outbound_flow_control_window >= CONNECTION_WINDOW - 2 * STREAM_WINDOW
     assert pair.layer.active == 0
+
+
+def test_prior_knowledge_preface_sniffing() -> None:
+    from interceptkit.core.http2 import PREFACE, starts_with_h2_preface
+
+    assert starts_with_h2_preface(PREFACE + b"\x00\x00") is True
+    assert starts_with_h2_preface(b"") is None and starts_with_h2_preface(b"PRI * HT") is None
+    assert starts_with_h2_preface(b"GET / HTTP/1.1\r\n") is False
+    assert starts_with_h2_preface(b"PRI * HTTP/1.1") is False
+    sniffed = peer(client_side=True).data_to_send()  # a real client's first bytes
+    assert starts_with_h2_preface(sniffed) is True
+    events = H2ClientLayer().receive_data(sniffed)
+    assert not any(isinstance(e, LayerFailed) for e in events)
