@@ -285,6 +285,12 @@ class H2Layer:
         return stream.out_len if stream is not None else 0
 
     @property
+    def finished(self) -> bool:
+        """True once the connection has nothing left to do (GOAWAY either way
+        or a failure, and no exchange left): close it after ``bytes_to_send()``."""
+        return (self.going_away or self.failed) and not self._streams
+
+    @property
     def pending_total(self) -> int:
         """Body bytes of all exchanges held by the peer's windows."""
         return sum(stream.out_len for stream in self._streams.values())

@@ -339,6 +339,10 @@ def test_upstream_goaway_finishes_covered_streams_and_fails_the_rest() -> None:
     ours, _ = up.pump().take()
     assert [(type(e), e.xid) for e in ours if isinstance(e, (HeadReceived, MessageEnded))] == [
         (HeadReceived, 100), (MessageEnded, 100), (HeadReceived, 101), (MessageEnded, 101)]
+    assert not up.layer.finished  # their bodies are not consumed yet
+    up.layer.consumed(100, 4)
+    up.layer.consumed(101, 4)
+    assert up.layer.finished
 
 
 def test_upstream_peer_reset_refused_is_retryable() -> None:
