@@ -8,7 +8,7 @@ it was not intercepted).
 and ``http/1.1``) on ``tls_port`` and plain HTTP/1.1 or h2c (prior
 knowledge) on ``plain_port``. The app reports what it saw:
 
-``/proto``            JSON: ``http_version``, ``scheme``, ``method``, ``path``, ``headers``
+``/proto``            JSON: ``http_version``, ``scheme``, ``method``, ``path``, ``query``, ``headers``
 ``/echo``             the request body back; ``x-echo-length`` its size
 ``/bytes/N``          N bytes of :func:`origin.pattern`, streamed in 256 KiB pieces
 ``/trailers``         a body and the trailers ``x-checksum``/``grpc-status``
@@ -98,7 +98,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     body = await _body(receive)
     if path == "/proto":
         seen = {"http_version": scope["http_version"], "scheme": scope["scheme"], "method": scope["method"],
-                "path": path, "headers": [[k.decode(), v.decode()] for k, v in scope["headers"]]}
+                "path": path, "query": scope["query_string"].decode(), "headers": [[k.decode(), v.decode()] for k, v in scope["headers"]]}
         await _answer(send, 200, json.dumps(seen).encode(), [(b"content-type", b"application/json")])
     elif path == "/echo":
         await _answer(send, 200, body, [(b"x-echo-length", b"%d" % len(body))])
@@ -244,8 +244,8 @@ def h2_request(port: int, path: str, pki: OriginPKI, *, method: str = "GET", bod
         fields = [(b":method", method.encode()), (b":scheme", b"https"), (b":authority", authority.encode()),
                   (b":path", path.encode()), *(headers or [])]
         conn.send_headers(1, fields, end_stream=not body)
-        if body:
-            conn.send_data(1, body, end_stream=True)  # small bodies only: no flow control here
+        for at in range(0, len(body), 16384):  # small bodies only (< 64 KiB): no flow control here
+            conn.send_data(1, body[at:at + 16384], end_stream=at + 16384 >= len(body))
         tls.sendall(conn.data_to_send())
         answer = H2Answer(0, [], b"", alpn=tls.selected_alpn_protocol())
         _read_answer(conn, tls, answer)
