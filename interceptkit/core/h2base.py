@@ -103,6 +103,7 @@ class H2Layer:
         self._events: list[LayerEvent] = []
         self.failed = False
         self.going_away = False
+        self._last_accepted: int | None = None  # after our GOAWAY: newer peer streams are refused
         self._handlers: dict[type[h2.events.Event], Callable[..., None]] = {
             h2.events.DataReceived: self._on_data, h2.events.TrailersReceived: self._on_trailers,
             h2.events.StreamEnded: self._on_ended, h2.events.StreamReset: self._on_reset,
@@ -318,8 +319,16 @@ class H2Layer:
         if self.failed:
             return
         self.going_away = True
+        self._last_accepted = self._conn.highest_inbound_stream_id
         self._guard(lambda: self._conn.close_connection(error_code=code))
         self._keep_open_for_streams()
+
+    def _refused_after_goaway(self, stream_id: int) -> bool:
+        """A stream the peer opened after our GOAWAY: RST_STREAM REFUSED_STREAM (safe to retry)."""
+        if self._last_accepted is None or stream_id <= self._last_accepted:
+            return False
+        self._guard(lambda: self._conn.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM))
+        return True
 
     # -- internals --------------------------------------------------------
 

@@ -53,6 +53,8 @@ class H2ClientLayer(H2Layer):
         return {h2.events.RequestReceived: self._on_request}
 
     def _on_request(self, event: h2.events.RequestReceived) -> None:
+        if self._refused_after_goaway(event.stream_id):
+            return
         pseudo, headers = split_pseudo(header_list(event.headers))
         method = pseudo.get(b":method", b"")
         if b":protocol" in pseudo or (method != b"CONNECT" and (b":path" not in pseudo or b":scheme" not in pseudo)):

@@ -69,3 +69,16 @@ class Pair:
 def data_of(events: list[h2.events.Event], stream_id: int | None = None) -> bytes:
     return b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived)
                     and (stream_id is None or e.stream_id == stream_id))
+
+
+def frames_in(data: bytes) -> list[object]:
+    """The frames in ``data`` (no preface), parsed with hyperframe."""
+    from hyperframe.frame import Frame
+
+    frames, at = [], 0
+    while at < len(data):
+        frame, length = Frame.parse_frame_header(memoryview(data[at:at + 9]))
+        frame.parse_body(memoryview(data[at + 9:at + 9 + length]))
+        frames.append(frame)
+        at += 9 + length
+    return frames

@@ -7,8 +7,17 @@ import h2.events
 import h2.settings
 import pytest
 from h2.errors import ErrorCodes
-from h2helpers import Pair, data_of, peer
-from hyperframe.frame import ExtensionFrame, Frame, GoAwayFrame, PingFrame, PriorityFrame, SettingsFrame
+from h2helpers import Pair, data_of, frames_in, peer
+from hyperframe.frame import (
+    ExtensionFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    PingFrame,
+    PriorityFrame,
+    RstStreamFrame,
+    SettingsFrame,
+)
 
 from interceptkit.core.h2settings import CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW
 from interceptkit.core.h2events import (
@@ -423,12 +432,17 @@ def test_our_graceful_shutdown_lets_open_streams_finish() -> None:
     pair.peer.send_headers(1, REQ, end_stream=True)
     pair.pump().take()
     pair.layer.shutdown()
-    _, theirs = pair.pump().take()
-    assert [(type(e), e.error_code, e.last_stream_id) for e in theirs] == [
-        (h2.events.ConnectionTerminated, ErrorCodes.NO_ERROR, 1)]
+    [goaway] = frames_in(pair.layer.bytes_to_send())
+    assert isinstance(goaway, GoAwayFrame) and goaway.last_stream_id == 1 and goaway.error_code == 0
+    pair.peer.send_headers(3, REQ, end_stream=True)  # crosses our GOAWAY on the wire
+    assert pair.layer.receive_data(pair.peer.data_to_send()) == []  # not an exchange
+    [refused] = frames_in(pair.layer.bytes_to_send())
+    assert isinstance(refused, RstStreamFrame) and refused.stream_id == 3
+    assert refused.error_code == ErrorCodes.REFUSED_STREAM  # the client may retry it elsewhere
     pair.layer.send_head(1, ResponseHead(status=200), end_stream=True)
-    assert pair.layer.bytes_to_send()  # the answer still goes out after our GOAWAY
-    assert pair.layer.active == 0 and pair.layer.going_away
+    answer = frames_in(pair.layer.bytes_to_send())  # the answer still goes out after our GOAWAY
+    assert [(type(f), f.stream_id, "END_STREAM" in f.flags) for f in answer] == [(HeadersFrame, 1, True)]
+    assert pair.layer.active == 0 and pair.layer.finished
 
 
 def test_reset_streams_give_their_unconsumed_bytes_back_to_the_connection_window() -> None:
