@@ -8,11 +8,12 @@ string views are computed only when someone asks.
 
 from __future__ import annotations
 
+import asyncio
 import json as _json
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 HeaderFields = list[tuple[bytes, bytes]]
@@ -178,6 +179,12 @@ class Message:
         if "transfer-encoding" not in self.headers:
             self.headers["Content-Length"] = str(len(content))
 
+    def _assign(self, other: Message) -> None:
+        """Take every field of ``other`` (a breakpoint's timeout puts a message back as it was)."""
+        for cls in type(self).__mro__:
+            for slot in getattr(cls, "__slots__", ()):
+                setattr(self, slot, getattr(other, slot))
+
     def decoded_content(self) -> bytes:
         """The body with Content-Encoding (gzip, deflate; br, zstd if installed) undone."""
         encoding = self.headers.get("content-encoding")
@@ -267,6 +274,14 @@ class Request(Message):
     def path_only(self) -> str:
         return self.path.partition("?")[0]
 
+    def copy(self) -> Request:
+        """An independent copy: editing it (headers, body, URL) leaves this one alone."""
+        new = Request(method=self.method, scheme=self.scheme, host=self.host, port=self.port,
+                      path=self.path, http_version=self.http_version, headers=self.headers.copy(),
+                      content=self.content, authority=self.authority)
+        new.body_size, new.truncated, new.stream = self.body_size, self.truncated, self.stream
+        return new
+
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.url}>"
 
@@ -289,8 +304,34 @@ class Response(Message):
         self.status = status
         self.reason = reason
 
+    def copy(self) -> Response:
+        """An independent copy: editing it leaves this one alone."""
+        new = Response(status=self.status, reason=self.reason, http_version=self.http_version,
+                       headers=self.headers.copy(), content=self.content)
+        new.body_size, new.truncated, new.stream = self.body_size, self.truncated, self.stream
+        return new
+
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason} {self.body_size}B>"
+
+
+class ReplayError(Exception):
+    """The request could not be replayed (no proxy, a truncated body, no answer)."""
+
+
+class FlowOwner(Protocol):
+    """Whoever captured a flow (a :class:`~interceptkit.Proxy`), as a flow sees it.
+
+    The flow model sits low in the module order, so a flow calls up through
+    this instead of importing the proxy: the proxy sets ``flow._owner`` when
+    it records the flow.
+    """
+
+    def replay_flow(self, flow: Flow, *, timeout: float) -> Flow:
+        """Send ``flow.request`` through the proxy; the new flow once it finished."""
+
+    def resume_flow(self, flow: Flow) -> bool:
+        """Let a flow paused at a breakpoint go on; False if it was not paused."""
 
 
 @dataclass(slots=True)
@@ -363,8 +404,8 @@ class Flow:
     websocket: Any = None
     hook_errors: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
-    #: The Proxy that recorded this flow (set when it starts); what replay() goes through.
-    _proxy: Any = field(default=None, repr=False, compare=False)
+    #: The Proxy that recorded this flow (set when it starts); what replay() and resume() go through.
+    _owner: FlowOwner | None = field(default=None, repr=False, compare=False)
 
     def respond(
         self,
@@ -392,11 +433,26 @@ class Flow:
         response.set_content(body)
         self.response = response
         self.metadata["mocked"] = True
+        self._release()
         return response
 
     def kill(self) -> None:
         """Close the client connection without an answer."""
         self.killed = True
+        self._release()
+
+    def resume(self) -> None:
+        """Let this flow, paused at a breakpoint, go on with its (edited) request or response.
+
+        Raises RuntimeError when it is not paused.
+        """
+        if self._owner is None or not self._owner.resume_flow(self):
+            raise RuntimeError(f"flow #{self.id} is not paused at a breakpoint")
+
+    def _release(self) -> None:
+        # kill() and respond() on a paused flow decide it: it goes on at once.
+        if self._owner is not None and self.state == "open":
+            self._owner.resume_flow(self)
 
     @property
     def duration(self) -> float | None:
@@ -408,22 +464,40 @@ class Flow:
 
     # -- notebook experience: replay, rich display, native format --------------------
 
-    def replay(self, *, proxy: Any = None, timeout: float = 30.0) -> Flow:
+    def copy(self) -> Flow:
+        """An editable, unsent copy of the request: nothing is sent until ``copy.replay()``.
+
+        Edit ``copy.request`` (headers, body, URL, method), then call
+        :meth:`replay` on it. The copy belongs to the same proxy.
+        """
+        new = Flow(id=self.id, request=self.request.copy(), client_address=self.client_address,
+                   state="unsent", metadata={"copy_of": self.id})
+        new._owner = self._owner
+        return new
+
+    def replay(self, *, proxy: FlowOwner | None = None, modify: Callable[[Request], Any] | None = None,
+               timeout: float = 30.0) -> Flow:
         """Send this request again through the proxy (its hooks too); return the new flow.
 
-        ``proxy`` defaults to the one that recorded this flow; pass one to
-        replay a flow loaded from a file. Raises ``ReplayError`` (see
-        :func:`interceptkit.replay.replay`).
+        ``modify(request)`` edits a copy of the request in place before it is
+        sent (this flow is left alone). ``proxy`` defaults to the one that
+        recorded this flow; pass one to replay a flow loaded from a file.
+        Raises :class:`ReplayError` (no running proxy, a truncated body, no answer).
         """
-        from .replay import replay
+        owner = proxy if proxy is not None else self._owner
+        if owner is None:
+            raise ReplayError(f"flow #{self.id} was not captured by a proxy here (loaded from a file?): "
+                              "pass one, flow.replay(proxy=...)")
+        target = self
+        if modify is not None:
+            target = self.copy()
+            modify(target.request)
+        return owner.replay_flow(target, timeout=timeout)
 
-        return replay(self, proxy, timeout=timeout)
-
-    async def replay_async(self, *, proxy: Any = None, timeout: float = 30.0) -> Flow:
+    async def replay_async(self, *, proxy: FlowOwner | None = None,
+                           modify: Callable[[Request], Any] | None = None, timeout: float = 30.0) -> Flow:
         """:meth:`replay` for async code: ``new = await flow.replay_async()``."""
-        from .replay import replay_async
-
-        return await replay_async(self, proxy, timeout=timeout)
+        return await asyncio.to_thread(self.replay, proxy=proxy, modify=modify, timeout=timeout)
 
     def _repr_html_(self) -> str:
         from .display import flow_html

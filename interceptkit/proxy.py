@@ -13,11 +13,13 @@ from typing import Any
 from dataclasses import replace
 from pathlib import Path
 
+from .breakpoints import Breakpoint, PausedFlows
 from .certs import CertStore, default_confdir
 from .core.config import ProxyConfig
 from .flow import Flow
 from .hooks import FlowFilter, HookHandle, HookRegistry, HookRunner, handler_methods, make_filter
 from .policy import host_matcher, listen_ssl_context, parse_routes, upstream_ssl_context
+from .replay import replay
 from .store import FlowRecorder
 from .table import FlowTable
 from .transport import Callbacks, ProxyServer, Resolver, TransportSettings
@@ -131,6 +133,7 @@ class Proxy:
         self._save_path = Path(save) if save is not None else None
         self._recorder: FlowRecorder | None = None
         self._watchers: list[Any] = []
+        self._paused = PausedFlows()
 
     # -- where it listens --------------------------------------------------------
 
@@ -215,9 +218,11 @@ class Proxy:
             if thread is None or loop is None:
                 return
             if thread is not threading.current_thread():
+                self._paused.resume_all()  # paused flows go on rather than hang up
                 loop.call_soon_threadsafe(loop.stop)
                 thread.join(timeout=10)
                 self._close_recorder()
+            self._paused.forget()
             self._thread = None
 
     async def serve_forever(self, stop: asyncio.Event) -> None:
@@ -383,6 +388,39 @@ class Proxy:
         if handle is not None:
             handle.remove()
 
+    # -- breakpoints -----------------------------------------------------------------
+
+    def breakpoint(self, where: FlowFilter | str | None = None, *, at: str = "request",
+                   timeout: float | None = 300, **filters: Any) -> Breakpoint:
+        """Pause matching flows at ``at`` ("request" or "response"); other traffic keeps flowing.
+
+        ``where`` is a filter expression (``"~u /checkout"``) or a callable;
+        keyword filters as for :meth:`on`. Find paused flows in
+        :attr:`paused` or with :meth:`next_paused`, edit ``flow.request`` /
+        ``flow.response`` and call ``flow.resume()``, ``flow.kill()`` or
+        ``flow.respond(...)``. A flow still paused after ``timeout`` seconds
+        goes on as it was paused (logged). ``bp.remove()`` resumes every flow
+        it holds. Raises ValueError for a bad ``at``, ``timeout`` or filter.
+        """
+        return Breakpoint(self._paused, at, timeout).attach(self.on, where, filters)
+
+    @property
+    def paused(self) -> FlowTable:
+        """The flows paused at breakpoints now, oldest first (a still table)."""
+        return FlowTable(self._paused.flows(), max_flows=None)
+
+    def next_paused(self, timeout: float | None = None) -> Flow:
+        """The next flow paused at a breakpoint (waiting for one); TimeoutError after ``timeout``."""
+        return self._paused.next(timeout)
+
+    def resume_flow(self, flow: Flow) -> bool:
+        """Let a paused flow go on (``flow.resume()`` calls this); False if it was not paused."""
+        return self._paused.resume(flow)
+
+    def replay_flow(self, flow: Flow, *, timeout: float = 30.0) -> Flow:
+        """Send ``flow.request`` through this proxy (``flow.replay()`` calls this)."""
+        return replay(flow, self, timeout=timeout)
+
     # -- observing -----------------------------------------------------------------
 
     def on_flow(self, listener: Callable[[Flow], None]) -> Callable[[], None]:
@@ -404,7 +442,7 @@ class _ProxyCallbacks(Callbacks):
         self.runner = HookRunner(proxy.hooks)
 
     def flow_started(self, flow: Flow) -> None:
-        flow._proxy = self.proxy
+        flow._owner = self.proxy
         for watcher in list(self.proxy._watchers):
             watcher.flow_started(flow)
         self.proxy.flows._add(flow)

@@ -32,11 +32,13 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from .flow import Flow, Request
+from .flow import Flow, ReplayError, Request
 
 if TYPE_CHECKING:
     import http.client
+    from collections.abc import Iterator
 
+    from .core.config import Route
     from .proxy import Proxy
 
 #: Fields that belong to the original client's connection, not to the request
@@ -49,8 +51,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _READ_SIZE = 64 * 1024
 
 
-class ReplayError(Exception):
-    """The request could not be replayed (no proxy, a truncated body, no answer)."""
+__all__ = ["ReplayError", "replay", "replay_async"]
 
 
 def replay(flow: Flow, proxy: Proxy | None = None, *, timeout: float = 30.0) -> Flow:
@@ -73,7 +74,7 @@ def replay(flow: Flow, proxy: Proxy | None = None, *, timeout: float = 30.0) -> 
     unwatch = proxy._watch(watcher)
     try:
         failure = _exchange(sock, request, proxy, timeout, deadline)
-        found = watcher.wait(tunnelled=_is_tls(request), timeout=max(deadline - time.monotonic(), 0.1))
+        found = watcher.wait(tunnelled=_is_tls(request) and proxy.mode != "reverse", timeout=max(deadline - time.monotonic(), 0.1))
     finally:
         unwatch()
     if found is None:
@@ -90,14 +91,14 @@ async def replay_async(flow: Flow, proxy: Proxy | None = None, *, timeout: float
 
 
 def _proxy_for(flow: Flow, proxy: Proxy | None) -> Proxy:
-    proxy = proxy if proxy is not None else flow._proxy
+    proxy = proxy if proxy is not None else flow._owner  # type: ignore[assignment]
     if proxy is None:
         raise ReplayError(f"flow #{flow.id} was not captured by a proxy here (loaded from a file?): "
                           "pass one, flow.replay(proxy=...)")
     if not proxy.running:
         raise ReplayError(f"the proxy at {proxy.url} is not running: start it first")
-    if proxy.mode != "forward":
-        raise ReplayError(f"replay goes through a forward proxy; this one is in {proxy.mode} mode")
+    if proxy.url.startswith("https:"):
+        raise ReplayError("replay through a proxy that listens with TLS is not supported yet")
     if threading.current_thread() is proxy._thread:
         raise ReplayError("flow.replay() would block the proxy's own loop: use "
                           "`await flow.replay_async()` in an async hook, or a hook with thread=True")
@@ -138,11 +139,11 @@ def _exchange(sock: socket.socket, request: Request, proxy: Proxy, timeout: floa
 
     stream: socket.socket = sock
     try:
-        if _is_tls(request):
+        if _is_tls(request) and proxy.mode != "reverse":
             _open_tunnel(sock, request, deadline)
             context = ssl.create_default_context(cafile=str(proxy.ca_cert_path))
             stream = context.wrap_socket(sock, server_hostname=request.host)
-        target = request.path if _is_tls(request) else request.url
+        target = _target(request, proxy)
         connection = http.client.HTTPConnection(request.host, request.port, timeout=timeout)
         connection.sock = stream  # the connection is ours already: http.client only frames
         _send_request(connection, request, target)
@@ -153,6 +154,43 @@ def _exchange(sock: socket.socket, request: Request, proxy: Proxy, timeout: floa
     finally:
         stream.close()
         sock.close()
+
+
+def _target(request: Request, proxy: Proxy) -> str:
+    """The request-target to send: origin-form inside a tunnel or to a reverse proxy."""
+    if proxy.mode == "reverse":
+        return _reverse_path(request, proxy)
+    return request.path if _is_tls(request) else request.url
+
+
+def _reverse_path(request: Request, proxy: Proxy) -> str:
+    """The client path that the reverse proxy's routes send to this request's upstream.
+
+    A captured reverse-mode request holds where it went (the route applied,
+    a prefix perhaps stripped); the route is inverted, then checked by
+    routing the candidate forward again.
+    """
+    routes = proxy._config.routes
+    for candidate in _reverse_candidates(request, routes):
+        chosen = next((r for r in routes if r.matches(candidate)), None)
+        if chosen is not None and _lands(chosen, candidate, request):
+            return candidate
+    raise ReplayError(f"no route of this reverse proxy leads to {request.url}")
+
+
+def _reverse_candidates(request: Request, routes: tuple[Route, ...]) -> Iterator[str]:
+    for route in routes:
+        if route.strip:
+            yield route.prefix.rstrip("/") + request.path
+        base = route.path.rstrip("/")
+        if request.path.startswith(base):
+            yield request.path[len(base):] or "/"
+
+
+def _lands(route: Route, path: str, request: Request) -> bool:
+    scheme = {"ws": "http", "wss": "https"}.get(route.scheme, route.scheme)
+    return ((scheme, route.host, route.port) == (request.scheme, request.host, request.port)
+            and route.target(path) == request.path)
 
 
 def _open_tunnel(sock: socket.socket, request: Request, deadline: float) -> None:
