@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
+from . import export as _export
+
 HeaderFields = list[tuple[bytes, bytes]]
 
 
@@ -498,6 +500,27 @@ class Flow:
                            modify: Callable[[Request], Any] | None = None, timeout: float = 30.0) -> Flow:
         """:meth:`replay` for async code: ``new = await flow.replay_async()``."""
         return await asyncio.to_thread(self.replay, proxy=proxy, modify=modify, timeout=timeout)
+
+    # -- export: the request as something to run elsewhere (see interceptkit.export) -------
+
+    def to_curl(self) -> str:
+        """A curl command (POSIX sh) that sends this request again: method, URL, headers, body.
+
+        Raises ValueError when the body was truncated (``body_capture_limit``).
+        """
+        return _export.to_curl(self.request)
+
+    def to_httpie(self) -> str:
+        """An HTTPie (``http``) command (POSIX sh) that sends this request again."""
+        return _export.to_httpie(self.request)
+
+    def to_python(self) -> str:
+        """A Python snippet (``requests``) that sends this request again."""
+        return _export.to_python(self.request)
+
+    def to_raw(self) -> bytes:
+        """The request as it went upstream, as bytes: origin-form request line, Host, headers, body."""
+        return _export.to_raw(self.request)
 
     def _repr_html_(self) -> str:
         from .display import flow_html

@@ -276,6 +276,13 @@ class FlowTable:
                               "pip install 'interceptkit[pandas]' (or pip install pandas)") from None
         return pd.DataFrame.from_records(self.to_records(), columns=list(self._columns))
 
+    def to_curl(self) -> str:
+        """One curl command per flow (CONNECT tunnels left out), one per line.
+
+        Raises ValueError as :meth:`Flow.to_curl`.
+        """
+        return "\n".join(f.to_curl() for f in self._snapshot() if f.request.method != "CONNECT")
+
     # -- files -----------------------------------------------------------------------
 
     def to_har(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
