@@ -18,6 +18,7 @@ from .certs import CertStore, default_confdir
 from .core.config import ProxyConfig
 from .flow import Flow
 from .hooks import FlowFilter, HookHandle, HookRegistry, HookRunner, handler_methods, make_filter
+from .live import LiveView, status_frame
 from .policy import host_matcher, listen_ssl_context, parse_routes, upstream_ssl_context
 from .replay import replay
 from .store import FlowRecorder
@@ -224,6 +225,7 @@ class Proxy:
                 self._close_recorder()
             self._paused.forget()
             self._thread = None
+        self.flows._ended()
 
     async def serve_forever(self, stop: asyncio.Event) -> None:
         """Run in the current event loop until ``stop`` is set (used by the CLI)."""
@@ -435,6 +437,13 @@ class Proxy:
         state = "running" if self.running else "stopped"
         return f"<Proxy {self.mode} {self.url} {state}, {len(self.flows)} flows>"
 
+    def _ipython_display_(self) -> None:
+        # In a notebook: address, mode, state and live counts, updated as traffic flows.
+        status = LiveView(self.flows, lambda: status_frame(self.url, self.mode, self.running, self.flows))
+        if status._handle is None:
+            status.stop()
+            print(repr(self))
+
 
 class _ProxyCallbacks(Callbacks):
     def __init__(self, proxy: Proxy) -> None:
@@ -475,6 +484,7 @@ class _ProxyCallbacks(Callbacks):
             recorder.write(flow)
         for watcher in list(self.proxy._watchers):
             watcher.flow_finished(flow)
+        self.proxy.flows._touched(flow)
 
 
 def _self_addresses(addresses: list[tuple[str, int]]) -> set[tuple[str, int]]:

@@ -10,6 +10,7 @@ only when called.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections import deque
@@ -20,9 +21,12 @@ from typing import TYPE_CHECKING, Any, overload
 from .display import DEFAULT_COLUMNS, Timeline, ordered, table_html, table_text
 from .flow import Flow
 from .hooks import make_filter
+from .live import LiveView, table_view
 
 if TYPE_CHECKING:
     import pandas  # type: ignore[import-untyped, unused-ignore]  # optional extra
+
+log = logging.getLogger("interceptkit")
 
 #: How many flows a table keeps unless told otherwise (``max_flows``).
 DEFAULT_MAX_FLOWS = 10_000
@@ -152,12 +156,34 @@ class FlowTable:
         self._columns = _check_columns(columns) if columns is not None else tuple(COLUMNS)
         #: Whether the columns were chosen (``select``): then display shows exactly them.
         self._selected = columns is not None
+        #: Told of each flow added or finished, and of None when the proxy stops (live views).
+        self._watchers: list[Callable[[Flow | None], None]] = []
 
     def _add(self, flow: Flow) -> None:
         with self._lock:
             if self._flows.maxlen is not None and len(self._flows) == self._flows.maxlen:
                 self.dropped += 1
             self._flows.append(flow)
+        self._notify(flow)
+
+    def _touched(self, flow: Flow) -> None:
+        """A flow in the table finished (the proxy calls this)."""
+        self._notify(flow)
+
+    def _ended(self) -> None:
+        """The proxy feeding this table stopped: live views stop too."""
+        self._notify(None)
+
+    def _notify(self, flow: Flow | None) -> None:
+        for watcher in list(self._watchers):
+            try:
+                watcher(flow)
+            except Exception:  # a view's bug must not break the proxy
+                log.exception("table watcher %r failed", watcher)
+
+    def _watch(self, watcher: Callable[[Flow | None], None]) -> Callable[[], None]:
+        self._watchers.append(watcher)
+        return lambda: self._watchers.remove(watcher) if watcher in self._watchers else None
 
     def _snapshot(self) -> list[Flow]:
         with self._lock:
@@ -331,6 +357,20 @@ class FlowTable:
     def display_columns(self) -> tuple[str, ...]:
         """What the views show: the selected columns, or a compact default set."""
         return self._columns if self._selected else DEFAULT_COLUMNS
+
+    def live(self, rows: int = 20, columns: Iterable[str] | None = None,
+             where: Callable[[Flow], bool] | str | None = None) -> LiveView:
+        """Show the newest ``rows`` flows (matching ``where``) and keep them up to date.
+
+        In Jupyter the cell's output is updated in place as traffic flows (at
+        most 4 times a second); in a terminal or plain Python one line is
+        printed per finished flow. Returns a view with ``.stop()``; it stops
+        by itself when the proxy stops. Raises KeyError for an unknown
+        column, ValueError for a bad filter expression.
+        """
+        if rows < 1:
+            raise ValueError(f"rows must be at least 1, not {rows!r}")
+        return table_view(self, rows, columns, where)
 
     def timeline(self, limit: int = 200) -> Timeline:
         """A waterfall of the newest ``limit`` flows: SVG in Jupyter, bars in a terminal."""
