@@ -25,6 +25,7 @@ from .live import LiveView, table_view
 
 if TYPE_CHECKING:
     import pandas  # type: ignore[import-untyped, unused-ignore]  # optional extra
+    import pyarrow  # type: ignore[import-untyped, unused-ignore]  # optional extra
 
 log = logging.getLogger("interceptkit")
 
@@ -308,6 +309,36 @@ class FlowTable:
         Raises ValueError as :meth:`Flow.to_curl`.
         """
         return "\n".join(f.to_curl() for f in self._snapshot() if f.request.method != "CONNECT")
+
+    def to_arrow(self, *, body_limit: int | None = 64 * 1024) -> pyarrow.Table:
+        """The table as a ``pyarrow.Table``: one row per flow, a stable schema.
+
+        Every column of :attr:`columns`, then ``request_headers`` and
+        ``response_headers`` (lists of ``{name, value}``) and ``request_body``
+        / ``response_body`` (the first ``body_limit`` captured bytes; None for
+        all). Types: :data:`interceptkit.arrow.COLUMN_TYPES`, documented in
+        docs/reference.md. Raises ImportError naming the extra when pyarrow
+        is missing.
+        """
+        try:
+            from . import arrow  # imports pyarrow: an optional extra
+        except ImportError:
+            raise ImportError("FlowTable.to_arrow() and to_parquet() need pyarrow, an optional extra: "
+                              "pip install 'interceptkit[arrow]' (or pip install pyarrow)") from None
+        flows = self._snapshot()
+        return arrow.to_arrow(flows, [flow_record(f, self._columns) for f in flows], self._columns, body_limit)
+
+    def to_parquet(self, path: str | os.PathLike[str], *, body_limit: int | None = 64 * 1024) -> int:
+        """Write :meth:`to_arrow` to a Parquet file; returns the number of rows.
+
+        DuckDB (``SELECT * FROM 'flows.parquet'``), Polars, pandas and Spark
+        read it directly. Raises ImportError as :meth:`to_arrow`.
+        """
+        table = self.to_arrow(body_limit=body_limit)
+        import pyarrow.parquet  # optional extra, present once to_arrow() worked
+
+        pyarrow.parquet.write_table(table, os.fspath(path))
+        return int(table.num_rows)
 
     # -- files -----------------------------------------------------------------------
 
