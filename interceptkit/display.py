@@ -118,6 +118,12 @@ def _summary(table: FlowTable, flows: Sequence[Flow]) -> str:
     truncated = table.truncated
     if truncated:
         parts.append(f"{truncated:,} with a truncated body")
+    budget = table.max_capture_bytes
+    if budget is not None:
+        parts.append(f"bodies {human_size(table.capture_bytes) or '0 B'} of {human_size(budget)} "
+                     "(max_capture_bytes)")
+    if table.bodies_dropped:
+        parts.append(f"{table.bodies_dropped:,} older bodies dropped")
     return " · ".join(parts)
 
 
@@ -285,7 +291,10 @@ def _decoded(message: Message) -> tuple[bytes, list[str]]:
     except Exception as exc:  # truncated gzip, an unknown or uninstalled coding
         data = message.content
         notes.append(f"shown as sent: could not undo Content-Encoding ({exc})")
-    if message.truncated:
+    if message.body_dropped:
+        notes.append("body dropped to stay within max_capture_bytes; "
+                     + ("read back from the save= file" if data else "not saved to a file, so it is gone"))
+    elif message.truncated:
         notes.append(f"only the first {human_size(len(message.content))} of "
                      f"{human_size(message.body_size)} were kept (body_capture_limit)")
     return data, notes

@@ -74,6 +74,9 @@ def _body_fits_argument(body: bytes) -> bool:
 
 
 def _check_complete(request: Request) -> None:
+    if request.body_dropped and request.body_size and not request.content:
+        raise ValueError("the request body was dropped to keep the capture within max_capture_bytes "
+                         "(start the proxy with save= to keep bodies on disk)")
     if request.truncated:
         raise ValueError(f"only {len(request.content)} of the request body's {request.body_size} bytes "
                          "were kept (body_capture_limit), so it cannot be sent again")

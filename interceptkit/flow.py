@@ -11,122 +11,16 @@ from __future__ import annotations
 import asyncio
 import json as _json
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from . import export as _export
+from .headers import HeaderFields, Headers
 
-HeaderFields = list[tuple[bytes, bytes]]
-
-
-def _b(value: str | bytes) -> bytes:
-    # Header octets are latin-1 on the wire (RFC 9110 5.5): every byte maps.
-    return value if isinstance(value, bytes) else value.encode("latin-1")
-
-
-class Headers:
-    """HTTP header fields: case-insensitive, multi-valued, order and casing kept.
-
-    ``headers["Content-Type"]`` is the first value (a ``str``); ``get_all``
-    gives every value; assigning replaces all fields of that name in place of
-    the first one; :meth:`add` appends. ``fields`` is the raw wire list.
-    """
-
-    __slots__ = ("fields",)
-
-    def __init__(self, fields: Iterable[tuple[str | bytes, str | bytes]] = ()) -> None:
-        self.fields: HeaderFields = [(_b(n), _b(v)) for n, v in fields]
-
-    @classmethod
-    def from_wire(cls, fields: HeaderFields) -> Headers:
-        """Wrap a list of byte pairs without copying or checking it."""
-        headers = cls.__new__(cls)
-        headers.fields = fields
-        return headers
-
-    def get_all(self, name: str) -> list[str]:
-        key = _b(name).lower()
-        return [v.decode("latin-1") for n, v in self.fields if n.lower() == key]
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        key = _b(name).lower()
-        for n, v in self.fields:
-            if n.lower() == key:
-                return v.decode("latin-1")
-        return default
-
-    def __getitem__(self, name: str) -> str:
-        value = self.get(name)
-        if value is None:
-            raise KeyError(name)
-        return value
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, (str, bytes)) and self.get(
-            name.decode("latin-1") if isinstance(name, bytes) else name
-        ) is not None
-
-    def __setitem__(self, name: str, value: str) -> None:
-        key = _b(name).lower()
-        new: HeaderFields = []
-        placed = False
-        for n, v in self.fields:
-            if n.lower() != key:
-                new.append((n, v))
-            elif not placed:
-                new.append((n, _b(value)))
-                placed = True
-        if not placed:
-            new.append((_b(name), _b(value)))
-        self.fields[:] = new
-
-    def __delitem__(self, name: str) -> None:
-        key = _b(name).lower()
-        if not any(n.lower() == key for n, _ in self.fields):
-            raise KeyError(name)
-        self.fields[:] = [(n, v) for n, v in self.fields if n.lower() != key]
-
-    def add(self, name: str, value: str) -> None:
-        self.fields.append((_b(name), _b(value)))
-
-    def pop(self, name: str, default: str | None = None) -> str | None:
-        value = self.get(name, default)
-        if name in self:
-            del self[name]
-        return value
-
-    def keys(self) -> list[str]:
-        seen: dict[bytes, str] = {}
-        for n, _ in self.fields:
-            seen.setdefault(n.lower(), n.decode("latin-1"))
-        return list(seen.values())
-
-    def items(self) -> list[tuple[str, str]]:
-        """Every field as ``(name, value)`` in wire order, repeats included."""
-        return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in self.fields]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.keys())
-
-    def __len__(self) -> int:
-        return len(self.fields)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Headers):
-            return self.fields == other.fields
-        if isinstance(other, dict):
-            return {k.lower(): v for k, v in self.items()} == {
-                str(k).lower(): v for k, v in other.items()
-            }
-        return NotImplemented
-
-    def copy(self) -> Headers:
-        return Headers.from_wire(list(self.fields))
-
-    def __repr__(self) -> str:
-        return f"Headers({self.items()!r})"
+__all__ = ["Flow", "FlowOwner", "HeaderFields", "Headers", "Message", "ReplayError", "Request", "Response",
+           "TLSInfo", "Timings"]
 
 
 def _decode_content_encoding(body: bytes, encoding: str) -> bytes:
@@ -160,18 +54,50 @@ def _decode_one(body: bytes, coding: str) -> bytes:
 class Message:
     """What requests and responses share: headers, body, version."""
 
-    __slots__ = ("http_version", "headers", "content", "body_size", "truncated", "stream")
+    __slots__ = ("http_version", "headers", "_content", "_reload", "body_dropped", "body_size", "truncated",
+                 "stream")
 
     def __init__(self, http_version: str, headers: Headers, content: bytes = b"") -> None:
         self.http_version = http_version
         self.headers = headers
-        #: The body as captured: complete unless ``truncated`` (then a prefix).
         self.content = content
         #: Size of the whole body on the wire, after transfer decoding.
         self.body_size = len(content)
         self.truncated = False
         #: Set by a ``*_headers`` hook to pass this body through unbuffered.
         self.stream = False
+
+    @property
+    def content(self) -> bytes:
+        """The body as captured: complete unless ``truncated`` (then a prefix).
+
+        Empty when the capture budget dropped it (``body_dropped``), unless
+        the proxy saves to a file (``save=``): then it is read back from there.
+        """
+        if self._reload is None:
+            return self._content
+        try:
+            return self._reload()
+        except (OSError, ValueError, KeyError):  # the file moved or was cut short
+            return b""
+
+    @content.setter
+    def content(self, value: bytes) -> None:
+        self._content = value
+        self._reload = None
+        #: Whether the capture budget (``max_capture_bytes``) dropped this body.
+        self.body_dropped = False
+
+    def _drop_body(self, reload: Callable[[], bytes] | None) -> int:
+        """Forget the captured body (the capture budget is spent); returns the bytes freed.
+
+        ``reload`` reads it back (from the ``save=`` file) when someone asks.
+        """
+        freed = len(self._content)
+        self._content = b""
+        self._reload = reload
+        self.body_dropped = True
+        return freed
 
     def set_content(self, content: bytes) -> None:
         """Replace the body and keep Content-Length in step with it."""

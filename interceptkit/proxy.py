@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from .breakpoints import Breakpoint, PausedFlows
@@ -21,7 +22,7 @@ from .hooks import FlowFilter, HookHandle, HookRegistry, HookRunner, handler_met
 from .live import LiveView, status_frame
 from .policy import host_matcher, listen_ssl_context, parse_routes, upstream_ssl_context
 from .replay import replay
-from .store import FlowRecorder
+from .store import FlowRecorder, read_body
 from .table import FlowTable
 from .transport import Callbacks, ProxyServer, Resolver, TransportSettings
 
@@ -52,6 +53,9 @@ class Proxy:
         resolver: ``async (host, port) -> [(ip, port), ...]``, for tests or pinning.
         max_flows: how many flows ``.flows`` keeps (the oldest are dropped).
         body_capture_limit: bytes of each body kept on its flow.
+        max_capture_bytes: bytes of body kept on all flows together (default 256 MiB;
+            None for no limit): past it the oldest flows' bodies are dropped (the
+            flows stay; with ``save=`` the bodies are read back from the file).
         confdir: folder of the CA (default ``$INTERCEPTKIT_HOME`` or ~/.interceptkit).
         intercept: decrypt HTTPS (CONNECT) traffic with certificates from the CA.
         ignore_hosts: glob or regex patterns of hosts relayed without decrypting.
@@ -82,6 +86,7 @@ class Proxy:
         resolver: Resolver | None = None,
         max_flows: int | None = 10_000,
         body_capture_limit: int = 64 * 1024,
+        max_capture_bytes: int | None = 256 * 2**20,
         pool_size: int = 32,
         confdir: str | os.PathLike[str] | None = None,
         intercept: bool = True,
@@ -102,7 +107,7 @@ class Proxy:
         self.host = host
         self._requested_port = port
         self.mode = mode
-        self.flows = FlowTable(max_flows=max_flows)
+        self.flows = FlowTable(max_flows=max_flows, max_capture_bytes=max_capture_bytes)
         self.hooks = HookRegistry()
         self._handlers: dict[int, HookHandle] = {}
         self.confdir = Path(confdir) if confdir is not None else default_confdir()
@@ -396,13 +401,11 @@ class Proxy:
                    timeout: float | None = 300, **filters: Any) -> Breakpoint:
         """Pause matching flows at ``at`` ("request" or "response"); other traffic keeps flowing.
 
-        ``where`` is a filter expression (``"~u /checkout"``) or a callable;
-        keyword filters as for :meth:`on`. Find paused flows in
-        :attr:`paused` or with :meth:`next_paused`, edit ``flow.request`` /
-        ``flow.response`` and call ``flow.resume()``, ``flow.kill()`` or
-        ``flow.respond(...)``. A flow still paused after ``timeout`` seconds
-        goes on as it was paused (logged). ``bp.remove()`` resumes every flow
-        it holds. Raises ValueError for a bad ``at``, ``timeout`` or filter.
+        ``where``: a filter expression (``"~u /checkout"``) or a callable; keyword
+        filters as for :meth:`on`. Find paused flows in :attr:`paused` or with
+        :meth:`next_paused`, edit them, then ``flow.resume()``, ``kill()`` or
+        ``respond(...)``. After ``timeout`` seconds a flow goes on as it was
+        paused (logged). ``bp.remove()`` resumes what it holds. Raises ValueError.
         """
         return Breakpoint(self._paused, at, timeout).attach(self.on, where, filters)
 
@@ -480,11 +483,11 @@ class _ProxyCallbacks(Callbacks):
             except Exception:  # a listener's bug must not break the proxy
                 log.exception("flow listener %r failed", listener)
         recorder = self.proxy._recorder
-        if recorder is not None:
-            recorder.write(flow)
+        offset = recorder.write(flow) if recorder is not None else None
         for watcher in list(self.proxy._watchers):
             watcher.flow_finished(flow)
-        self.proxy.flows._touched(flow)
+        reload = partial(read_body, recorder.path, offset) if recorder is not None and offset is not None else None
+        self.proxy.flows._touched(flow, reload)
 
 
 def _self_addresses(addresses: list[tuple[str, int]]) -> set[tuple[str, int]]:

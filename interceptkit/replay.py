@@ -108,6 +108,9 @@ def _proxy_for(flow: Flow, proxy: Proxy | None) -> Proxy:
 def _check_replayable(request: Request) -> None:
     if request.method == "CONNECT":
         raise ReplayError("a CONNECT tunnel cannot be replayed; replay the requests inside it")
+    if request.body_dropped and request.body_size and not request.content:
+        raise ReplayError("the request body was dropped to keep the capture within max_capture_bytes "
+                          "(start the proxy with save= to keep bodies on disk)")
     if request.truncated:
         raise ReplayError(f"only {len(request.content)} of the request body's {request.body_size} bytes "
                           "were kept (body_capture_limit), so it cannot be sent again")

@@ -209,6 +209,20 @@ def read_flows(path: str | os.PathLike[str]) -> list[Flow]:
     return flows
 
 
+def read_body(path: str | os.PathLike[str], offset: int, side: str) -> bytes:
+    """The ``side`` ("request" or "response") body of the flow whose line starts at ``offset``.
+
+    Raises OSError, ValueError or KeyError when the file no longer holds it.
+    """
+    with Path(path).open("rb") as file:
+        file.seek(offset)
+        data = json.loads(file.readline())
+    message = data[side]
+    if message is None:
+        return b""
+    return _content(message.get("body") or {})
+
+
 class FlowRecorder:
     """Appends each finished flow to a JSON-lines file as it happens.
 
@@ -233,15 +247,19 @@ class FlowRecorder:
             file.write("\n")  # a torn last line from a crash stays on its own
         return cls(target, file)
 
-    def write(self, flow: Flow) -> None:
+    def write(self, flow: Flow) -> int | None:
+        """Append ``flow``; returns where its line starts (for :func:`read_body`), None if it failed."""
         try:
+            offset = self._file.tell()  # a byte position: UTF-8 writes leave no encoder state
             self._file.write(_line(flow))
             self._file.flush()
             self.written += 1
+            return offset
         except (OSError, ValueError) as exc:
             if not self._failed:
                 self._failed = True
                 log.error("cannot save flows to %s: %s", self.path, exc)
+            return None
 
     def close(self) -> None:
         self._file.close()

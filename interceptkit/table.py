@@ -22,6 +22,7 @@ from .display import DEFAULT_COLUMNS, Timeline, ordered, table_html, table_text
 from .flow import Flow
 from .hooks import make_filter
 from .live import LiveView, table_view
+from .budget import CaptureBudget
 
 if TYPE_CHECKING:
     import pandas  # type: ignore[import-untyped, unused-ignore]  # optional extra
@@ -147,7 +148,9 @@ class FlowTable:
     """
 
     def __init__(self, flows: Iterable[Flow] = (), *, max_flows: int | None = DEFAULT_MAX_FLOWS,
-                 columns: Iterable[str] | None = None) -> None:
+                 columns: Iterable[str] | None = None, max_capture_bytes: int | None = None) -> None:
+        if max_capture_bytes is not None and max_capture_bytes < 0:
+            raise ValueError(f"max_capture_bytes must be >= 0 or None, not {max_capture_bytes!r}")
         initial = list(flows)
         self._flows: deque[Flow] = deque(initial, maxlen=max_flows)
         self._lock = threading.Lock()
@@ -159,17 +162,40 @@ class FlowTable:
         self._selected = columns is not None
         #: Told of each flow added or finished, and of None when the proxy stops (live views).
         self._watchers: list[Callable[[Flow | None], None]] = []
+        self._budget = CaptureBudget(max_capture_bytes)
 
     def _add(self, flow: Flow) -> None:
         with self._lock:
             if self._flows.maxlen is not None and len(self._flows) == self._flows.maxlen:
                 self.dropped += 1
+                self._budget.forget(self._flows[0])
             self._flows.append(flow)
         self._notify(flow)
 
-    def _touched(self, flow: Flow) -> None:
-        """A flow in the table finished (the proxy calls this)."""
+    def _touched(self, flow: Flow, reload: Callable[[str], bytes] | None = None) -> None:
+        """A flow in the table finished (the proxy calls this); its bodies count against the budget.
+
+        ``reload(side)`` reads a body ("request" or "response") back from
+        the ``save=`` file once the budget drops it.
+        """
+        with self._lock:
+            self._budget.add(flow, reload)
         self._notify(flow)
+
+    @property
+    def max_capture_bytes(self) -> int | None:
+        """The budget for bodies kept on flows (None: no limit); see :class:`CaptureBudget`."""
+        return self._budget.limit
+
+    @property
+    def capture_bytes(self) -> int:
+        """Bytes of body currently kept on the table's finished flows (counted against the budget)."""
+        return self._budget.used
+
+    @property
+    def bodies_dropped(self) -> int:
+        """How many flows had their bodies dropped to stay within :attr:`max_capture_bytes`."""
+        return self._budget.dropped
 
     def _ended(self) -> None:
         """The proxy feeding this table stopped: live views stop too."""
@@ -232,6 +258,7 @@ class FlowTable:
         with self._lock:
             self._flows.clear()
             self.dropped = 0
+            self._budget.clear()
 
     # -- DataFrame-like ----------------------------------------------------------------
 
