@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from . import views
 from .flow import Flow, Message, Timings
 
 if TYPE_CHECKING:
@@ -325,12 +326,39 @@ def _cut(text: str) -> str:
     return text[:PREVIEW_CHARS] + f"\n… {len(text) - PREVIEW_CHARS:,} more characters"
 
 
+def _structured_html(message: Message) -> str | None:
+    """JSON as a folding tree, SSE as events, forms as fields; None for other bodies."""
+    ctype = message.content_type
+    if not any(k in ctype for k in ("json", "event-stream", "form-urlencoded", "multipart/form-data")):
+        return None
+    data, _ = _decoded(message)
+    text = data.decode(message.charset if message.charset else "utf-8", errors="replace") \
+        if "multipart" not in ctype else ""
+    if "json" in ctype:
+        try:
+            return views.json_html(json.loads(text))
+        except ValueError:
+            return None
+    if "event-stream" in ctype:
+        return views.sse_html(text)
+    if "form-urlencoded" in ctype:
+        return views.form_html(text)
+    parts = views.multipart_parts(data, message.headers.get("content-type") or "")
+    return views.multipart_html(parts) if parts is not None else None
+
+
 def body_html(message: Message) -> str:
-    """A preview: JSON pretty-printed, text, an image shown, anything else as hex."""
+    """A preview: JSON as a tree, SSE events, form fields, text, an image shown, anything else as hex."""
     if not message.content and not message.body_size:
         return '<div style="color:#888;font-size:12px"><i>no body</i></div>'
     kind, text, notes = body_preview(message)
     note = "".join(f'<div style="color:#a15c00;font-size:11px">{_esc(n)}</div>' for n in notes)
+    try:
+        structured = _structured_html(message)
+    except LookupError:  # an unknown charset: the plain preview below copes
+        structured = None
+    if structured is not None:
+        return f"{structured}{note}"
     if kind == "image" and not message.truncated:
         data, _ = _decoded(message)
         source = f"data:{message.content_type};base64,{base64.b64encode(data).decode('ascii')}"
@@ -377,9 +405,10 @@ def flow_html(flow: Flow) -> str:
     response_line = "" if response is None else f"{response.http_version} {response.status} {response.reason}"
     missing = "in flight" if flow.state == "open" else "no response"
     sides = (_side("Request", request_line, request, "") + _side("Response", response_line, response, missing))
+    websocket = views.websocket_html(flow.websocket, flow.timings.start) if flow.websocket is not None else ""
     return (f'<div class="interceptkit-flow" style="font-size:12px">{head}{errors}'
             f'<table style="width:100%;table-layout:fixed;border-collapse:collapse"><tr>{sides}</tr></table>'
-            f"{flow_waterfall(flow)}</div>")
+            f"{websocket}{flow_waterfall(flow)}</div>")
 
 
 # -- a table's waterfall -----------------------------------------------------------------

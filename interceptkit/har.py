@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .display import body_kind, ordered
+from .core.websocket import WebSocketData, WebSocketMessage
 from .flow import Flow, Headers, Message, Request, Response, Timings
 
 HAR_VERSION = "1.2"
@@ -282,7 +283,50 @@ def _flow(entry: dict[str, Any], index: int) -> Flow:
     if response is not None and "content-encoding" in response.headers:
         # content.text is decoded (HAR 1.2): keep the flow consistent with its headers.
         flow.metadata["har_content_encoding"] = response.headers.pop("content-encoding")
+    messages = entry.get("_webSocketMessages")
+    if isinstance(messages, list):
+        flow.websocket = _import_websocket(messages)
     return flow
+
+
+#: Chromium's WebSocket opcodes (RFC 6455 5.2) and the message types we record.
+_OPCODES = {1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
+
+
+def _import_websocket(messages: list[Any]) -> WebSocketData:
+    """Chromium's ``_webSocketMessages`` as recorded messages; malformed items are skipped."""
+    websocket = WebSocketData()
+    for item in messages:
+        message = _import_ws_message(item) if isinstance(item, dict) else None
+        if message is not None:
+            websocket.record(message)
+    return websocket
+
+
+def _import_ws_message(item: dict[str, Any]) -> WebSocketMessage | None:
+    kind = _OPCODES.get(item.get("opcode", 1) if isinstance(item.get("opcode", 1), int) else -1)
+    data = item.get("data", "")
+    if kind is None or not isinstance(data, str):
+        return None
+    content: str | bytes = data
+    if kind != "text":
+        try:  # Chromium writes binary payloads in base64
+            content = base64.b64decode(data, validate=True)
+        except ValueError:
+            content = data.encode("utf-8")
+    direction = "client" if item.get("type") == "send" else "server"
+    size = len(content.encode("utf-8")) if isinstance(content, str) else len(content)
+    return WebSocketMessage(direction, kind, content, _ws_time(item.get("time")), size)
+
+
+def _ws_time(value: Any) -> float:
+    # Chromium writes seconds since the epoch; accept an ISO date too.
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    try:
+        return _parse_time(value)
+    except (ValueError, TypeError):
+        return 0.0
 
 
 def _http_version(value: Any) -> str:
