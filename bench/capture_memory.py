@@ -91,8 +91,10 @@ def main() -> None:
         table = proxy.flows
         print(f"requests       {count[0]:,} of {BODY // 1024} KiB in {elapsed:.1f} s ({count[0] / elapsed:,.0f}/s)")
         print(f"flows kept     {len(table):,} (max_flows={table.max_flows:,}, {table.dropped:,} dropped)")
+        held = sum(len(f.request.content) + len(f.response.content if f.response else b"") for f in table
+                   if not f.request.body_dropped and not (f.response is not None and f.response.body_dropped))
         print(f"budget         {'none' if budget is None else f'{budget / MB:.1f} MB'}; bodies held "
-              f"{table.capture_bytes / MB:.1f} MB; {table.bodies_dropped:,} flows' bodies dropped")
+              f"{held / MB:.1f} MB; {table.bodies_dropped:,} flows' bodies dropped")
         print(f"rss idle       {idle / MB:.1f} MB (proxy started, no traffic)")
         print(f"rss after      {final / MB:.1f} MB  (+{(final - idle) / MB:.1f} MB)")
         print(f"rss peak       {peak / MB:.1f} MB  (+{(peak - idle) / MB:.1f} MB)")

@@ -56,6 +56,9 @@ class Message:
 
     __slots__ = ("http_version", "headers", "_content", "_reload", "body_dropped", "body_size", "truncated",
                  "stream")
+    _content: bytes
+    #: Reads a dropped body back (from the save= file); None while the body is held here.
+    _reload: Callable[[], bytes] | None
 
     def __init__(self, http_version: str, headers: Headers, content: bytes = b"") -> None:
         self.http_version = http_version

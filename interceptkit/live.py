@@ -130,7 +130,7 @@ class LiveView:
     def _show(self) -> None:
         from IPython.display import display  # see _kernel_display_pub
 
-        self._handle = display(self._render(), display_id=True)
+        self._handle = display(self._render(), display_id=True)  # type: ignore[no-untyped-call, unused-ignore]
 
     def _changed(self, flow: Flow | None) -> None:
         if flow is None:  # the proxy stopped: one last picture, then done
@@ -153,14 +153,17 @@ class LiveView:
         if self._handle is None:
             return
         frame = self._render()
-        setter = getattr(self._pub, "set_thread_parent", None)
+        pub: Any = self._pub
+        # Kernels with set_thread_parent keep the parent per thread (a context variable);
+        # older ones have only the global one, which is the best they allow.
+        setter = getattr(pub, "set_thread_parent", None)
         token = setter(self._parent) if setter is not None else None
         try:
             self._handle.update(frame)
             self.updates += 1
         finally:
             if token is not None:
-                self._pub.reset_thread_parent(token)
+                pub.reset_thread_parent(token)
 
     def stop(self) -> None:
         """Stop following the table (the last picture stays in the cell)."""

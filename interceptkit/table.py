@@ -362,7 +362,7 @@ class FlowTable:
         read it directly. Raises ImportError as :meth:`to_arrow`.
         """
         table = self.to_arrow(body_limit=body_limit)
-        import pyarrow.parquet  # optional extra, present once to_arrow() worked
+        import pyarrow.parquet  # type: ignore[import-untyped, unused-ignore]  # optional extra, present once to_arrow() worked
 
         pyarrow.parquet.write_table(table, os.fspath(path))
         return int(table.num_rows)

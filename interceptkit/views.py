@@ -12,6 +12,7 @@ import html
 import json
 import re
 import time
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -28,7 +29,7 @@ def _cut(text: str, limit: int = PREVIEW) -> str:
     return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} chars)"
 
 
-def _rows_table(header: tuple[str, ...], rows: list[tuple[str, ...]], total: int) -> str:
+def _rows_table(header: tuple[str, ...], rows: Sequence[Sequence[str]], total: int) -> str:
     head = "".join(f'<th style="{_CELL}">{_esc(h)}</th>' for h in header)
     body = "".join("<tr>" + "".join(f'<td style="{_CELL};{_MONO}">{_esc(c)}</td>' for c in row) + "</tr>"
                    for row in rows)
