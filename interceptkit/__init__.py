@@ -8,15 +8,17 @@ Start a proxy, send traffic through it, and read every exchange::
         proxy.flows[-1].response.status
 """
 
+from .breakpoints import Breakpoint
 from .filters import compile_filter
-from .flow import Flow, Headers, Request, Response, Timings, TLSInfo
+from .flow import Flow, FlowOwner, Headers, Request, Response, Timings, TLSInfo
+from .live import LiveView
 from .proxy import Proxy, ProxyStartError
 from .replay import ReplayError
 from .table import FlowTable
 from .transport import ResolveError, static_resolver
 
 __all__ = [
-    "Flow", "FlowTable", "Headers", "Proxy", "ProxyStartError", "ReplayError", "Request", "ResolveError",
+    "Breakpoint", "Flow", "FlowOwner", "FlowTable", "Headers", "LiveView", "Proxy", "ProxyStartError", "ReplayError", "Request", "ResolveError",
     "Response", "TLSInfo", "Timings", "compile_filter", "static_resolver",
 ]
 __version__ = "0.1.0"

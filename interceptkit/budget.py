@@ -31,10 +31,15 @@ class CaptureBudget:
         #: Flows whose bodies were dropped.
         self.dropped = 0
         self._held: OrderedDict[Flow, tuple[int, Reload | None]] = OrderedDict()
+        #: Flows that left the table while in flight: not counted when they finish.
+        self._gone: set[Flow] = set()
 
     def add(self, flow: Flow, reload: Reload | None) -> None:
         """Count ``flow``'s bodies; drop the oldest ones while over the limit."""
         if self.limit is None or flow in self._held:
+            return
+        if flow in self._gone:
+            self._gone.discard(flow)
             return
         size = len(flow.request.content) + (len(flow.response.content) if flow.response is not None else 0)
         if size == 0:
@@ -54,12 +59,17 @@ class CaptureBudget:
 
     def forget(self, flow: Flow) -> None:
         """``flow`` left the table (max_flows): its bytes no longer count."""
+        if self.limit is None:
+            return
         entry = self._held.pop(flow, None)
         if entry is not None:
             self.used -= entry[0]
+        elif flow.state == "open":
+            self._gone.add(flow)
 
     def clear(self) -> None:
         self._held.clear()
+        self._gone.clear()
         self.used = 0
         self.dropped = 0
 

@@ -168,7 +168,8 @@ class FlowTable:
         with self._lock:
             if self._flows.maxlen is not None and len(self._flows) == self._flows.maxlen:
                 self.dropped += 1
-                self._budget.forget(self._flows[0])
+                # With max_flows=0 the new flow itself is the one that goes.
+                self._budget.forget(self._flows[0] if self._flows else flow)
             self._flows.append(flow)
         self._notify(flow)
 

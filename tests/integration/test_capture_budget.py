@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from origin import Origin, opener, pattern, wait_flows_done
+from origin import Origin, opener, pattern, wait_flows_done, wait_until
 
 from interceptkit import FlowTable, Proxy
 
@@ -41,6 +41,7 @@ def test_with_save_a_dropped_body_is_read_back_from_the_file(new_proxy: Any, ori
     with new_proxy(max_capture_bytes=SIZE, save=tmp_path / "flows.jsonl") as proxy:
         fetch(proxy, origin, 4)
         flows = wait_flows_done(proxy, 4)
+        assert wait_until(lambda: proxy.flows.bodies_dropped == 3)
         first = flows[0].response
         assert first is not None and first.body_dropped and first.content == pattern(SIZE)
         assert "read back from the save= file" in flows[0]._repr_html_()
@@ -57,6 +58,13 @@ def test_flows_leaving_the_table_give_their_bytes_back(new_proxy: Any, origin: O
     assert len(proxy.flows) == 2 and proxy.flows.capture_bytes == 2 * SIZE and proxy.flows.bodies_dropped == 0
 
 
+def test_flows_not_kept_at_all_are_not_counted(new_proxy: Any, origin: Origin) -> None:
+    with new_proxy(max_flows=0) as proxy:  # as the CLI runs: nothing kept, nothing held
+        fetch(proxy, origin, 3)
+        assert len(proxy.flows) == 0 and proxy.flows.dropped == 3
+    assert proxy.flows.capture_bytes == 0 and not proxy.flows._budget._held and not proxy.flows._budget._gone
+
+
 def test_no_limit_and_bad_limits(new_proxy: Any, origin: Origin) -> None:
     with new_proxy(max_capture_bytes=None) as proxy:
         fetch(proxy, origin, 3)
@@ -70,6 +78,7 @@ def test_a_dropped_request_body_cannot_be_resent_without_a_file(new_proxy: Any, 
     with new_proxy(max_capture_bytes=10) as proxy:
         opener(proxy).open(origin.url("/echo"), data=b"x" * 100, timeout=5).read()
         [flow] = wait_flows_done(proxy, 1)
+        assert wait_until(lambda: flow.request.body_dropped)  # counted once the proxy has finished it
         with pytest.raises(ValueError, match="dropped"):
             flow.to_curl()
         with pytest.raises(Exception, match="dropped"):
