@@ -18,7 +18,8 @@ from .table import FlowTable
 from .transport import ResolveError, static_resolver
 
 __all__ = [
-    "Breakpoint", "Flow", "FlowOwner", "FlowTable", "Headers", "LiveView", "Proxy", "ProxyStartError", "ReplayError", "Request", "ResolveError",
-    "Response", "TLSInfo", "Timings", "compile_filter", "static_resolver",
+    "Breakpoint", "Flow", "FlowOwner", "FlowTable", "Headers", "LiveView", "Proxy", "ProxyStartError",
+    "ReplayError", "Request", "ResolveError", "Response", "TLSInfo", "Timings", "compile_filter",
+    "static_resolver",
 ]
 __version__ = "0.1.0"

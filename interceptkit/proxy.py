@@ -224,7 +224,8 @@ class Proxy:
             if thread is None or loop is None:
                 return
             if thread is not threading.current_thread():
-                self._paused.resume_all()  # paused flows go on rather than hang up
+                for flow in self._paused.flows():
+                    flow.kill()  # a paused client is told at once (its connection closes)
                 loop.call_soon_threadsafe(loop.stop)
                 thread.join(timeout=10)
                 self._close_recorder()

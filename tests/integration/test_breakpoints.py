@@ -171,13 +171,13 @@ def test_bad_arguments_are_refused(proxy: Proxy) -> None:
         proxy.breakpoint("~m (")
 
 
-def test_stop_resumes_paused_flows(proxy: Proxy, origin: Origin, send: Callable[..., Client]) -> None:
+def test_stop_kills_paused_flows(proxy: Proxy, origin: Origin, send: Callable[..., Client]) -> None:
     proxy.breakpoint("/hello")
     client = send(origin.url("/hello"))
-    proxy.next_paused(timeout=5)
+    flow = proxy.next_paused(timeout=5)
     proxy.stop()
-    client.result()  # answered or cut off, but not left hanging
-    assert len(proxy.paused) == 0
+    assert isinstance(client.result(), Exception)  # told at once, not left hanging
+    assert flow.killed and len(proxy.paused) == 0 and origin.requests == []
 
 
 def test_https_intercepted_flow_pauses_and_resumes_edited(new_proxy: Callable[..., Proxy], origin_pki: OriginPKI,
