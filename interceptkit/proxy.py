@@ -419,12 +419,11 @@ class Proxy:
         """The next flow paused at a breakpoint (waiting for one); TimeoutError after ``timeout``."""
         return self._paused.next(timeout)
 
+    # FlowOwner: what flow.resume() and flow.replay() call.
     def resume_flow(self, flow: Flow) -> bool:
-        """Let a paused flow go on (``flow.resume()`` calls this); False if it was not paused."""
         return self._paused.resume(flow)
 
     def replay_flow(self, flow: Flow, *, timeout: float = 30.0) -> Flow:
-        """Send ``flow.request`` through this proxy (``flow.replay()`` calls this)."""
         return replay(flow, self, timeout=timeout)
 
     # -- observing -----------------------------------------------------------------
@@ -444,7 +443,7 @@ class Proxy:
     def _ipython_display_(self) -> None:
         # In a notebook: address, mode, state and live counts, updated as traffic flows.
         status = LiveView(self.flows, lambda: status_frame(self.url, self.mode, self.running, self.flows))
-        if status._handle is None:
+        if status._handle is None:  # a terminal: no display to update
             status.stop()
             print(repr(self))
 
