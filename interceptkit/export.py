@@ -57,7 +57,9 @@ def sh_quote(data: bytes) -> str:
 
 def printf_format(data: bytes) -> str:
     """A ``printf`` format that prints ``data`` byte for byte (octal escapes)."""
-    return "".join(chr(b) if b in _PRINTF_PLAIN else f"\\{b:03o}" for b in data)
+    text = "".join(chr(b) if b in _PRINTF_PLAIN else f"\\{b:03o}" for b in data)
+    # A format starting with "-" would be read as an option of printf.
+    return "\\055" + text[1:] if text.startswith("-") else text
 
 
 def printf_pipe(data: bytes) -> str:

@@ -24,6 +24,7 @@ position.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -255,7 +256,11 @@ class _Parser:
 
     def regex(self, token: _Token) -> re.Pattern[str]:
         try:
-            return re.compile(token.text, re.IGNORECASE)
+            with warnings.catch_warnings():
+                # "[[" and the like: valid today; Python's note about future set syntax is not
+                # the user's concern when a filter compiles.
+                warnings.simplefilter("ignore", FutureWarning)
+                return re.compile(token.text, re.IGNORECASE)
         except (re.error, RecursionError, OverflowError) as exc:
             # Point at the offending character inside the value (past an opening quote).
             inside = (getattr(exc, "pos", None) or 0) + (1 if self.expr[token.pos] in "\"'" else 0)

@@ -85,6 +85,12 @@ def test_sh_quote_is_one_word_standing_for_the_bytes(tmp_path: Path, value: byte
     assert argv == [value, b"end"]
 
 
+def test_a_leading_dash_is_not_an_option_of_printf(tmp_path: Path) -> None:
+    flow = make(headers=[(b"-", b"\t")], body=b"-n\x00")
+    argv, stdin = run_shim(flow.to_curl(), tmp_path)
+    assert b"-: \t" in option_values(argv, b"-H") and stdin == b"-n\x00"
+
+
 def test_sh_quote_refuses_what_no_argument_can_carry() -> None:
     for bad in (b"a\x00b", b"line\nbreak"):
         with pytest.raises(ValueError, match="NUL or newline"):
