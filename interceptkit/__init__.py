@@ -10,12 +10,13 @@ Start a proxy, send traffic through it, and read every exchange::
 
 from .flow import Flow, Headers, Request, Response, Timings, TLSInfo
 from .proxy import Proxy, ProxyStartError
+from .redact import Redact
 from .replay import ReplayError
 from .table import FlowTable
 from .transport import ResolveError, static_resolver
 
 __all__ = [
-    "Flow", "FlowTable", "Headers", "Proxy", "ProxyStartError", "ReplayError", "Request", "ResolveError",
+    "Flow", "FlowTable", "Headers", "Proxy", "ProxyStartError", "Redact", "ReplayError", "Request", "ResolveError",
     "Response", "TLSInfo", "Timings", "static_resolver",
 ]
 __version__ = "0.1.0"
