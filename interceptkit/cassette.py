@@ -20,6 +20,7 @@ import base64
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -194,6 +195,13 @@ class Cassette:
         entry[_MARK] = {"raw_body": True}
         return entry
 
+    def settle(self, timeout: float = 5.0) -> None:
+        """Wait (bounded) for flows being recorded to finish: a client has its answer
+        a moment before the proxy's ``done`` hook has run."""
+        deadline = time.monotonic() + timeout
+        while self._spools and time.monotonic() < deadline:
+            time.sleep(0.005)
+
     # -- writing --------------------------------------------------------------------------
 
     def save(self) -> None:
@@ -289,5 +297,6 @@ class CassetteBlock:
     def __exit__(self, *exc_info: object) -> None:
         cassette = self.cassette
         if cassette is not None and cassette.handle is not None:
+            cassette.settle()
             cassette.handle.remove()
             cassette.save()
