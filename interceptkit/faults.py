@@ -42,9 +42,6 @@ class ClientLink(Protocol):
     def reset(self, flow: Flow) -> None:
         """Make the next close of this connection a TCP reset (RST, not FIN)."""
 
-    def close_soon(self, flow: Flow) -> None:
-        """Close the connection once what is queued for it has been written."""
-
     def writable(self, flow: Flow) -> bool:
         """Whether :meth:`write` can reach this flow's client (not through TLS)."""
 
@@ -70,11 +67,6 @@ class SessionLink:
         sock = transport.get_extra_info("socket") if transport is not None else None
         if sock is not None:  # SO_LINGER on with 0 s: close() sends RST and drops unsent data
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-
-    def close_soon(self, flow: Flow) -> None:
-        transport = self._transport(flow)
-        if transport is not None:
-            asyncio.get_running_loop().call_soon(transport.close)
 
     def writable(self, flow: Flow) -> bool:
         return flow.client_tls is None and flow.request.scheme == "http" and self._transport(flow) is not None
@@ -265,23 +257,34 @@ def _truncate(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handl
 
     def cut(flow: Flow, data: bytes) -> bytes:
         send, now = cuts.setdefault(flow.id, Cut(after)).take(data)
-        if now:
-            link.close_soon(flow)  # after this piece is written: the client sees a short body
-        return send
+        if not now:
+            return send
+        # The core sends one piece per chunk and may end the body in the same
+        # turn, so the last piece is written here and the flow killed (a close
+        # the client sees as a short read). Through TLS only the core can
+        # write: there the body ends at the last whole chunk before ``after``.
+        if send and link.writable(flow):
+            link.write(flow, _framed(flow, send))
+        flow.kill()
+        return b""
 
     return [("response_chunk", cut, 1)]  # after other chunk hooks: it cuts what they send
+
+
+def _framed(flow: Flow, piece: bytes) -> bytes:
+    """``piece`` as the core frames a streamed body: chunked to HTTP/1.1, raw to 1.0."""
+    return b"%x\r\n%s\r\n" % (len(piece), piece) if flow.request.http_version == "HTTP/1.1" else piece
 
 
 def _dribble(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handle: HookHandle) -> list[Any]:
     plan = Dribble(int(options["chunk"]), float(options["interval"]))
 
     async def dribble(flow: Flow, data: bytes) -> bytes | None:
-        pieces = plan.pieces(data)
-        if flow.request.http_version != "HTTP/1.1" or not link.writable(flow):
-            await asyncio.sleep(plan.interval)  # TLS or HTTP/1.0: whole chunks, paced (see docs)
+        if not link.writable(flow):
+            await asyncio.sleep(plan.interval)  # through TLS only the core can split: whole chunks, paced
             return None
-        for piece in pieces:  # each one a chunk of the chunked body the core frames
-            link.write(flow, b"%x\r\n%s\r\n" % (len(piece), piece))
+        for piece in plan.pieces(data):  # the core waits for this hook: nothing else is written meanwhile
+            link.write(flow, _framed(flow, piece))
             await asyncio.sleep(plan.interval)
         return b""
 

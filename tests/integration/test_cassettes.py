@@ -210,5 +210,4 @@ def test_a_50_mb_recorded_body_replays_streamed_with_bounded_memory(make: Callab
         while block := file.read(1 << 20):
             digest.update(block)
     assert digest.hexdigest() == pattern_sha256(size)
-    print(f"PEAK {peak}")
     assert peak < 16 * 1024 * 1024, f"replay peaked at {peak / 1e6:.1f} MB of Python memory"
