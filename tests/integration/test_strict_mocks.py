@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from origin import HELLO, Origin, curl
+from origin import HELLO, Origin, curl, wait_flows_done
 
 from interceptkit import Flow, Proxy
 
@@ -91,7 +91,7 @@ def test_assert_requested_shows_what_was_seen(proxy: Proxy, origin: Origin) -> N
     with http(proxy) as client:
         client.post(origin.url("/echo"), json={"n": 1})
         client.get(origin.url("/hello"))
-    proxy.wait_for(path="/hello")
+    wait_flows_done(proxy, 2)
     assert len(proxy.assert_requested("POST", origin.url("/echo"), json={"n": 1}, times=1)) == 1
     proxy.assert_requested(url=origin.url("/hel*"))
     with pytest.raises(AssertionError) as raised:
