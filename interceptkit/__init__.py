@@ -8,6 +8,7 @@ Start a proxy, send traffic through it, and read every exchange::
         proxy.flows[-1].response.status
 """
 
+from .cassette import Cassette
 from .flow import Flow, Headers, Request, Response, Timings, TLSInfo
 from .proxy import Proxy, ProxyStartError
 from .redact import Redact
@@ -16,7 +17,7 @@ from .table import FlowTable
 from .transport import ResolveError, static_resolver
 
 __all__ = [
-    "Flow", "FlowTable", "Headers", "Proxy", "ProxyStartError", "Redact", "ReplayError", "Request", "ResolveError",
-    "Response", "TLSInfo", "Timings", "static_resolver",
+    "Cassette", "Flow", "FlowTable", "Headers", "Proxy", "ProxyStartError", "Redact", "ReplayError", "Request",
+    "ResolveError", "Response", "TLSInfo", "Timings", "static_resolver",
 ]
 __version__ = "0.1.0"

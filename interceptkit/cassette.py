@@ -96,9 +96,10 @@ class Cassette:
         return [e for e in entries if isinstance(e, dict)]
 
     def _recording(self, index: int, entry: dict[str, Any]) -> Recording:
-        [flow] = har.from_har({"log": {"entries": [entry]}}) or [None]
-        if flow is None:
+        flows = har.from_har({"log": {"entries": [entry]}})
+        if not flows:
             raise ValueError(f"{self.path}: entry {index} is not an HTTP(S) exchange")
+        flow = flows[0]
         response = entry.get("response") or {}
         headers = [(str(h.get("name", "")), str(h.get("value", ""))) for h in response.get("headers") or ()
                    if not str(h.get("name", "")).startswith(":")]
@@ -191,7 +192,7 @@ class Cassette:
 
     def _entry(self, flow: Flow, spool: IO[bytes]) -> dict[str, Any]:
         copy = self.redact.flow(flow)
-        [entry] = har.to_har([copy], redact=Redact(headers=()))["log"]["entries"]
+        entry: dict[str, Any] = har.to_har([copy], redact=Redact(headers=()))["log"]["entries"][0]
         entry[_MARK] = {"raw_body": True}
         return entry
 

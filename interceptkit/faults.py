@@ -59,7 +59,7 @@ class SessionLink:
         server = self._server()
         for session in list(server.sessions) if server is not None else ():
             if session.address == flow.client_address and not session.closed:
-                return session.transport
+                return session.transport  # type: ignore[no-any-return]
         return None
 
     def reset(self, flow: Flow) -> None:

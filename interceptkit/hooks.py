@@ -18,12 +18,12 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from .flow import Flow
 
 try:  # the string filter language (``where="~d host"``) lives in filters.py when present
-    from .filters import compile_filter
+    from .filters import compile_filter  # type: ignore[import-not-found, unused-ignore]
 except ImportError:  # pragma: no cover - depends on which branches are merged
     compile_filter = None
 
@@ -84,11 +84,11 @@ def make_filter(where: FlowFilter | str | None = None, **keywords: Any) -> FlowF
 def _check_where(where: Any) -> FlowFilter | None:
     """``where=`` checked when a hook is added, not on every flow it would see."""
     if where is None or callable(where):
-        return where
+        return cast("FlowFilter | None", where)
     if isinstance(where, str):
         # Compiled by the filter language when it is installed; until then the
         # filters branch owns what a string means, so it is not refused here.
-        return compile_filter(where) if compile_filter is not None else where  # type: ignore[return-value]
+        return cast(FlowFilter, compile_filter(where) if compile_filter is not None else where)
     raise TypeError(
         f"where= must be a callable (flow) -> bool or a filter expression, not {type(where).__name__}; "
         f"filters are keywords (path=\"/api/*\", host=\"*.example.com\") or a callable "

@@ -226,7 +226,7 @@ def _table(view: ProxyView, flows: Iterable[Flow]) -> list[str]:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
+    outcome: Any = yield
     report = outcome.get_result()
     view = item.stash.get(_VIEW, None)
     if view is None or not report.failed or not view.flows:

@@ -218,7 +218,7 @@ class FlowWaiter:
         self.flow = flow
         self.event.set()
         for loop, future in self._futures:
-            loop.call_soon_threadsafe(lambda f=future: f.done() or f.set_result(flow))
+            loop.call_soon_threadsafe(_resolve, future, flow)
 
     def future(self) -> asyncio.Future[Flow]:
         loop = asyncio.get_running_loop()
@@ -227,6 +227,11 @@ class FlowWaiter:
         if self.flow is not None:
             future.set_result(self.flow)
         return future
+
+
+def _resolve(future: asyncio.Future[Flow], flow: Flow) -> None:
+    if not future.done():  # a timed-out waiter's future is cancelled already
+        future.set_result(flow)
 
 
 OnFlow = Callable[[Callable[[Flow], None]], Callable[[], None]]

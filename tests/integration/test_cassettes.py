@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from origin import HELLO, Origin, curl, pattern_sha256
+from origin import HELLO, Origin, curl, pattern_sha256, wait_flows_done
 from tls_origin import OriginPKI, TLSOrigin, make_pki
 
 from interceptkit import Proxy, Redact, static_resolver
@@ -211,3 +211,26 @@ def test_a_50_mb_recorded_body_replays_streamed_with_bounded_memory(make: Callab
             digest.update(block)
     assert digest.hexdigest() == pattern_sha256(size)
     assert peak < 16 * 1024 * 1024, f"replay peaked at {peak / 1e6:.1f} MB of Python memory"
+
+
+def test_save_files_and_har_exports_are_redacted_but_live_traffic_is_not(make: Callable[..., Proxy],
+                                                                        tmp_path: Path) -> None:
+    saved = tmp_path / "flows.jsonl"
+    proxy = make(save=saved, redact=Redact(values=["tok-42"]))
+    origin = Origin().start()
+    try:
+        result = curl(origin.url("/echo?k=tok-42"), "-H", "Authorization: Basic dXNlcg==",
+                      "--data-binary", "tok-42", proxy=proxy, check=True)
+    finally:
+        origin.stop()
+    assert result.stdout == b"tok-42"  # the origin got the real value
+    wait_flows_done(proxy, 1)
+    proxy.stop()
+    line = saved.read_text()
+    assert "tok-42" not in line and "<redacted>" in line
+    assert "dXNlcg==" in line  # save= files are lossless apart from what the user asked to hide
+    har = proxy.flows.to_har(tmp_path / "export.har")
+    [entry] = har["log"]["entries"]
+    assert {"name": "Authorization", "value": "<redacted>"} in entry["request"]["headers"]
+    assert "tok-42" not in (tmp_path / "export.har").read_text()
+    assert proxy.flows[-1].request.headers["Authorization"] == "Basic dXNlcg=="
