@@ -110,6 +110,9 @@ class Cassette:
         body = b""
         if content.get("_file"):
             body_file = self.path.parent / str(content["_file"])
+            if not body_file.is_file():
+                raise FileNotFoundError(f"{self.path}: entry {index} keeps its body in {body_file}, "
+                                        f"which does not exist")
         elif content.get("text") is not None:
             text = str(content["text"])
             body = base64.b64decode(text) if content.get("encoding") == "base64" else text.encode("utf-8")

@@ -362,6 +362,11 @@ class HookRunner:
             error = error or f"{name} hook failed"
         self._continue(hooks, name, subject, payload, error, done)
 
+    def cancel(self) -> None:
+        """Cancel the hooks still running (at shutdown: nobody waits for them any more)."""
+        for task in list(self._tasks):
+            task.cancel()
+
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)

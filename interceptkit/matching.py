@@ -23,6 +23,8 @@ Matcher = str | Callable[[Request, Request], bool]
 #: The field matchers a cassette understands (plus ``headers:<name>`` and callables).
 FIELD_MATCHERS = ("method", "scheme", "host", "port", "path", "query", "url", "body", "json")
 _URL_PARTS = ("scheme", "host", "port", "path", "query")
+#: How many candidates a miss report lists (the nearest first).
+MISS_LIST_LIMIT = 20
 
 
 class Candidate(Protocol):
@@ -229,7 +231,17 @@ class RequestPattern:
 def nearest(request: Request, candidates: Iterable[Candidate]) -> list[tuple[Candidate, list[str]]]:
     """Every candidate with its differences, the nearest (fewest) first."""
     compared = [(c, c.differences(request)) for c in candidates]
-    return sorted(compared, key=lambda pair: len(pair[1]))
+    return sorted(compared, key=lambda pair: distance(pair[1]))
+
+
+_WHERE = ("method:", "scheme:", "host:", "port:", "path:", "url:")
+
+
+def distance(found: list[str]) -> int:
+    """How far a candidate is: a different place (method, host, path...) counts
+    twice a different detail (query, header, body), so ``/items?page=1`` is
+    nearer to ``/items?page=2`` than ``/users`` is."""
+    return sum(2 if d.startswith(_WHERE) else 1 for d in found)
 
 
 # -- what a miss says ---------------------------------------------------------------------
@@ -245,7 +257,9 @@ def explain_miss(request: Request, candidates: Iterable[Candidate]) -> str:
         lines.append("there are no mocks or recordings to compare it with")
     else:
         lines.append(f"compared with {len(compared)}:")
-        lines += [f"  - {c.label}: {'; '.join(d) or 'matches'}" for c, d in compared]
+        lines += [f"  - {c.label}: {'; '.join(d) or 'matches'}" for c, d in compared[:MISS_LIST_LIMIT]]
+        if len(compared) > MISS_LIST_LIMIT:
+            lines.append(f"  ... and {len(compared) - MISS_LIST_LIMIT} more, further away")
         best, diffs = compared[0]
         lines += ["", f"nearest: {best.label}", *(f"  {d}" for d in diffs)]
     return "\n".join(lines) + "\n"

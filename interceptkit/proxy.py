@@ -216,6 +216,8 @@ class Proxy:
 
     async def _shutdown(self) -> None:
         if self._server is not None:
+            if isinstance(self._server.callbacks, _ProxyCallbacks):
+                self._server.callbacks.runner.cancel()  # hooks still waiting (a hang fault, say)
             await self._server.close()
             self._server = None
 

@@ -17,7 +17,7 @@ from typing import Any
 from .cassette import Cassette, refuse
 from .flow import Flow
 from .hooks import FlowFilter, HookHandle, HookRegistry, make_filter
-from .matching import Candidate, Matcher, RequestPattern, flow_lines, nearest
+from .matching import Candidate, Matcher, RequestPattern, distance, flow_lines, nearest
 from .playback import PlaybackServer
 from .redact import Redact
 
@@ -188,7 +188,7 @@ def assert_requested(flows: Iterable[Flow], method: str | None = None, url: str 
              + (" and where=" + getattr(where, "__name__", "...") if where is not None else "")
              + f", saw {len(matched)}", "", f"requests seen ({len(seen)}):", *flow_lines(seen)]
     if seen and not matched:
-        best = min(seen, key=lambda f: len(pattern.differences(f.request)))
+        best = min(seen, key=lambda f: distance(pattern.differences(f.request)))
         lines += ["", f"nearest: #{best.id} {best.request.method} {best.request.url}",
                   *(f"  {d}" for d in pattern.differences(best.request))]
     raise AssertionError("\n".join(lines))

@@ -122,3 +122,11 @@ def test_fault_options_are_split_from_filters() -> None:
     assert options == {"seconds": 2} and filters == {"path": "/slow"}
     with pytest.raises(ValueError, match="at='later'"):
         split_options("reset", {"at": "later"})
+
+
+def test_a_miss_lists_at_most_twenty_candidates_nearest_first() -> None:
+    candidates = [RequestPattern("GET", f"https://api.test/{i}", label=f"mock {i}") for i in range(30)]
+    candidates.append(RequestPattern("GET", "https://api.test/items", query={"page": "1"}, label="mock near"))
+    text = explain_miss(request("https://api.test/items?page=2"), candidates)
+    assert text.count("  - mock") == 20 and "... and 11 more, further away" in text
+    assert text.index("  - mock near") < text.index("  - mock 0")
