@@ -42,6 +42,9 @@ class ClientLink(Protocol):
     def reset(self, flow: Flow) -> None:
         """Make the next close of this connection a TCP reset (RST, not FIN)."""
 
+    def reset_connection(self, address: tuple[str, int] | None) -> None:
+        """Reset the client connection from ``address`` now (before any request)."""
+
     def writable(self, flow: Flow) -> bool:
         """Whether :meth:`write` can reach this flow's client (not through TLS)."""
 
@@ -56,17 +59,23 @@ class SessionLink:
         self._server = server
 
     def _transport(self, flow: Flow) -> asyncio.Transport | None:
+        return self._by_address(flow.client_address)
+
+    def _by_address(self, address: tuple[str, int] | None) -> asyncio.Transport | None:
         server = self._server()
         for session in list(server.sessions) if server is not None else ():
-            if session.address == flow.client_address and not session.closed:
+            if session.address == address and not session.closed:
                 return session.transport  # type: ignore[no-any-return]
         return None
 
     def reset(self, flow: Flow) -> None:
-        transport = self._transport(flow)
-        sock = transport.get_extra_info("socket") if transport is not None else None
-        if sock is not None:  # SO_LINGER on with 0 s: close() sends RST and drops unsent data
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        _linger_zero(self._transport(flow))
+
+    def reset_connection(self, address: tuple[str, int] | None) -> None:
+        transport = self._by_address(address)
+        _linger_zero(transport)
+        if transport is not None:
+            transport.close()  # the core hears of it as the client going away
 
     def writable(self, flow: Flow) -> bool:
         return flow.client_tls is None and flow.request.scheme == "http" and self._transport(flow) is not None
@@ -75,6 +84,12 @@ class SessionLink:
         transport = self._transport(flow)
         if transport is not None and not transport.is_closing():
             transport.write(data)
+
+
+def _linger_zero(transport: asyncio.Transport | None) -> None:
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:  # SO_LINGER on with 0 s: close() sends RST and drops unsent data
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 # -- the decisions: pure, time and bytes in ------------------------------------------------
@@ -223,11 +238,18 @@ def _reset(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handle: 
         link.reset(flow)
         flow.kill()
 
+    def reset_connection(address: tuple[str, int] | None) -> None:
+        if chosen.times is None or handle.calls < chosen.times:
+            handle.acted(None)
+            link.reset_connection(address)
+
     at = options["at"]
     if at == "body":
         return [("response_chunk", reset, -1)]
+    if at == "connect" and chosen.filter is None:
+        return [("client_connected", reset_connection, -1)]  # nothing to filter on: at once
     hooks = [("request_headers", reset, -1)]
-    if at == "connect":
+    if at == "connect":  # filtered: as soon as the filters can be checked
         hooks.append(("tunnel", reset, -1))  # HTTPS: before "200 Connection established"
     return hooks
 

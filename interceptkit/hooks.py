@@ -198,10 +198,10 @@ class HookHandle:
         self._acted: deque[Flow] | None = deque(maxlen=HANDLE_FLOW_LIMIT) if acting else None
         self._on_remove: list[Callable[[], None]] = []
 
-    def acted(self, flow: Flow) -> None:
-        """Count one action on ``flow`` (for mocks, blocks and faults)."""
+    def acted(self, flow: Flow | None) -> None:
+        """Count one action on ``flow`` (for mocks, blocks and faults; None: on a connection)."""
         self.calls += 1
-        if self._acted is not None:
+        if self._acted is not None and flow is not None:
             self._acted.append(flow)
 
     @property

@@ -9,7 +9,7 @@ body's file; the proxy's usual back-pressure then bounds memory end to end.
 answer directly and this server goes away.)
 
 Answers are registered with :meth:`PlaybackServer.serve`, which returns a
-one-time path; the proxy rewrites the flow's target to it.
+path of its own; the proxy rewrites the flow's target to it.
 """
 
 from __future__ import annotations
@@ -17,12 +17,15 @@ from __future__ import annotations
 import itertools
 import secrets
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 PIECE = 64 * 1024
+#: Paths remembered (each names a recorded answer, shared, so this costs little).
+KEPT_ANSWERS = 1024
 #: Header fields the playback server writes itself (framing) or must not repeat.
 _FRAMING = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 
@@ -85,12 +88,20 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
-        self.answers: dict[str, Answer] = {}
+        # Kept, not popped: the proxy may resend a request whose pooled
+        # connection closed under it, and the resend must get the same answer.
+        self.answers: OrderedDict[str, Answer] = OrderedDict()
         self.lock = threading.Lock()
 
     def take(self, path: str) -> Answer | None:
         with self.lock:
-            return self.answers.pop(path, None)
+            return self.answers.get(path)
+
+    def add(self, path: str, answer: Answer) -> None:
+        with self.lock:
+            self.answers[path] = answer
+            while len(self.answers) > KEPT_ANSWERS:
+                self.answers.popitem(last=False)
 
 
 class PlaybackServer:
@@ -111,8 +122,7 @@ class PlaybackServer:
         """Register ``answer`` for one request; returns the path to send it to."""
         server = self._start()
         path = f"/__interceptkit_playback/{self._token}/{next(self._ids)}"
-        with server.lock:
-            server.answers[path] = answer
+        server.add(path, answer)
         return path
 
     def _start(self) -> _Server:

@@ -91,6 +91,17 @@ def test_reset_at_connect_refuses_the_tunnel(proxy: Proxy) -> None:
     sock.close()
 
 
+def test_reset_at_connect_without_filters_resets_before_any_request(proxy: Proxy, origin: Origin) -> None:
+    fault = proxy.fault("reset", at="connect", times=1)
+    with pytest.raises(ConnectionResetError):  # nothing sent: the accept is answered by RST
+        # (the RST may even reach connect() itself before it returns)
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+            while sock.recv(65536):
+                pass
+    assert fault.calls == 1 and fault.flows == []  # a connection, not a flow
+    assert curl(origin.url("/hello"), proxy=proxy).stdout == HELLO  # times=1: spent
+
+
 def test_hang_never_answers_until_removed(proxy: Proxy, origin: Origin) -> None:
     fault = proxy.fault("hang", path="/hello")
     result = curl("--max-time", "1", origin.url("/hello"), proxy=proxy, timeout=10)
