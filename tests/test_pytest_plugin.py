@@ -158,3 +158,48 @@ def test_strict_misses_fail_the_test_at_teardown(inner: pytest.Pytester) -> None
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*1 request(s) matched no mock or recording (strict mode)*",
                                  "*GET*/unknown*599*unmatched*"])
+
+
+HTTPS_CONFTEST = '''
+import sys
+from pathlib import Path
+import pytest
+from interceptkit import static_resolver
+sys.path.insert(0, {integration!r})
+from tls_origin import OriginPKI, TLSOrigin
+
+@pytest.fixture(scope="session")
+def ik_proxy_options(ik_proxy_options):  # extends what the command line gave
+    return {{**ik_proxy_options, "resolver": static_resolver({{"origin.test": "127.0.0.1"}})}}
+
+@pytest.fixture(scope="session")
+def tls_origin():
+    pki = OriginPKI(Path({ca!r}), Path({chain!r}), Path({key!r}), None)
+    server = TLSOrigin(pki).start()
+    yield server
+    server.stop()
+'''
+
+
+def test_https_through_ik_env_with_the_upstream_ca_option(pytester: pytest.Pytester, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    integration = Path(__file__).resolve().parent / "integration"
+    monkeypatch.syspath_prepend(str(integration))
+    from tls_origin import make_pki  # the suite's TLS origin, with its own CA
+
+    pki = make_pki(tmp_path / "pki")
+    pytester.makeconftest(HTTPS_CONFTEST.format(integration=str(integration), ca=str(pki.ca_path),
+                                                chain=str(pki.chain_path), key=str(pki.key_path)))
+    pytester.makepyfile(test_https='''
+        import subprocess
+
+        def test_curl_subprocess(ik_proxy, ik_env, tls_origin):
+            url = tls_origin.url("/json")
+            out = subprocess.run(["curl", "--silent", "--show-error", "--max-time", "10", url],
+                                 capture_output=True, timeout=20)
+            assert out.returncode == 0, out.stderr
+            assert b'"origin": "tls"' in out.stdout
+            assert [f.request.url for f in ik_proxy.flows if f.request.method == "GET"] == [url]
+    ''')
+    run(pytester).assert_outcomes(failed=1)  # without the origin's CA the proxy refuses it (502)
+    run(pytester, "--ik-upstream-ca", str(pki.ca_path)).assert_outcomes(passed=1)
