@@ -190,7 +190,7 @@ def test_https_through_ik_env_with_the_upstream_ca_option(pytester: pytest.Pytes
     pki = make_pki(tmp_path / "pki")
     pytester.makeconftest(HTTPS_CONFTEST.format(integration=str(integration), ca=str(pki.ca_path),
                                                 chain=str(pki.chain_path), key=str(pki.key_path)))
-    pytester.makepyfile(test_https='''
+    pytester.makepyfile(test_inner_https_via_env='''
         import subprocess
 
         def test_curl_subprocess(ik_proxy, ik_env, tls_origin):
