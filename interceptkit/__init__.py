@@ -9,17 +9,19 @@ Start a proxy, send traffic through it, and read every exchange::
 """
 
 from .breakpoints import Breakpoint
+from .cassette import Cassette
 from .filters import compile_filter
 from .flow import Flow, FlowOwner, Headers, Request, Response, Timings, TLSInfo
 from .live import LiveView
 from .proxy import Proxy, ProxyStartError
+from .redact import Redact
 from .replay import ReplayError
 from .table import FlowTable
 from .transport import ResolveError, static_resolver
 
 __all__ = [
-    "Breakpoint", "Flow", "FlowOwner", "FlowTable", "Headers", "LiveView", "Proxy", "ProxyStartError",
-    "ReplayError", "Request", "ResolveError", "Response", "TLSInfo", "Timings", "compile_filter",
+    "Breakpoint", "Cassette", "Flow", "FlowOwner", "FlowTable", "Headers", "LiveView", "Proxy", "ProxyStartError",
+    "Redact", "ReplayError", "Request", "ResolveError", "Response", "TLSInfo", "Timings", "compile_filter",
     "static_resolver",
 ]
 __version__ = "0.1.0"

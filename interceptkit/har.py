@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from .display import body_kind, ordered
 from .core.websocket import WebSocketData, WebSocketMessage
 from .flow import Flow, Headers, Message, Request, Response, Timings
+from .redact import Redact
 
 HAR_VERSION = "1.2"
 _SCHEMES = {"http": 80, "https": 443, "ws": 80, "wss": 443}
@@ -36,11 +37,16 @@ _SCHEMES = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 # -- out --------------------------------------------------------------------------
 
 
-def to_har(flows: list[Flow], *, creator: str = "interceptkit") -> dict[str, Any]:
-    """A HAR 1.2 document of the finished HTTP exchanges among ``flows``."""
+def to_har(flows: list[Flow], *, creator: str = "interceptkit", redact: Redact | None = None) -> dict[str, Any]:
+    """A HAR 1.2 document of the finished HTTP exchanges among ``flows``.
+
+    ``redact`` says what to hide (default :class:`Redact()`: the credential
+    headers); ``Redact(headers=())`` writes everything.
+    """
     from . import __version__
 
-    entries = [_entry(f) for f in flows if f.state != "open" and f.request.method != "CONNECT"]
+    hide = redact if redact is not None else Redact()
+    entries = [_entry(hide.flow(f)) for f in flows if f.state != "open" and f.request.method != "CONNECT"]
     return {"log": {"version": HAR_VERSION, "creator": {"name": creator, "version": __version__},
                     "pages": [], "entries": entries}}
 

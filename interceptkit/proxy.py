@@ -18,9 +18,13 @@ from .breakpoints import Breakpoint, PausedFlows
 from .certs import CertStore, default_confdir
 from .core.config import ProxyConfig
 from .flow import Flow
-from .hooks import FlowFilter, HookHandle, HookRegistry, HookRunner, handler_methods, make_filter
+from . import faults, testkit
+from .cassette import CassetteBlock
+from .hooks import FlowFilter, HookHandle, HookRegistry, HookRunner, check_hook_name, handler_methods, make_filter
 from .live import LiveView, status_frame
+from .matching import Matcher
 from .policy import host_matcher, listen_ssl_context, parse_routes, upstream_ssl_context
+from .redact import Redact
 from .replay import replay
 from .store import FlowRecorder, read_body
 from .table import FlowTable
@@ -70,6 +74,8 @@ class Proxy:
         save: a file to append every finished flow to (JSON lines, flushed per
             flow, so a crash loses nothing already finished); ``FlowTable.load``
             reads it, also while it grows.
+        redact: a :class:`Redact`: what cassettes, HAR and ``save=`` files hide
+            (cassettes and HAR also hide the credential headers by default).
     """
 
     def __init__(
@@ -99,6 +105,7 @@ class Proxy:
         keyfile: str | os.PathLike[str] | None = None,
         tls_name: str | None = None,
         save: str | os.PathLike[str] | None = None,
+        redact: Redact | None = None,
     ) -> None:
         if mode not in ("forward", "reverse"):
             raise ValueError(f"unknown mode {mode!r}: use 'forward' or 'reverse'")
@@ -107,8 +114,13 @@ class Proxy:
         self.host = host
         self._requested_port = port
         self.mode = mode
-        self.flows = FlowTable(max_flows=max_flows, max_capture_bytes=max_capture_bytes)
+        # What cassettes and HAR hide (defaults + the user's); save= files hide the user's only.
+        self._redaction = Redact().merge(redact)
+        self._save_redaction = Redact(headers=()).merge(redact)
+        self.flows = FlowTable(max_flows=max_flows, max_capture_bytes=max_capture_bytes,
+                               redact=self._redaction)
         self.hooks = HookRegistry()
+        self._kit = testkit.TestKit(self.hooks, self._redaction)
         self._handlers: dict[int, HookHandle] = {}
         self.confdir = Path(confdir) if confdir is not None else default_confdir()
         self.intercept = intercept
@@ -214,6 +226,8 @@ class Proxy:
 
     async def _shutdown(self) -> None:
         if self._server is not None:
+            if isinstance(self._server.callbacks, _ProxyCallbacks):
+                self._server.callbacks.runner.cancel()  # hooks still waiting (a hang fault, say)
             await self._server.close()
             self._server = None
 
@@ -229,6 +243,7 @@ class Proxy:
                 loop.call_soon_threadsafe(loop.stop)
                 thread.join(timeout=10)
                 self._close_recorder()
+                self._kit.close()
             self._paused.forget()
             self._thread = None
         self.flows._ended()
@@ -274,7 +289,7 @@ class Proxy:
 
     def _open_recorder(self) -> None:
         if self._save_path is not None and self._recorder is None:
-            self._recorder = FlowRecorder.open(self._save_path)
+            self._recorder = FlowRecorder.open(self._save_path, self._save_redaction)
 
     def _close_recorder(self) -> None:
         recorder, self._recorder = self._recorder, None
@@ -315,7 +330,7 @@ class Proxy:
 
     def on(self, name: str, fn: Callable[..., Any] | None = None, *, where: FlowFilter | str | None = None,
            thread: bool = False, **filters: Any) -> Any:
-        """Attach ``fn`` as the hook ``name``; returns a handle with ``.remove()``.
+        """Attach ``fn`` as the hook ``name``; returns a handle with ``.remove()`` and ``.flows``.
 
         ``fn(flow)`` may change ``flow.request``/``flow.response``, call
         ``flow.respond(...)`` or ``flow.kill()``; it may be ``async``. Data
@@ -325,35 +340,33 @@ class Proxy:
         keyword filters (``host=``, ``method=``, ``path=``, ``url=``,
         ``status=``, ``content_type=``) choose the flows it sees;
         ``thread=True`` runs a blocking hook off the event loop. Without
-        ``fn`` it is a decorator. Raises ValueError for an unknown hook name.
+        ``fn`` it is a decorator. Raises ValueError for an unknown hook name,
+        TypeError for a ``fn`` or ``where`` that is not callable.
         """
+        check_hook_name(name)
         flow_filter = make_filter(where, **filters)
         if fn is None:
             return lambda function: self.on(name, function, where=flow_filter, thread=thread)
         return HookHandle(self.hooks, [self.hooks.add(name, fn, flow_filter, thread)])
 
     def mock(self, method: str | None, url: str, *, status: int = 200, json: Any = None,
-             text: str | None = None, content: bytes | None = None,
-             headers: dict[str, str] | None = None, times: int | None = None) -> HookHandle:
+             text: str | None = None, content: bytes | None = None, headers: dict[str, str] | None = None,
+             times: int | None = None, query: dict[str, Any] | None = None,
+             match_headers: dict[str, str] | None = None, match_json: Any = None,
+             responses: list[dict[str, Any]] | None = None) -> HookHandle:
         """Answer matching requests without contacting the upstream.
 
-        ``url`` is a glob on the full URL (``"https://api.example.com/users/*"``);
-        ``method`` None matches any method; ``times`` limits how often it
-        answers (then it removes itself). Returns a handle with ``.calls``.
+        ``url`` is a glob on the full URL (``"https://api.example.com/users/*"``;
+        without its query when ``query=`` is given); ``method`` None matches any
+        method. Matchers: ``query={"page": "1"}``, ``match_headers={...}``,
+        ``match_json=...`` (the request body, semantically). ``responses=[dict(status=500),
+        dict(json={...})]`` answers in turn (the last repeats). ``times`` limits how
+        often it answers (then it removes itself). Returns a handle (``.calls``, ``.flows``).
         """
-        flow_filter = make_filter(method=method, url=url)
-        handle = HookHandle(self.hooks, [])
-
-        def answer(flow: Flow) -> None:
-            if times is not None and handle.calls >= times:
-                return
-            handle.calls += 1
-            flow.respond(status, json=json, text=text, content=content, headers=headers)
-            if times is not None and handle.calls >= times:
-                handle.remove()
-
-        handle.hooks.append(self.hooks.add("request_headers", answer, flow_filter))
-        return handle
+        response = {k: v for k, v in dict(json=json, text=text, content=content, headers=headers).items()
+                    if v is not None}
+        return self._kit.mock(method, url, times=times, query=query, match_headers=match_headers,
+                              match_json=match_json, responses=responses, status=status, **response)
 
     def block(self, host: str | None = None, *, status: int = 403, kill: bool = False,
               **filters: Any) -> HookHandle:
@@ -362,22 +375,58 @@ class Proxy:
         With ``host`` it also refuses CONNECT tunnels to that host, so HTTPS
         to it is blocked before any TLS handshake.
         """
-        flow_filter = make_filter(host=host, **filters)
-        handle = HookHandle(self.hooks, [])
+        return self._kit.block(host, status=status, kill=kill, **filters)
 
-        def refuse(flow: Flow) -> None:
-            handle.calls += 1
-            if kill:
-                flow.kill()
-            else:
-                flow.respond(status, text=f"blocked by interceptkit: {flow.request.url}\n")
+    # -- for test authors (testkit.py, cassette.py, faults.py) -------------------------
 
-        handle.hooks.append(self.hooks.add("request_headers", refuse, flow_filter))
-        if host is not None and not filters:
-            # Only a host-wide block may refuse the CONNECT itself: with a path
-            # (say) the tunnel must open so other paths keep working.
-            handle.hooks.append(self.hooks.add("tunnel", refuse, make_filter(host=host)))
-        return handle
+    def strict(self, status: int = 599) -> HookHandle:
+        """Answer every request no mock and no recording matches with ``status`` and a
+        plain-text body naming it, what it was compared with and the nearest one's
+        difference; the flow gets ``metadata["unmatched"]``. ``.remove()`` ends it."""
+        return self._kit.strict(status)
+
+    def cassette(self, path: str | os.PathLike[str], record_mode: str = "once",
+                 match_on: Iterable[Matcher] = ("method", "url"), allow_repeats: bool = False) -> CassetteBlock:
+        """``with proxy.cassette("api.har") as cas:`` records or replays (HAR 1.2, written
+        atomically at the end). Modes ``none``, ``once``, ``new_episodes``, ``all`` (VCR.py's);
+        ``match_on``: field names, ``"headers:<name>"`` or callables. See docs/testing.md."""
+        return CassetteBlock(lambda: self._kit.cassette(
+            path, record_mode=record_mode, match_on=match_on, allow_repeats=allow_repeats))
+
+    def fault(self, kind: str, *, where: FlowFilter | None = None, times: int | None = None,
+              **options_and_filters: Any) -> HookHandle:
+        """Inject a fault: ``delay``, ``throttle``, ``reset``, ``hang``, ``truncate``, ``dribble``
+        or ``status`` (options in docs/testing.md); other keywords are filters. Returns a
+        handle with ``.remove()``, ``.calls``, ``.flows``."""
+        return faults.install(self.hooks, faults.SessionLink(lambda: self._server), kind, where=where, times=times,
+                              **options_and_filters)
+
+    def redact(self, headers: Iterable[str] | None = None, query: Iterable[str] | None = None,
+               json_fields: Iterable[str] | None = None, values: Iterable[str] | None = None) -> Redact:
+        """Also hide these in cassettes, HAR, ``save=`` files and failure reports."""
+        self._save_redaction.add(headers, query, json_fields, values)
+        return self._redaction.add(headers, query, json_fields, values)
+
+    def assert_requested(self, method: str | None = None, url: str | None = None, *, times: int | None = None,
+                         json: Any = None, where: FlowFilter | None = None) -> list[Flow]:
+        """Raise AssertionError (with a table of the requests seen and the nearest one's
+        difference) unless such requests were made (``times``: exactly that many)."""
+        return testkit.assert_requested(self.flows, method, url, times=times, json=json, where=where)
+
+    def assert_all_mocks_used(self) -> None:
+        """Raise AssertionError naming each mock that never answered."""
+        testkit.assert_all_mocks_used(self._kit)
+
+    def wait_for(self, where: FlowFilter | None = None, *, timeout: float = 5.0, **filters: Any) -> Flow:
+        """The first matching flow that finishes after this call (TimeoutError if none does).
+
+        It blocks the calling thread only, so it is safe in a notebook cell."""
+        return testkit.wait_for(self.on_flow, where, timeout, filters)
+
+    async def wait_for_async(self, where: FlowFilter | None = None, *, timeout: float = 5.0,
+                             **filters: Any) -> Flow:
+        """:meth:`wait_for` for async code: ``flow = await proxy.wait_for_async(path="/x")``."""
+        return await testkit.wait_for_async(self.on_flow, where, timeout, filters)
 
     def add(self, handler: object) -> HookHandle:
         """Attach every hook method of ``handler`` (``request``, ``on_request_received``, ...)."""

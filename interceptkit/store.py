@@ -231,27 +231,29 @@ class FlowRecorder:
     logged (once) and does not stop the proxy.
     """
 
-    def __init__(self, path: Path, file: IO[str]) -> None:
+    def __init__(self, path: Path, file: IO[str], redact: Any = None) -> None:
         self.path = path
         self._file = file
+        #: A :class:`~interceptkit.Redact` applied to each flow before it is written (or None).
+        self.redact = redact
         self._failed = False
         #: How many flows were written.
         self.written = 0
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> FlowRecorder:
+    def open(cls, path: str | os.PathLike[str], redact: Any = None) -> FlowRecorder:
         """Open ``path`` for appending (created if missing). Raises OSError."""
         target = Path(path)
         file = target.open("a", encoding="utf-8", newline="\n")
         if file.tell() > 0 and not _ends_with_newline(target):
             file.write("\n")  # a torn last line from a crash stays on its own
-        return cls(target, file)
+        return cls(target, file, redact)
 
     def write(self, flow: Flow) -> int | None:
         """Append ``flow``; returns where its line starts (for :func:`read_body`), None if it failed."""
         try:
             offset = self._file.tell()  # a byte position: UTF-8 writes leave no encoder state
-            self._file.write(_line(flow))
+            self._file.write(_line(flow if self.redact is None else self.redact.flow(flow)))
             self._file.flush()
             self.written += 1
             return offset

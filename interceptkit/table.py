@@ -148,10 +148,13 @@ class FlowTable:
     """
 
     def __init__(self, flows: Iterable[Flow] = (), *, max_flows: int | None = DEFAULT_MAX_FLOWS,
-                 columns: Iterable[str] | None = None, max_capture_bytes: int | None = None) -> None:
+                 columns: Iterable[str] | None = None, max_capture_bytes: int | None = None,
+                 redact: Any = None) -> None:
         if max_capture_bytes is not None and max_capture_bytes < 0:
             raise ValueError(f"max_capture_bytes must be >= 0 or None, not {max_capture_bytes!r}")
         initial = list(flows)
+        #: What HAR exports hide (a :class:`~interceptkit.Redact`; None: the defaults).
+        self.redact = redact
         self._flows: deque[Flow] = deque(initial, maxlen=max_flows)
         self._lock = threading.Lock()
         self.max_flows = max_flows
@@ -219,7 +222,8 @@ class FlowTable:
 
     def _derive(self, flows: Iterable[Flow]) -> FlowTable:
         """A still table of ``flows`` with this table's columns."""
-        return FlowTable(flows, max_flows=None, columns=self._columns if self._selected else None)
+        return FlowTable(flows, max_flows=None, columns=self._columns if self._selected else None,
+                         redact=self.redact)
 
     # -- list-like -------------------------------------------------------------------
 
@@ -374,11 +378,12 @@ class FlowTable:
         """The flows as a HAR 1.2 log; written to ``path`` when given.
 
         Opens in browser developer tools and HAR viewers. CONNECT tunnels are
-        left out (they carry no HTTP exchange of their own).
+        left out (they carry no HTTP exchange of their own). Credentials are
+        redacted (see :class:`~interceptkit.Redact`; the proxy's ``redact=``).
         """
         from . import har
 
-        document = har.to_har(self._snapshot())
+        document = har.to_har(self._snapshot(), redact=self.redact)
         if path is not None:
             har.write(document, path)
         return document

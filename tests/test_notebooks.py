@@ -77,7 +77,15 @@ def test_testing_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert "the payment request carried {'order': 42, 'amount': 75}" in printed
     assert "the client raised as it should: 503" in printed
     assert "'items': ['laces']" in printed
-    assert "all assertions passed; 4 flows captured" in printed
+    assert "expected at least one request matching POST http://api.shop.test/payments" in printed
+    assert 'json: {"amount": 75, "order": 42} vs {"amount": 80, "order": 42}' in printed
+    assert "strict mode answered 599" in printed and "POST http://api.shop.test/refunds" in printed
+    assert "nearest: mock POST http://api.shop.test/payments" in printed
+    assert "recorded 1 exchange(s)" in printed
+    assert "replayed with the service stopped: True plays: 1" in printed
+    assert "token written to the file: False" in printed
+    assert "the connection was reset:" in printed and "the fault acted on 1 flow(s)" in printed
+    assert "all assertions passed; 8 flows captured" in printed
     html = "".join(outputs(notebook, "text/html"))
     assert 'class="interceptkit-table"' in html and 'class="interceptkit-flow"' in html
 

@@ -1,0 +1,3 @@
+"""Suite-wide: pytest's own ``pytester`` runs the plugin tests (tests/test_pytest_plugin.py)."""
+
+pytest_plugins = ["pytester"]
