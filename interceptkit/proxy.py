@@ -49,6 +49,8 @@ class Proxy:
         resolver: ``async (host, port) -> [(ip, port), ...]``, for tests or pinning.
         max_flows: how many flows ``.flows`` keeps (the oldest are dropped).
         body_capture_limit: bytes of each body kept on its flow.
+        max_request_body: refuse request bodies over this many bytes with 413
+            (None, the default: no limit).
         confdir: folder of the CA (default ``$INTERCEPTKIT_HOME`` or ~/.interceptkit).
         intercept: decrypt HTTPS (CONNECT) traffic with certificates from the CA.
         ignore_hosts: glob or regex patterns of hosts relayed without decrypting.
@@ -91,6 +93,7 @@ class Proxy:
         keyfile: str | os.PathLike[str] | None = None,
         tls_name: str | None = None,
         save: str | os.PathLike[str] | None = None,
+        max_request_body: int | None = None,
     ) -> None:
         if mode not in ("forward", "reverse"):
             raise ValueError(f"unknown mode {mode!r}: use 'forward' or 'reverse'")
@@ -114,6 +117,7 @@ class Proxy:
             upstream_context=upstream_ssl_context(insecure=ssl_insecure, extra_ca=upstream_ca),
             routes=parse_routes(routes or {}), keep_host=keep_host,
             listen_context=listen_ssl_context(certfile, keyfile),
+            max_request_body=max_request_body,
         )
         self._tls_name = tls_name
         self._settings = TransportSettings(

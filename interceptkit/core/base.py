@@ -17,6 +17,7 @@ from . import commands as cmd
 from .config import ProxyConfig
 from .http1 import (
     INFO_PAGE,
+    ChunkSizeGuard,
     info_page_fields,
     plain_answer,
     raw_response,
@@ -61,7 +62,7 @@ class ConnectionBase:
     def _open_upstream(self, key: UpstreamKey, *, reuse: bool) -> Upstream:
         raise NotImplementedError
 
-    def _upstream_failed(self, up: Upstream, reason: str, status: int = 502) -> None:
+    def _upstream_failed(self, up: Upstream, reason: str, status: int = 502, *, timeout: bool = False) -> None:
         raise NotImplementedError
 
     def __init__(self, config: ProxyConfig, client_address: tuple[str, int] | None = None) -> None:
@@ -82,6 +83,8 @@ class ConnectionBase:
         self._head_request = False
         self._client_bytes = 0
         self._client_eof = False
+        #: Follows the chunk sizes of a chunked request body (h11 takes any size).
+        self._chunk_guard: ChunkSizeGuard | None = None
         self._read_timer = False
         self._idle_timer = False
         self._client_activity = 0.0

@@ -61,7 +61,8 @@ class Lifecycle(ConnectionBase):
             return
         waited = self._now - up.last_activity
         if up.connected and not up.ready and waited >= timeout:
-            self._upstream_failed(up, f"TLS handshake with the upstream took over {timeout:g} s", 504)
+            self._upstream_failed(up, f"TLS handshake with the upstream took over {timeout:g} s", 504,
+                                  timeout=True)
             return
         if not up.ready or self._client_blocked or self._waiting is not None:
             # Connecting (the transport times that), the client is not
@@ -71,9 +72,9 @@ class Lifecycle(ConnectionBase):
         if waited < timeout:
             self._arm_read_timer(timeout - waited)
         elif ex.response_started:
-            self._upstream_failed(up, f"upstream stalled: no data for {timeout:g} s")
+            self._upstream_failed(up, f"upstream stalled: no data for {timeout:g} s", timeout=True)
         else:
-            self._upstream_failed(up, f"upstream did not answer within {timeout:g} s", 504)
+            self._upstream_failed(up, f"upstream did not answer within {timeout:g} s", 504, timeout=True)
 
     def _check_idle_timeout(self) -> None:
         if self._phase is Phase.CLOSED:

@@ -16,10 +16,13 @@ from .base import ConnectionBase
 from .errors import RemoteProtocolError
 from .http1 import (
     IDEMPOTENT_METHODS,
+    SUPPORTED_VERSIONS,
+    ChunkSizeGuard,
     append_to_field,
     check_request_framing,
     connection_tokens,
     end_to_end_fields,
+    first_line_unversioned,
     format_authority,
     h11_request,
     has_dot_segments,
@@ -69,6 +72,8 @@ class Requests(ConnectionBase):
                 return
             data, closed = decrypted
         if data:
+            if self._chunk_guard is not None and not self._guard_chunks(data):
+                return
             self._client.receive_data(data)
             # A head over the limit needs more bytes than the limit in all:
             # below that, measuring it would be wasted work on every request.
@@ -79,6 +84,28 @@ class Requests(ConnectionBase):
             self._pause_client("hook")  # h11 holds it until the hook returns
         elif self._phase is Phase.HTTP:
             self._pump_client()
+            if self._client.their_state is h11.IDLE and b"\n" in data:
+                self._refuse_simple_request()
+
+    def _guard_chunks(self, data: bytes) -> bool:
+        """Follow the chunk sizes of a chunked request body; False if one was refused."""
+        guard = self._chunk_guard
+        assert guard is not None
+        try:
+            guard.feed(data)
+        except RemoteProtocolError as exc:
+            self._chunk_guard = None
+            self._client_error(exc.status, str(exc))
+            return False
+        if guard.done:
+            self._chunk_guard = None
+        return True
+
+    def _refuse_simple_request(self) -> None:
+        """An HTTP/0.9 request line gets 400 at once, not a wait for headers."""
+        if self._phase is Phase.HTTP and first_line_unversioned(self._client.trailing_data[0]):
+            self._refuse(400, "HTTP/0.9 requests (a request line without a version) are not supported",
+                         "request line without a version")
 
     def _pump_client(self) -> None:
         while self._phase is Phase.HTTP and self._waiting is None:
@@ -147,6 +174,10 @@ class Requests(ConnectionBase):
         fields = event.headers.raw_items()
         method = event.method.decode("ascii")
         self._head_request = method == "HEAD"
+        if event.http_version not in SUPPORTED_VERSIONS:
+            self._refuse(505, f"HTTP/{event.http_version.decode('ascii')} is not supported",
+                         f"{method} {event.target[:200]!r}")
+            return
         if self._client_bytes > self._config.max_header_size and (
                 head_size(event.target, fields) > self._config.max_header_size):
             # h11 bounds only a head that arrives in pieces; one that came
@@ -157,7 +188,12 @@ class Requests(ConnectionBase):
             self._on_connect(event, fields)
             return
         try:
-            check_request_framing(fields, event.http_version)
+            length, chunked = check_request_framing(fields, event.http_version)
+            limit = self._config.max_request_body
+            if limit is not None and length is not None and length > limit:
+                raise RemoteProtocolError(f"request body over the limit of {limit} bytes", 413)
+            if chunked:
+                self._start_chunk_guard()
             scheme, host, port, path = self._resolve_target(event.target, fields)
         except RemoteProtocolError as exc:
             self._refuse(exc.status, str(exc), f"{method} {event.target[:200]!r}")
@@ -179,6 +215,12 @@ class Requests(ConnectionBase):
         self._exchange = ex
         self._emit(cmd.FlowStarted(flow=ex.flow))
         self._hook("request_headers", ex, self._after_request_headers)
+
+    def _start_chunk_guard(self) -> None:
+        """Follow chunk sizes from here on, starting with the body bytes h11 already holds."""
+        guard = ChunkSizeGuard()
+        guard.feed(self._client.trailing_data[0])  # raises for a size beyond 2^63-1
+        self._chunk_guard = None if guard.done else guard
 
     def _resolve_target(self, target: bytes, fields: list[tuple[bytes, bytes]]) -> tuple[str, str, int, str]:
         """Where a request goes; scheme "" means it is addressed to the proxy itself."""
@@ -295,6 +337,10 @@ class Requests(ConnectionBase):
         if ex is None:
             return
         capture_body(ex.flow.request, data, self._config.body_capture_limit)
+        limit = self._config.max_request_body
+        if limit is not None and ex.flow.request.body_size > limit:
+            self._client_error(413, f"request body over the limit of {limit} bytes")
+            return
         if ex.mocked:
             return
         if ex.request_parts is not None:

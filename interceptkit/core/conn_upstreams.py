@@ -152,7 +152,12 @@ class Upstreams(ConnectionBase):
         up.conn.receive_data(b"")
         self._pump_upstream(up)
 
-    def _upstream_failed(self, up: Upstream, reason: str, status: int = 502) -> None:
+    def _upstream_failed(self, up: Upstream, reason: str, status: int = 502, *, timeout: bool = False) -> None:
+        """The upstream of the exchange failed: retry, answer ``status``, or close.
+
+        Only a reused connection that was closed before any response byte is
+        retried; a ``timeout`` never is (the server may be working on it).
+        """
         self._drop_upstream(up)
         if self._phase is Phase.CONNECTING:
             self._fail_tunnel(reason, status)
@@ -160,7 +165,7 @@ class Upstreams(ConnectionBase):
         ex = self._exchange
         if ex is None or ex.upstream is not up:
             return  # an idle connection went away: nothing was lost
-        if ex.replay is not None and up.reused and ex.upstream_bytes == 0 and not ex.retried:
+        if ex.replay is not None and up.reused and ex.upstream_bytes == 0 and not ex.retried and not timeout:
             self._retry(ex)
             return
         self._fail_exchange(ex, reason)
@@ -184,3 +189,5 @@ class Upstreams(ConnectionBase):
         up = ex.upstream = self._open_upstream(key, reuse=False)
         for event in replay:
             self._to_upstream(up, up.conn.send(event))
+        if ex.request_complete:
+            self._arm_read_timer(self._config.read_timeout)  # the retry is timed like the first try

@@ -35,6 +35,10 @@ HOP_BY_HOP = frozenset(
 )
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+#: The largest body size a peer may declare (RFC 9110 8.6 leaves it open;
+#: nginx, like most servers, stops at a signed 64-bit integer).
+MAX_BODY_SIZE = 2**63 - 1
+SUPPORTED_VERSIONS = (b"1.1", b"1.0")
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 # RFC 3986 3.2.2 reg-name characters; also what DNS and IP literals need.
@@ -119,24 +123,32 @@ def connection_tokens(fields: Fields) -> set[bytes]:
     return tokens
 
 
-def check_request_framing(fields: Fields, http_version: bytes) -> None:
+def check_request_framing(fields: Fields, http_version: bytes) -> tuple[int | None, bool]:
     """Refuse request shapes that a proxy must not forward (request smuggling).
 
     h11 already refuses conflicting Content-Length values, repeated or
     unknown Transfer-Encoding and bad chunk sizes; it does not refuse both
     framing fields at once, which RFC 9112 6.3 lets a server treat as an
-    attack and which is the classic CL.TE desync.
+    attack and which is the classic CL.TE desync. Returns the declared
+    Content-Length (or None) and whether the body is chunked.
     """
-    has_length = has_chunked = False
-    for name, _ in fields:
+    length: int | None = None
+    has_chunked = False
+    for name, value in fields:
         lower = name.lower()
-        has_length = has_length or lower == b"content-length"
+        if lower == b"content-length":
+            length = int(value)  # h11 checked that it is digits
+            if length > MAX_BODY_SIZE:
+                # A length nobody can send keeps the connection waiting
+                # forever; nginx refuses it at once as well.
+                raise RemoteProtocolError("Content-Length beyond 2^63-1")
         has_chunked = has_chunked or lower == b"transfer-encoding"
-    if has_length and has_chunked:
+    if length is not None and has_chunked:
         raise RemoteProtocolError("both Content-Length and Transfer-Encoding sent")
     if has_chunked and http_version == b"1.0":
         # RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 means faulty framing.
         raise RemoteProtocolError("Transfer-Encoding in an HTTP/1.0 request")
+    return length, has_chunked
 
 
 _NEVER_HOP_BY_HOP = frozenset({b"close", b"keep-alive", b"content-length", b"host"})
@@ -297,3 +309,69 @@ def raw_response(response: h11.Response, body: bytes) -> bytes:
     lines = [b"HTTP/1.1 %d %s" % (response.status_code, response.reason)]
     lines += [name + b": " + value for name, value in response.headers.raw_items()]
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+
+
+class ChunkSizeGuard:
+    """Follows the chunk boundaries of a chunked request body, fed the same bytes as h11.
+
+    Owns only its position in the framing. h11 takes any chunk size, so a size
+    no peer can send (over 2^63-1) would keep the connection waiting for bytes
+    that never come; this refuses it the moment its line is complete. h11
+    still validates the framing itself: the guard only reads sizes.
+    """
+
+    __slots__ = ("_remaining", "_line", "done")
+
+    def __init__(self) -> None:
+        self._remaining = 0  # data bytes, plus the CRLF after them, still to skip
+        self._line = b""  # the start of a chunk-size line read so far
+        self.done = False
+
+    def feed(self, data: bytes) -> None:
+        """Raises RemoteProtocolError for a chunk size beyond 2^63-1."""
+        pos, end = 0, len(data)
+        while pos < end and not self.done:
+            if self._remaining:
+                step = min(self._remaining, end - pos)
+                self._remaining -= step
+                pos += step
+                continue
+            newline = data.find(b"\n", pos)
+            if newline < 0:
+                self._line = (self._line + data[pos:])[:64]  # only the digits matter
+                return
+            self._size_line(self._line + data[pos:newline])
+            self._line, pos = b"", newline + 1
+
+    def _size_line(self, line: bytes) -> None:
+        digits = bytearray()
+        for byte in line.lstrip(b"\r"):
+            if byte not in _HEX_DIGITS:
+                break
+            digits.append(byte)
+        if not digits:
+            return  # a stray CRLF or a malformed line: h11 judges it
+        size = int(digits, 16)
+        if size > MAX_BODY_SIZE:
+            raise RemoteProtocolError("chunk size beyond 2^63-1")
+        if size == 0:
+            self.done = True  # the trailer section follows; h11 reads it
+        self._remaining = size + 2  # the data and its CRLF (h11 checks the CRLF)
+
+
+_VERSIONED_LINE = re.compile(rb"[^ ]+ [^ ]+ HTTP/[0-9]\.[0-9]\r?")
+
+
+def first_line_unversioned(buffered: bytes) -> bool:
+    """Whether the first complete line of a request lacks ``HTTP/x.y`` at its end.
+
+    That is an HTTP/0.9 simple request (``GET /``): its client waits for an
+    answer h11 would never give, since h11 waits for a header block that is
+    not coming. Leading empty lines are allowed (RFC 9112 2.2).
+    """
+    data = buffered.lstrip(b"\r\n")
+    end = data.find(b"\n")
+    return end >= 0 and _VERSIONED_LINE.fullmatch(data[:end]) is None
