@@ -8,9 +8,8 @@ Start a proxy, send traffic through it, and read every exchange::
         proxy.flows[-1].response.status
 """
 
-from .flow import Flow, Headers, Request, Response, Timings, TLSInfo
+from .flow import Flow, Headers, ReplayError, Request, Response, Timings, TLSInfo
 from .proxy import Proxy, ProxyStartError
-from .replay import ReplayError
 from .table import FlowTable
 from .transport import ResolveError, static_resolver
 

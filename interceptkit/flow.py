@@ -12,8 +12,11 @@ import json as _json
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
+
+from ._wire import format_authority, parse_absolute_url
 
 HeaderFields = list[tuple[bytes, bytes]]
 
@@ -243,17 +246,13 @@ class Request(Message):
 
     @property
     def url(self) -> str:
-        default = {"http": 80, "https": 443, "ws": 80, "wss": 443}.get(self.scheme)
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        netloc = host if self.port == default else f"{host}:{self.port}"
+        netloc = format_authority(self.host, self.port, self.scheme)
         if self.method == "CONNECT":
             return f"{netloc}"
         return f"{self.scheme}://{netloc}{self.path}"
 
     @url.setter
     def url(self, value: str) -> None:
-        from .core.http1 import parse_absolute_url
-
         scheme, host, port, path = parse_absolute_url(value.encode("latin-1"))
         self.scheme, self.host, self.port, self.path = scheme, host, port, path
 
@@ -363,8 +362,9 @@ class Flow:
     websocket: Any = None
     hook_errors: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
-    #: The Proxy that recorded this flow (set when it starts); what replay() goes through.
-    _proxy: Any = field(default=None, repr=False, compare=False)
+    #: Whoever captured this flow (the Proxy sets itself when the flow starts);
+    #: what replay() goes through. None for a flow loaded from a file.
+    _owner: FlowOwner | None = field(default=None, repr=False, compare=False)
 
     def respond(
         self,
@@ -415,30 +415,65 @@ class Flow:
         replay a flow loaded from a file. Raises ``ReplayError`` (see
         :func:`interceptkit.replay.replay`).
         """
-        from .replay import replay
-
-        return replay(self, proxy, timeout=timeout)
+        return _owner_of(self, proxy).replay_flow(self, timeout=timeout)
 
     async def replay_async(self, *, proxy: Any = None, timeout: float = 30.0) -> Flow:
         """:meth:`replay` for async code: ``new = await flow.replay_async()``."""
-        from .replay import replay_async
-
-        return await replay_async(self, proxy, timeout=timeout)
+        return await _owner_of(self, proxy).replay_flow_async(self, timeout=timeout)
 
     def _repr_html_(self) -> str:
-        from .display import flow_html
-
-        return flow_html(self)
+        """Jupyter's rich display, drawn by the display module (it registers "html")."""
+        return str(_service("html", "display")(self))
 
     def to_dict(self) -> dict[str, Any]:
         """Everything recorded about this flow as JSON-ready data (lossless)."""
-        from .store import flow_to_dict
-
-        return flow_to_dict(self)
+        data: dict[str, Any] = _service("to_dict", "store")(self)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Flow:
         """Rebuild a flow from :meth:`to_dict`'s data."""
-        from .store import flow_from_dict
+        flow: Flow = _service("from_dict", "store")(data)
+        return flow
 
-        return flow_from_dict(data)
+
+class ReplayError(Exception):
+    """The request could not be replayed (no proxy, a truncated body, no answer)."""
+
+
+class FlowOwner(Protocol):
+    """Whoever captured a flow (a Proxy) and can send its request again.
+
+    The flow model sits below the proxy in the module order, so it reaches
+    the proxy's services through this interface instead of importing them.
+    """
+
+    def replay_flow(self, flow: Flow, *, timeout: float) -> Flow: ...
+
+    async def replay_flow_async(self, flow: Flow, *, timeout: float) -> Flow: ...
+
+
+def _owner_of(flow: Flow, proxy: FlowOwner | None) -> FlowOwner:
+    owner = proxy if proxy is not None else flow._owner
+    if owner is None:
+        raise ReplayError(f"flow #{flow.id} was not captured by a proxy here (loaded from a file?): "
+                          "pass one, flow.replay(proxy=...)")
+    return owner
+
+
+#: Services the rings above lend the flow model, by name: the display module
+#: registers "html", the store module "to_dict" and "from_dict" when they are
+#: imported (interceptkit's __init__ imports both). The same for every proxy.
+_SERVICES: dict[str, Callable[..., Any]] = {}
+
+
+def register_service(name: str, function: Callable[..., Any]) -> None:
+    """Lend ``function`` to the flow model as ``name`` (called by display and store)."""
+    _SERVICES[name] = function
+
+
+def _service(name: str, module: str) -> Callable[..., Any]:
+    try:
+        return _SERVICES[name]
+    except KeyError:
+        raise RuntimeError(f"interceptkit.{module} is not imported: import interceptkit first") from None

@@ -13,11 +13,13 @@ from typing import Any
 from dataclasses import replace
 from pathlib import Path
 
+from ._wire import format_address
 from .certs import CertStore, default_confdir
 from .core.config import ProxyConfig
 from .flow import Flow
 from .hooks import FlowFilter, HookHandle, HookRegistry, HookRunner, handler_methods, make_filter
 from .policy import host_matcher, listen_ssl_context, parse_routes, upstream_ssl_context
+from .replay import replay, replay_async
 from .store import FlowRecorder
 from .table import FlowTable
 from .transport import Callbacks, ProxyServer, Resolver, TransportSettings
@@ -146,9 +148,8 @@ class Proxy:
     @property
     def url(self) -> str:
         """``http://host:port`` (https with listening TLS): what to give clients."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
         scheme = "https" if self._config.listen_context is not None or self._tls_name else "http"
-        return f"{scheme}://{host}:{self.port}"
+        return f"{scheme}://{format_address(self.host, self.port)}"
 
     @property
     def running(self) -> bool:
@@ -271,6 +272,14 @@ class Proxy:
         recorder, self._recorder = self._recorder, None
         if recorder is not None:
             recorder.close()
+
+    def replay_flow(self, flow: Flow, *, timeout: float = 30.0) -> Flow:
+        """Send ``flow``'s request again through this proxy (``Flow.replay`` calls this)."""
+        return replay(flow, self, timeout=timeout)
+
+    async def replay_flow_async(self, flow: Flow, *, timeout: float = 30.0) -> Flow:
+        """:meth:`replay_flow` for async code."""
+        return await replay_async(flow, self, timeout=timeout)
 
     def _watch(self, watcher: Any) -> Callable[[], None]:
         """Tell ``watcher`` of every flow (``.flow_started(flow)``, ``.flow_finished(flow)``)
@@ -407,7 +416,7 @@ class _ProxyCallbacks(Callbacks):
         self.runner = HookRunner(proxy.hooks)
 
     def flow_started(self, flow: Flow) -> None:
-        flow._proxy = self.proxy
+        flow._owner = self.proxy
         for watcher in list(self.proxy._watchers):
             watcher.flow_started(flow)
         self.proxy.flows._add(flow)
