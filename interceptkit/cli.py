@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from .certs import CertStoreError
+from .display import human_size
 from .flow import Flow
 from .proxy import Proxy, ProxyStartError
 from .transport.tuning import tune_allocator
@@ -81,11 +82,8 @@ def format_flow(flow: Flow) -> str:
 
 
 def _human_size(size: int) -> str:
-    for unit in ("B", "k", "M", "G"):
-        if size < 1024 or unit == "G":
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1024  # type: ignore[assignment]
-    return f"{size}B"
+    """One column of the log line: the notebook's decimal units, without the space."""
+    return human_size(size, sep="")
 
 
 def _printer(stream: TextIO) -> Callable[[Flow], None]:

@@ -49,14 +49,14 @@ _esc = html.escape
 # -- human-readable values ------------------------------------------------------
 
 
-def human_size(n: int | None) -> str:
-    """``1234`` -> ``"1.2 kB"`` (decimal units, as browser tools show them)."""
+def human_size(n: int | None, sep: str = " ") -> str:
+    """``1234`` -> ``"1.2 kB"`` (decimal units, as browser tools show them; the CLI too)."""
     if n is None:
         return ""
     for unit, scale in _SIZES:
         if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
+            return f"{n / scale:.1f}{sep}{unit}"
+    return f"{n}{sep}B"
 
 
 def human_duration(seconds: float | None) -> str:

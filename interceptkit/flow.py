@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from ._wire import format_authority, parse_absolute_url
+from .vocab import FlowKind, FlowState
 
 HeaderFields = list[tuple[bytes, bytes]]
 
@@ -351,10 +352,12 @@ class Flow:
     timings: Timings = field(default_factory=Timings)
     client_tls: TLSInfo | None = None
     server_tls: TLSInfo | None = None
-    #: "http" for an HTTP exchange, "tunnel" for a relayed CONNECT.
-    kind: str = "http"
-    #: "open" while in flight, then "done" or "error".
-    state: str = "open"
+    #: "http" (one exchange), "tunnel" (a CONNECT), "upgrade" (a 101 relayed
+    #: as bytes) or "websocket" (a 101 parsed as messages): vocab.FlowKind.
+    kind: FlowKind = "http"
+    #: "new" (an intercepted CONNECT not yet shown), "open" while in flight,
+    #: then "done" or "error": vocab.FlowState.
+    state: FlowState = "open"
     killed: bool = False
     #: For a CONNECT: a ``tunnel`` hook may set False to relay it undecrypted.
     intercept: bool | None = None

@@ -20,14 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .flow import Flow
+from .vocab import HOOK_NAMES
 
 log = logging.getLogger("interceptkit")
 
-#: Hook names, in the order of an exchange's life.
-HOOK_NAMES = (
-    "client_connected", "tunnel", "request_headers", "request", "response_headers",
-    "response_chunk", "response", "done", "error", "websocket_message", "client_disconnected",
-)
 #: Hooks that receive ``(flow, data)`` and may return a replacement for ``data``.
 DATA_HOOKS = frozenset({"response_chunk", "websocket_message"})
 #: Names used by handler-style libraries, mapped onto ours.

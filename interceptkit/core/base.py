@@ -13,6 +13,7 @@ from typing import Any
 import h11
 
 from ..flow import Flow, Request, TLSInfo
+from ..vocab import HookName, PauseReason
 from . import commands as cmd
 from .config import ProxyConfig
 from .http1 import (
@@ -79,7 +80,7 @@ class ConnectionBase:
         self._upstream_ids = count(1)
         self._next_flow_id = config.next_flow_id or count(1).__next__
         self._now = 0.0
-        self._pause_reasons: set[str] = set()
+        self._pause_reasons: set[PauseReason] = set()
         self._head_request = False
         self._client_bytes = 0
         self._client_eof = False
@@ -161,13 +162,13 @@ class ConnectionBase:
         if up.pending_size > self._config.pending_limit:
             self._pause_client("pending")
 
-    def _pause_client(self, reason: str) -> None:
+    def _pause_client(self, reason: PauseReason) -> None:
         """Stop reading the client for ``reason`` (pipeline, pending, hook)."""
         if not self._pause_reasons:
             self._emit(cmd.PauseClient())
         self._pause_reasons.add(reason)
 
-    def _resume_client(self, reason: str) -> None:
+    def _resume_client(self, reason: PauseReason) -> None:
         """Read again once no reason to pause is left."""
         if reason in self._pause_reasons:
             self._pause_reasons.discard(reason)
@@ -291,7 +292,7 @@ class ConnectionBase:
         self._upstream = None
         self._out.append(cmd.CloseUpstream(upstream=up.id, reusable=idle))
 
-    def _hook(self, name: str, ex: Exchange, then: Callable[[Exchange, Any], None],
+    def _hook(self, name: HookName, ex: Exchange, then: Callable[[Exchange, Any], None],
               payload: bytes | None = None) -> None:
         """Run the hooks called ``name`` on the flow, then ``then(ex, result)``.
 

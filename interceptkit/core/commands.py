@@ -9,8 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..vocab import HookName, TimerName
+
 if TYPE_CHECKING:
     from ..flow import Flow
+    from .websocket import WebSocketMessage
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,10 +94,10 @@ class RunHook(Command):
     ``HookReturned.result``.
     """
 
-    name: str
+    name: HookName
     flow: Flow
     call: int | None = None
-    payload: bytes | None = None
+    payload: bytes | WebSocketMessage | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,7 +121,7 @@ class StartTimer(Command):
     Starting a timer that is already pending replaces it.
     """
 
-    name: str
+    name: TimerName
     delay: float
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..vocab import TimerName
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
@@ -91,7 +93,7 @@ class HookReturned(Event):
 class TimerFired(Event):
     """The timer named ``timer`` (from :class:`StartTimer`) is due."""
 
-    timer: str
+    timer: TimerName
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
