@@ -18,16 +18,20 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Command:
-    pass
+    """What the core asks the transport to do; each subclass owns only its fields."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SendToClient(Command):
+    """Write ``data`` to the client socket (already encrypted when the client speaks TLS)."""
+
     data: bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SendToUpstream(Command):
+    """Write ``data`` to upstream connection ``upstream``."""
+
     upstream: int
     data: bytes
 
@@ -80,6 +84,8 @@ class PauseUpstream(Command):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ResumeUpstream(Command):
+    """Read upstream ``upstream`` again (after a PauseUpstream)."""
+
     upstream: int
 
 
@@ -127,5 +133,7 @@ class StartTimer(Command):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Log(Command):
+    """A log line at ``level`` (debug, info, warning, error): logs are output, not side effects."""
+
     level: str
     message: str

@@ -36,12 +36,43 @@ from .state import (
     Exchange,
     Phase,
     capture_body,
+    set_held_body,
     tls_info,
 )
 from .websocket import CLIENT, only_deflate_offers
 
 
 class Requests(ConnectionBase):
+    """The client side: owns the h11 SERVER connection and what is known of the client.
+
+    Its address, when it was last heard from, whether it stopped reading
+    (back-pressure) or sent EOF, the bytes fed since the head began, the
+    chunk-size guard of a chunked request body, and whether the request in
+    flight is a HEAD.
+    """
+
+    def _init_client_side(self, client_address: tuple[str, int] | None) -> None:
+        self._client_address = client_address
+        self._client = self._new_client_parser()
+        self._head_request = False
+        self._client_bytes = 0
+        self._client_eof = False
+        self._client_activity = 0.0
+        self._client_blocked = False
+        #: Follows the chunk sizes of a chunked request body (h11 takes any size).
+        self._chunk_guard: ChunkSizeGuard | None = None
+
+    def _new_client_parser(self) -> h11.Connection:
+        return h11.Connection(h11.SERVER, max_incomplete_event_size=self._config.max_header_size)
+
+
+    def _restart_client_parser(self) -> None:
+        """A fresh h11 SERVER connection: the decrypted content of a tunnel starts its own HTTP."""
+        self._client = self._new_client_parser()
+
+    def _touch_client(self) -> None:
+        """Idle time counts from now (the end of an answer)."""
+        self._client_activity = self._now
 
     def _on_client_connected(self, event: ev.ClientConnected) -> None:
         if event.address is not None:
@@ -53,24 +84,14 @@ class Requests(ConnectionBase):
         if self._client_eof:
             return  # nothing can follow an EOF; a transport that says so is wrong
         self._client_activity = event.time
-        phase = self._phase
-        if phase is Phase.TUNNEL:
-            self._relay_to_upstream(event.data)
-        elif phase is Phase.SNIFF:
-            self._sniff(event.data)
-        elif phase is Phase.WEBSOCKET:
-            self._ws_client_bytes(event.data)
-        elif phase is not Phase.CLOSED:
-            self._feed_client(event.data)
+        self._route_client_bytes(event.data)
 
     def _feed_client(self, data: bytes) -> None:
         """Client bytes into h11 (decrypted first inside an intercepted tunnel)."""
-        closed = False
-        if self._client_tls is not None:
-            decrypted = self._decrypt_client(data)
-            if decrypted is None:
-                return
-            data, closed = decrypted
+        plain = self._client_plaintext(data)
+        if plain is None:
+            return
+        data, closed = plain
         if data:
             if self._chunk_guard is not None and not self._guard_chunks(data):
                 return
@@ -212,7 +233,7 @@ class Requests(ConnectionBase):
         upgrade = next((v for n, v in fields if n.lower() == b"upgrade"), None)
         ex.upgrade = upgrade is not None and b"upgrade" in connection_tokens(fields)
         ex.websocket = ex.upgrade and upgrade is not None and b"websocket" in upgrade.lower()
-        self._exchange = ex
+        self._set_exchange(ex)
         self._emit(cmd.FlowStarted(flow=ex.flow))
         self._hook("request_headers", ex, self._after_request_headers)
 
@@ -321,9 +342,7 @@ class Requests(ConnectionBase):
         """Act on kill() or respond() from a hook; True if the exchange is taken care of."""
         flow = ex.flow
         if flow.killed:
-            self._fail_exchange(ex, "killed by a hook")
-            self._drop_upstream_if_busy()
-            self._close_client()
+            self._kill(ex)
             return True
         if flow.response is not None and flow.response is not ex.upstream_response:
             ex.mocked = True
@@ -344,9 +363,7 @@ class Requests(ConnectionBase):
         if ex.mocked:
             return
         if ex.request_parts is not None:
-            ex.request_parts.append(data)
-            ex.parts_size += len(data)
-            if ex.parts_size > self._config.hook_body_limit:
+            if ex.hold(ex.request_parts, data, self._config.hook_body_limit):
                 self._stream_request(ex)
             return
         up = ex.upstream
@@ -379,9 +396,7 @@ class Requests(ConnectionBase):
             self._send_mock(ex)
             return
         if ex.request_parts is not None:
-            request = ex.flow.request
-            request.content = b"".join(ex.request_parts)
-            request.body_size, request.truncated = len(request.content), False
+            set_held_body(ex.flow.request, ex.request_parts)
             ex.request_parts = None
             self._hook("request", ex, self._after_request_hook)
             return

@@ -15,6 +15,8 @@ from ..vocab import TimerName
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
+    """Something that happened, stamped with the transport's clock: the core's only time source."""
+
     time: float
 
 

@@ -127,6 +127,8 @@ def _translate(exc: ssl.SSLError, to_send: bytes) -> TLSError:
 
 
 class _State(enum.Enum):
+    """A TLSEndpoint's life; which call is legal in which state is the _ALLOWED table."""
+
     IDLE = "idle"  # created; start() not called yet
     HANDSHAKING = "handshaking"  # handshake under way
     OPEN = "open"  # handshake done; data flows (the peer may have closed)
