@@ -11,11 +11,10 @@ Start a proxy, send traffic through it, and read every exchange::
 from .breakpoints import Breakpoint
 from .cassette import Cassette
 from .filters import compile_filter
-from .flow import Flow, FlowOwner, Headers, Request, Response, Timings, TLSInfo
+from .flow import Flow, FlowOwner, Headers, ReplayError, Request, Response, Timings, TLSInfo
 from .live import LiveView
 from .proxy import Proxy, ProxyStartError
 from .redact import Redact
-from .replay import ReplayError
 from .table import FlowTable
 from .transport import ResolveError, static_resolver
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from .certs import CertStoreError
+from .display import human_size
 from .flow import Flow
 from .proxy import Proxy, ProxyStartError
 from .transport.tuning import tune_allocator
@@ -58,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not verify upstream certificates (dangerous; for test servers)")
     parser.add_argument("--upstream-ca", default=None, metavar="PEM",
                         help="also trust the CA certificates in this PEM file for upstream servers")
+    parser.add_argument("--max-request-body", type=int, default=None, metavar="BYTES",
+                        help="answer 413 to request bodies over BYTES (default: no limit)")
     parser.add_argument("--save", default=None, metavar="FILE",
                         help="append every finished exchange to FILE (JSON lines; FlowTable.load reads it)")
     parser.add_argument("-q", "--quiet", action="store_true", help="do not print a line per exchange")
@@ -79,11 +82,8 @@ def format_flow(flow: Flow) -> str:
 
 
 def _human_size(size: int) -> str:
-    for unit in ("B", "k", "M", "G"):
-        if size < 1024 or unit == "G":
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1024  # type: ignore[assignment]
-    return f"{size}B"
+    """One column of the log line: the notebook's decimal units, without the space."""
+    return human_size(size, sep="")
 
 
 def _printer(stream: TextIO) -> Callable[[Flow], None]:
@@ -192,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             mode=args.mode, routes=_routes(args.route, args.strip_prefix), keep_host=args.keep_host,
             certfile=args.certfile, keyfile=args.keyfile, tls_name=args.tls_name,
             max_flows=0,  # the CLI prints each exchange; keeping them would only cost memory
-            save=args.save,
+            save=args.save, max_request_body=args.max_request_body,
         )
     except ValueError as exc:
         print(f"interceptkit: {exc}", file=sys.stderr)

@@ -18,7 +18,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import views
-from .flow import Flow, Message, Timings
+from .columns import COLUMNS, ordered
+from .flow import Flow, Message, Timings, register_service
 
 if TYPE_CHECKING:
     from .table import FlowTable
@@ -49,14 +50,14 @@ _esc = html.escape
 # -- human-readable values ------------------------------------------------------
 
 
-def human_size(n: int | None) -> str:
-    """``1234`` -> ``"1.2 kB"`` (decimal units, as browser tools show them)."""
+def human_size(n: int | None, sep: str = " ") -> str:
+    """``1234`` -> ``"1.2 kB"`` (decimal units, as browser tools show them; the CLI too)."""
     if n is None:
         return ""
     for unit, scale in _SIZES:
         if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
+            return f"{n / scale:.1f}{sep}{unit}"
+    return f"{n}{sep}B"
 
 
 def human_duration(seconds: float | None) -> str:
@@ -129,8 +130,6 @@ def _summary(table: FlowTable, flows: Sequence[Flow]) -> str:
 
 
 def _html_cell(column: str, flow: Flow) -> str:
-    from .table import COLUMNS
-
     if column == "status":
         title = flow.error or (flow.response.reason if flow.response is not None else flow.state)
         mark = " ⚠" if flow.error and flow.response is not None else ""
@@ -160,8 +159,6 @@ def table_html(table: FlowTable) -> str:
 
 def table_text(table: FlowTable) -> str:
     """The table for a terminal: aligned columns, the newest :data:`TEXT_ROWS` rows."""
-    from .table import COLUMNS
-
     flows = list(table)
     columns = table.display_columns
     shown = flows[-TEXT_ROWS:]
@@ -178,25 +175,6 @@ def table_text(table: FlowTable) -> str:
 
 
 # -- one flow -------------------------------------------------------------------------
-
-
-_POINTS = ("start", "connect_start", "connect_end", "tls_end", "request_sent", "response_start", "end")
-
-
-def ordered(timings: Timings) -> Timings:
-    """The same points in time, each moved to no earlier than the one before it.
-
-    The core stamps ``request_sent`` when the request is queued, which can
-    be before the upstream connection is up; phases must not overlap.
-    """
-    values: dict[str, float | None] = {}
-    floor = timings.start
-    for name in _POINTS:
-        value = getattr(timings, name)
-        if value is not None:
-            floor = value = max(value, floor)
-        values[name] = value
-    return Timings(**values)  # type: ignore[arg-type]
 
 
 def segments(timings: Timings, now: float | None = None) -> list[tuple[str, float, float]]:
@@ -485,3 +463,6 @@ class Timeline:
                     cells[i] = "░" if name in ("blocked", "open") else "█" if name == "receive" else "▓"
             lines.append(f"{self._label(flow, 34):<34} |{''.join(cells)}| {human_duration(flow.duration)}")
         return "\n".join(lines)
+
+
+register_service("html", flow_html)

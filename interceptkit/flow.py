@@ -13,11 +13,14 @@ import json as _json
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from . import export as _export
+from ._wire import format_authority, parse_absolute_url
 from .headers import HeaderFields, Headers
+from .vocab import FlowKind, FlowState
 
 __all__ = ["Flow", "FlowOwner", "HeaderFields", "Headers", "Message", "ReplayError", "Request", "Response",
            "TLSInfo", "Timings"]
@@ -181,17 +184,13 @@ class Request(Message):
 
     @property
     def url(self) -> str:
-        default = {"http": 80, "https": 443, "ws": 80, "wss": 443}.get(self.scheme)
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        netloc = host if self.port == default else f"{host}:{self.port}"
+        netloc = format_authority(self.host, self.port, self.scheme)
         if self.method == "CONNECT":
             return f"{netloc}"
         return f"{self.scheme}://{netloc}{self.path}"
 
     @url.setter
     def url(self, value: str) -> None:
-        from .core.http1 import parse_absolute_url
-
         scheme, host, port, path = parse_absolute_url(value.encode("latin-1"))
         self.scheme, self.host, self.port, self.path = scheme, host, port, path
 
@@ -244,25 +243,6 @@ class Response(Message):
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason} {self.body_size}B>"
-
-
-class ReplayError(Exception):
-    """The request could not be replayed (no proxy, a truncated body, no answer)."""
-
-
-class FlowOwner(Protocol):
-    """Whoever captured a flow (a :class:`~interceptkit.Proxy`), as a flow sees it.
-
-    The flow model sits low in the module order, so a flow calls up through
-    this instead of importing the proxy: the proxy sets ``flow._owner`` when
-    it records the flow.
-    """
-
-    def replay_flow(self, flow: Flow, *, timeout: float) -> Flow:
-        """Send ``flow.request`` through the proxy; the new flow once it finished."""
-
-    def resume_flow(self, flow: Flow) -> bool:
-        """Let a flow paused at a breakpoint go on; False if it was not paused."""
 
 
 @dataclass(slots=True)
@@ -324,10 +304,12 @@ class Flow:
     timings: Timings = field(default_factory=Timings)
     client_tls: TLSInfo | None = None
     server_tls: TLSInfo | None = None
-    #: "http" for an HTTP exchange, "tunnel" for a relayed CONNECT.
-    kind: str = "http"
-    #: "open" while in flight, then "done" or "error".
-    state: str = "open"
+    #: "http" (one exchange), "tunnel" (a CONNECT), "upgrade" (a 101 relayed
+    #: as bytes) or "websocket" (a 101 parsed as messages): vocab.FlowKind.
+    kind: FlowKind = "http"
+    #: "new" (an intercepted CONNECT not yet shown), "open" while in flight,
+    #: then "done" or "error": vocab.FlowState.
+    state: FlowState = "open"
     killed: bool = False
     #: For a CONNECT: a ``tunnel`` hook may set False to relay it undecrypted.
     intercept: bool | None = None
@@ -335,7 +317,8 @@ class Flow:
     websocket: Any = None
     hook_errors: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
-    #: The Proxy that recorded this flow (set when it starts); what replay() and resume() go through.
+    #: Whoever captured this flow (the Proxy sets itself when the flow starts);
+    #: what replay() and resume() go through. None for a flow loaded from a file.
     _owner: FlowOwner | None = field(default=None, repr=False, compare=False)
 
     def respond(
@@ -415,20 +398,21 @@ class Flow:
         recorded this flow; pass one to replay a flow loaded from a file.
         Raises :class:`ReplayError` (no running proxy, a truncated body, no answer).
         """
-        owner = proxy if proxy is not None else self._owner
-        if owner is None:
-            raise ReplayError(f"flow #{self.id} was not captured by a proxy here (loaded from a file?): "
-                              "pass one, flow.replay(proxy=...)")
-        target = self
-        if modify is not None:
-            target = self.copy()
-            modify(target.request)
-        return owner.replay_flow(target, timeout=timeout)
+        return _owner_of(self, proxy).replay_flow(self._replay_target(modify), timeout=timeout)
 
     async def replay_async(self, *, proxy: FlowOwner | None = None,
                            modify: Callable[[Request], Any] | None = None, timeout: float = 30.0) -> Flow:
         """:meth:`replay` for async code: ``new = await flow.replay_async()``."""
-        return await asyncio.to_thread(self.replay, proxy=proxy, modify=modify, timeout=timeout)
+        owner = _owner_of(self, proxy)
+        return await owner.replay_flow_async(self._replay_target(modify), timeout=timeout)
+
+    def _replay_target(self, modify: Callable[[Request], Any] | None) -> Flow:
+        """This flow, or an edited copy of it when ``modify`` is given (the original stays as captured)."""
+        if modify is None:
+            return self
+        target = self.copy()
+        modify(target.request)
+        return target
 
     # -- export: the request as something to run elsewhere (see interceptkit.export) -------
 
@@ -452,19 +436,61 @@ class Flow:
         return _export.to_raw(self.request)
 
     def _repr_html_(self) -> str:
-        from .display import flow_html
-
-        return flow_html(self)
+        """Jupyter's rich display, drawn by the display module (it registers "html")."""
+        return str(_service("html", "display")(self))
 
     def to_dict(self) -> dict[str, Any]:
         """Everything recorded about this flow as JSON-ready data (lossless)."""
-        from .store import flow_to_dict
-
-        return flow_to_dict(self)
+        data: dict[str, Any] = _service("to_dict", "store")(self)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Flow:
         """Rebuild a flow from :meth:`to_dict`'s data."""
-        from .store import flow_from_dict
+        flow: Flow = _service("from_dict", "store")(data)
+        return flow
 
-        return flow_from_dict(data)
+
+class ReplayError(Exception):
+    """The request could not be replayed (no proxy, a truncated body, no answer)."""
+
+
+class FlowOwner(Protocol):
+    """Whoever captured a flow (a Proxy) and can send its request again.
+
+    The flow model sits below the proxy in the module order, so it reaches
+    the proxy's services through this interface instead of importing them.
+    """
+
+    def replay_flow(self, flow: Flow, *, timeout: float) -> Flow: ...
+
+    async def replay_flow_async(self, flow: Flow, *, timeout: float) -> Flow: ...
+
+    def resume_flow(self, flow: Flow) -> bool:
+        """Let a flow paused at a breakpoint go on; False if it was not paused."""
+
+
+def _owner_of(flow: Flow, proxy: FlowOwner | None) -> FlowOwner:
+    owner = proxy if proxy is not None else flow._owner
+    if owner is None:
+        raise ReplayError(f"flow #{flow.id} was not captured by a proxy here (loaded from a file?): "
+                          "pass one, flow.replay(proxy=...)")
+    return owner
+
+
+#: Services the rings above lend the flow model, by name: the display module
+#: registers "html", the store module "to_dict" and "from_dict" when they are
+#: imported (interceptkit's __init__ imports both). The same for every proxy.
+_SERVICES: dict[str, Callable[..., Any]] = {}
+
+
+def register_service(name: str, function: Callable[..., Any]) -> None:
+    """Lend ``function`` to the flow model as ``name`` (called by display and store)."""
+    _SERVICES[name] = function
+
+
+def _service(name: str, module: str) -> Callable[..., Any]:
+    try:
+        return _SERVICES[name]
+    except KeyError:
+        raise RuntimeError(f"interceptkit.{module} is not imported: import interceptkit first") from None

@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from .display import body_kind, ordered
+from ._wire import DEFAULT_PORTS
+from .columns import ordered
 from .core.websocket import WebSocketData, WebSocketMessage
+from .display import body_kind
 from .flow import Flow, Headers, Message, Request, Response, Timings
 from .redact import Redact
 
 HAR_VERSION = "1.2"
-_SCHEMES = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 # -- out --------------------------------------------------------------------------
 
@@ -267,7 +268,7 @@ def from_har(document: dict[str, Any]) -> list[Flow]:
     flows = []
     for index, entry in enumerate(entries, 1):
         url = urlsplit(str(entry.get("request", {}).get("url", "")))
-        if url.scheme in _SCHEMES and url.hostname:
+        if url.scheme in DEFAULT_PORTS and url.hostname:
             flows.append(_flow(entry, index))
     return flows
 
@@ -358,7 +359,7 @@ def _import_request(data: dict[str, Any]) -> Request:
     scheme = url.scheme.lower()
     path = (url.path or "/") + (f"?{url.query}" if url.query else "")
     request = Request(method=str(data.get("method", "GET")), scheme=scheme, host=url.hostname or "",
-                      port=url.port or _SCHEMES[scheme], path=path,
+                      port=url.port or DEFAULT_PORTS[scheme], path=path,
                       http_version=_http_version(data.get("httpVersion")),
                       headers=_import_headers(data.get("headers")))
     post = data.get("postData")

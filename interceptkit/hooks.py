@@ -22,15 +22,11 @@ from typing import Any, cast
 
 from .filters import compile_filter
 from .flow import Flow
+from .vocab import HOOK_NAMES
 
 
 log = logging.getLogger("interceptkit")
 
-#: Hook names, in the order of an exchange's life.
-HOOK_NAMES = (
-    "client_connected", "tunnel", "request_headers", "request", "response_headers",
-    "response_chunk", "response", "done", "error", "websocket_message", "client_disconnected",
-)
 #: Hooks that receive ``(flow, data)`` and may return a replacement for ``data``.
 DATA_HOOKS = frozenset({"response_chunk", "websocket_message"})
 #: Names used by handler-style libraries, mapped onto ours.

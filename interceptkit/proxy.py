@@ -14,6 +14,7 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
+from ._wire import format_address
 from .breakpoints import Breakpoint, PausedFlows
 from .certs import CertStore, default_confdir
 from .core.config import ProxyConfig
@@ -25,7 +26,7 @@ from .live import LiveView, status_frame
 from .matching import Matcher
 from .policy import host_matcher, listen_ssl_context, parse_routes, upstream_ssl_context
 from .redact import Redact
-from .replay import replay
+from .replay import replay, replay_async
 from .store import FlowRecorder, read_body
 from .table import FlowTable
 from .transport import Callbacks, ProxyServer, Resolver, TransportSettings
@@ -60,6 +61,8 @@ class Proxy:
         max_capture_bytes: bytes of body kept on all flows together (default 256 MiB;
             None for no limit): past it the oldest flows' bodies are dropped (the
             flows stay; with ``save=`` the bodies are read back from the file).
+        max_request_body: refuse request bodies over this many bytes with 413
+            (None, the default: no limit).
         confdir: folder of the CA (default ``$INTERCEPTKIT_HOME`` or ~/.interceptkit).
         intercept: decrypt HTTPS (CONNECT) traffic with certificates from the CA.
         ignore_hosts: glob or regex patterns of hosts relayed without decrypting.
@@ -106,6 +109,7 @@ class Proxy:
         tls_name: str | None = None,
         save: str | os.PathLike[str] | None = None,
         redact: Redact | None = None,
+        max_request_body: int | None = None,
     ) -> None:
         if mode not in ("forward", "reverse"):
             raise ValueError(f"unknown mode {mode!r}: use 'forward' or 'reverse'")
@@ -134,6 +138,7 @@ class Proxy:
             upstream_context=upstream_ssl_context(insecure=ssl_insecure, extra_ca=upstream_ca),
             routes=parse_routes(routes or {}), keep_host=keep_host,
             listen_context=listen_ssl_context(certfile, keyfile),
+            max_request_body=max_request_body,
         )
         self._tls_name = tls_name
         self._settings = TransportSettings(
@@ -163,9 +168,8 @@ class Proxy:
     @property
     def url(self) -> str:
         """``http://host:port`` (https with listening TLS): what to give clients."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
         scheme = "https" if self._config.listen_context is not None or self._tls_name else "http"
-        return f"{scheme}://{host}:{self.port}"
+        return f"{scheme}://{format_address(self.host, self.port)}"
 
     @property
     def running(self) -> bool:
@@ -295,6 +299,14 @@ class Proxy:
         recorder, self._recorder = self._recorder, None
         if recorder is not None:
             recorder.close()
+
+    def replay_flow(self, flow: Flow, *, timeout: float = 30.0) -> Flow:
+        """Send ``flow``'s request again through this proxy (``Flow.replay`` calls this)."""
+        return replay(flow, self, timeout=timeout)
+
+    async def replay_flow_async(self, flow: Flow, *, timeout: float = 30.0) -> Flow:
+        """:meth:`replay_flow` for async code."""
+        return await replay_async(flow, self, timeout=timeout)
 
     def _watch(self, watcher: Any) -> Callable[[], None]:
         """Tell ``watcher`` of every flow (``.flow_started(flow)``, ``.flow_finished(flow)``)
@@ -470,10 +482,8 @@ class Proxy:
 
     # FlowOwner: what flow.resume() and flow.replay() call.
     def resume_flow(self, flow: Flow) -> bool:
+        """Let ``flow`` go on from its breakpoint (``Flow.resume`` calls this)."""
         return self._paused.resume(flow)
-
-    def replay_flow(self, flow: Flow, *, timeout: float = 30.0) -> Flow:
-        return replay(flow, self, timeout=timeout)
 
     # -- observing -----------------------------------------------------------------
 

@@ -30,8 +30,10 @@ import socket
 import ssl
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
+from ._wire import DEFAULT_PORTS, format_authority
+from .core.http1 import end_to_end_fields
 from .flow import Flow, ReplayError, Request
 
 if TYPE_CHECKING:
@@ -41,17 +43,11 @@ if TYPE_CHECKING:
     from .core.config import Route
     from .proxy import Proxy
 
-#: Fields that belong to the original client's connection, not to the request
-#: (RFC 9110 7.6.1), plus the framing, which is recomputed for the body.
-_CONNECTION_FIELDS = frozenset({
-    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-    "upgrade", "content-length",
-})
-_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+#: Besides the hop-by-hop fields (core.http1.end_to_end_fields): the framing,
+#: recomputed for the body, which is sent whole without trailers.
+_REFRAMED_FIELDS = (b"content-length", b"trailer")
 _READ_SIZE = 64 * 1024
 
-
-__all__ = ["ReplayError", "replay", "replay_async"]
 
 
 def replay(flow: Flow, proxy: Proxy | None = None, *, timeout: float = 30.0) -> Flow:
@@ -91,7 +87,7 @@ async def replay_async(flow: Flow, proxy: Proxy | None = None, *, timeout: float
 
 
 def _proxy_for(flow: Flow, proxy: Proxy | None) -> Proxy:
-    proxy = proxy if proxy is not None else flow._owner  # type: ignore[assignment]
+    proxy = proxy if proxy is not None else cast("Proxy | None", flow._owner)
     if proxy is None:
         raise ReplayError(f"flow #{flow.id} was not captured by a proxy here (loaded from a file?): "
                           "pass one, flow.replay(proxy=...)")
@@ -114,7 +110,7 @@ def _check_replayable(request: Request) -> None:
     if request.truncated:
         raise ReplayError(f"only {len(request.content)} of the request body's {request.body_size} bytes "
                           "were kept (body_capture_limit), so it cannot be sent again")
-    if request.scheme not in _DEFAULT_PORTS:
+    if request.scheme not in DEFAULT_PORTS:
         raise ReplayError(f"cannot replay a {request.scheme!r} request")
 
 
@@ -197,7 +193,7 @@ def _lands(route: Route, path: str, request: Request) -> bool:
 
 
 def _open_tunnel(sock: socket.socket, request: Request, deadline: float) -> None:
-    authority = _authority(request.host, request.port, None)
+    authority = format_authority(request.host, request.port, None)
     sock.sendall(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode("ascii"))
     head = b""
     while b"\r\n\r\n" not in head:
@@ -213,19 +209,11 @@ def _open_tunnel(sock: socket.socket, request: Request, deadline: float) -> None
         raise ReplayError(f"the proxy refused the CONNECT: {status_line}")
 
 
-def _authority(host: str, port: int, scheme: str | None) -> str:
-    text = f"[{host}]" if ":" in host else host
-    return text if scheme is not None and _DEFAULT_PORTS.get(scheme) == port else f"{text}:{port}"
-
-
 def _replay_fields(request: Request) -> list[tuple[str, bytes]]:
-    fields = request.headers.fields
-    named = {t.strip().lower() for n, v in fields if n.lower() == b"connection"
-             for t in v.decode("latin-1").split(",")}
-    kept = [(n.decode("latin-1"), v) for n, v in fields
-            if n.decode("latin-1").lower() not in _CONNECTION_FIELDS | named]
+    fields, _ = end_to_end_fields(request.headers.fields)
+    kept = [(n.decode("latin-1"), v) for n, v in fields if n.lower() not in _REFRAMED_FIELDS]
     if not any(n.lower() == "host" for n, _ in kept):
-        kept.insert(0, ("Host", _authority(request.host, request.port, request.scheme).encode("ascii")))
+        kept.insert(0, ("Host", format_authority(request.host, request.port, request.scheme).encode("ascii")))
     if request.content or request.method in ("POST", "PUT", "PATCH"):
         kept.append(("Content-Length", str(len(request.content)).encode("ascii")))
     return kept

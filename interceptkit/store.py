@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from .flow import Flow, Headers, Message, Request, Response, Timings, TLSInfo
+from .flow import Flow, Headers, Message, Request, Response, Timings, TLSInfo, register_service
 
 log = logging.getLogger("interceptkit")
 
@@ -271,3 +271,7 @@ def _ends_with_newline(path: Path) -> bool:
     with path.open("rb") as file:
         file.seek(-1, os.SEEK_END)
         return file.read(1) == b"\n"
+
+
+register_service("to_dict", flow_to_dict)
+register_service("from_dict", flow_from_dict)

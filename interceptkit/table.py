@@ -15,10 +15,10 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, overload
 
-from .display import DEFAULT_COLUMNS, Timeline, ordered, table_html, table_text
+from .columns import _PHASES, COLUMNS, ordered
+from .display import DEFAULT_COLUMNS, Timeline, table_html, table_text
 from .flow import Flow
 from .hooks import make_filter
 from .live import LiveView, table_view
@@ -32,75 +32,6 @@ log = logging.getLogger("interceptkit")
 
 #: How many flows a table keeps unless told otherwise (``max_flows``).
 DEFAULT_MAX_FLOWS = 10_000
-
-
-# -- columns --------------------------------------------------------------------
-
-
-def _address(address: tuple[str, int] | None) -> str | None:
-    if address is None:
-        return None
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _time(flow: Flow) -> datetime | None:
-    start = flow.timings.start
-    return datetime.fromtimestamp(start).astimezone() if start else None
-
-
-def _tls_version(flow: Flow) -> str | None:
-    for info in (flow.server_tls, flow.client_tls):
-        if info is not None and info.version:
-            return info.version
-    return None
-
-
-def _content_type(flow: Flow) -> str | None:
-    response = flow.response
-    return (response.content_type or None) if response is not None else None
-
-
-def _response_attr(name: str) -> Callable[[Flow], Any]:
-    def get(flow: Flow) -> Any:
-        response = flow.response
-        return None if response is None else getattr(response, name)
-
-    return get
-
-
-def _phase(name: str) -> Callable[[Flow], float | None]:
-    return lambda flow: ordered(flow.timings).phases()[name]
-
-
-#: Every column: its name and how to compute it from a flow. Durations are
-#: in seconds (floats), sizes in bytes of body, times are aware datetimes.
-COLUMNS: dict[str, Callable[[Flow], Any]] = {
-    "id": lambda f: f.id,
-    "time": _time,
-    "state": lambda f: f.state,
-    "client": lambda f: _address(f.client_address),
-    "method": lambda f: f.request.method,
-    "scheme": lambda f: f.request.scheme,
-    "host": lambda f: f.request.host,
-    "port": lambda f: f.request.port,
-    "path": lambda f: f.request.path,
-    "url": lambda f: f.request.url,
-    "status": _response_attr("status"),
-    "reason": _response_attr("reason"),
-    "request_size": lambda f: f.request.body_size,
-    "response_size": _response_attr("body_size"),
-    "content_type": _content_type,
-    "duration": lambda f: f.duration,
-    "connect": _phase("connect"),
-    "tls": _phase("tls"),
-    "send": _phase("send"),
-    "wait": _phase("wait"),
-    "receive": _phase("receive"),
-    "tls_version": _tls_version,
-    "error": lambda f: f.error,
-}
-_PHASES = ("connect", "tls", "send", "wait", "receive")
 
 
 def flow_record(flow: Flow, columns: Iterable[str]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from ..core import commands as cmd
 from ..core import events as ev
 from ..core.config import ProxyConfig
 from ..core.connection import ProxyConnection
+from ..vocab import TimerName
 from ..flow import Flow
 from .pool import UpstreamPool
 from .resolver import Resolver, ResolveError, system_resolver
@@ -295,7 +296,7 @@ class ClientSession(_Peer):
         loop = asyncio.get_running_loop()
         self.timers[command.name] = loop.call_later(command.delay, self._fire, command.name)
 
-    def _fire(self, name: str) -> None:
+    def _fire(self, name: TimerName) -> None:
         self.timers.pop(name, None)
         if not self.closed:
             self.feed(ev.TimerFired(time=time.time(), timer=name))

@@ -198,3 +198,16 @@ def test_bad_flag_value_exits_nonzero_without_traceback():
     assert result.returncode == 2
     assert b"Traceback" not in result.stderr
     assert b"--listen-port" in result.stderr
+
+
+def test_max_request_body_option_answers_413(cli, origin):
+    proc = cli("--listen-port", "0", "--max-request-body", "100")
+    port = proc.wait_listening()
+    url = f"http://127.0.0.1:{origin.port}/echo"
+    big = curl("-s", "-o", "/dev/null", "-w", "%{http_code}", "--data-binary", "x" * 101, url,
+               proxy=f"http://127.0.0.1:{port}")
+    assert big.stdout == b"413"
+    small = curl("--data-binary", "x" * 100, url, proxy=f"http://127.0.0.1:{port}", check=True)
+    assert small.stdout == b"x" * 100
+    proc.signal(signal.SIGINT)
+    assert proc.wait() == 0
