@@ -72,10 +72,46 @@ def format_flow(flow: Flow) -> str:
         status = str(flow.response.status)
         size = _human_size(flow.response.body_size)
     else:
-        status, size = "ERR", "-"
+        answered = answered_status(flow)
+        status, size = (str(answered) if answered is not None else "ERR"), "-"
     duration = f"{flow.duration * 1000:.0f}ms" if flow.duration is not None else "-"
     line = f"{request.method} {request.url} {status} {size} {duration}"
     return f"{line} ({flow.error})" if flow.error else line
+
+
+# What the core answers the client when an exchange fails before any response
+# reached it (core/conn_upstreams.py, conn_lifecycle.py, conn_responses.py).
+# The flow keeps only the reason, so the line recovers the status from it.
+# Timeouts first: "cannot connect ...: connect timed out" is a 504, not a 502.
+_ANSWERED_BY_REASON: tuple[tuple[str, int], ...] = (
+    ("connect timed out", 504),
+    ("upstream did not answer within", 504),
+    ("TLS handshake with the upstream took over", 504),
+    ("cannot connect to ", 502),
+    ("TLS handshake with the upstream failed", 502),
+    ("TLS with the upstream failed", 502),
+    ("upstream stalled", 502),
+    ("upstream closed the connection before answering", 502),
+    ("invalid response from upstream", 502),
+    ("a hook made an invalid", 502),
+    ("no TLS context for HTTPS upstreams", 502),
+    ("the client stopped sending its request", 408),
+)
+
+
+def answered_status(flow: Flow) -> int | None:
+    """The status the proxy itself answered a failed flow with, or None if it sent none.
+
+    A kill, a client that went away, or a failure after the response head was
+    sent leave nothing to show but the error.
+    """
+    error = flow.error
+    if error is None or flow.response is not None:
+        return None
+    for needle, status in _ANSWERED_BY_REASON:
+        if needle in error:
+            return status
+    return None
 
 
 def _human_size(size: int) -> str:

@@ -198,3 +198,33 @@ def test_bad_flag_value_exits_nonzero_without_traceback():
     assert result.returncode == 2
     assert b"Traceback" not in result.stderr
     assert b"--listen-port" in result.stderr
+
+
+def test_refused_upstream_line_shows_the_502_the_client_got_with_the_reason(cli):
+    # Issue 9, defect 6: the line read "GET http://127.0.0.1:1/ ERR - 0ms (...)".
+    proc = cli("--listen-port", "0")
+    port = proc.wait_listening()
+    result = curl("--write-out", "%{http_code}", "--output", "/dev/null", "http://127.0.0.1:1/",
+                  proxy=f"http://127.0.0.1:{port}")
+    assert result.stdout == b"502"
+    line = proc.next_line(match=r"127\.0\.0\.1:1/")
+    fields = line.split()
+    assert fields[:3] == ["GET", "http://127.0.0.1:1/", "502"], line
+    assert "ERR" not in line
+    assert "(cannot connect to 127.0.0.1:1: " in line
+
+
+def test_upstream_that_never_answers_line_shows_504(cli):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)  # accepts (in the backlog) and never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/slow"
+        proc = cli("--listen-port", "0", "--read-timeout", "0.3")
+        port = proc.wait_listening()
+        result = curl("--write-out", "%{http_code}", "--output", "/dev/null", url,
+                      proxy=f"http://127.0.0.1:{port}")
+        assert result.stdout == b"504"
+        line = proc.next_line(match="/slow")
+    assert line.split()[:3] == ["GET", url, "504"], line
+    assert "did not answer within 0.3 s" in line
+
