@@ -11,11 +11,12 @@ Start a proxy, send traffic through it, and read every exchange::
 from .flow import Flow, Headers, Request, Response, Timings, TLSInfo
 from .proxy import Proxy, ProxyStartError
 from .replay import ReplayError
+from .scripts import ScriptHandle
 from .table import FlowTable
 from .transport import ResolveError, static_resolver
 
 __all__ = [
     "Flow", "FlowTable", "Headers", "Proxy", "ProxyStartError", "ReplayError", "Request", "ResolveError",
-    "Response", "TLSInfo", "Timings", "static_resolver",
+    "Response", "ScriptHandle", "TLSInfo", "Timings", "static_resolver",
 ]
 __version__ = "0.1.0"

@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also trust the CA certificates in this PEM file for upstream servers")
     parser.add_argument("--save", default=None, metavar="FILE",
                         help="append every finished exchange to FILE (JSON lines; FlowTable.load reads it)")
+    parser.add_argument("-s", "--script", action="append", default=[], metavar="FILE",
+                        help="attach the hooks in this Python file (def request(flow): ...); reloaded "
+                             "when it changes (repeatable; see docs/scripts.md)")
     parser.add_argument("-q", "--quiet", action="store_true", help="do not print a line per exchange")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details to stderr")
     return parser
@@ -236,6 +239,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.quiet:
         proxy.on_flow(_printer(sys.stdout))
     try:
+        scripts = [proxy.load_script(path) for path in args.script]
+    except FileNotFoundError as exc:
+        print(f"interceptkit: --script: {exc}", file=sys.stderr)
+        return 2
+    try:
         asyncio.run(_run(proxy))
     except ProxyStartError as exc:
         print(f"interceptkit: {exc.strerror}", file=sys.stderr)
@@ -243,6 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CertStoreError as exc:
         print(f"interceptkit: {exc}", file=sys.stderr)
         return 1
+    finally:
+        for script in scripts:
+            script.remove()
     sys.stdout.flush()
     return 0
 

@@ -18,6 +18,7 @@ from .core.config import ProxyConfig
 from .flow import Flow
 from .hooks import FlowFilter, HookHandle, HookRegistry, HookRunner, handler_methods, make_filter
 from .policy import host_matcher, listen_ssl_context, parse_routes, upstream_ssl_context
+from .scripts import ScriptHandle, load_script
 from .store import FlowRecorder
 from .table import FlowTable
 from .transport import Callbacks, ProxyServer, Resolver, TransportSettings
@@ -364,6 +365,19 @@ class Proxy:
             # (say) the tunnel must open so other paths keep working.
             handle.hooks.append(self.hooks.add("tunnel", refuse, make_filter(host=host)))
         return handle
+
+    def load_script(self, path: str | os.PathLike[str], reload: bool = True) -> ScriptHandle:
+        """Attach the hooks of a Python file; with ``reload`` follow its changes live.
+
+        The file's functions named like hooks (``def request(flow)``,
+        ``def response(flow)``, ...), its ``addons = [Handler()]`` and what its
+        optional ``def setup(proxy)`` attaches are attached now. When the file
+        changes, the new version replaces the old within a second; a version
+        that fails to import or raises in ``setup`` is logged with its
+        traceback (also on ``handle.error``) and the old one stays.
+        ``handle.remove()`` detaches the script. Raises FileNotFoundError.
+        """
+        return load_script(self, path, reload=reload)
 
     def add(self, handler: object) -> HookHandle:
         """Attach every hook method of ``handler`` (``request``, ``on_request_received``, ...)."""

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from origin import HELLO, clean_env, curl
+from origin import HELLO, clean_env, curl, wait_until
 
 LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 
@@ -228,3 +228,51 @@ def test_upstream_that_never_answers_line_shows_504(cli):
     assert line.split()[:3] == ["GET", url, "504"], line
     assert "did not answer within 0.3 s" in line
 
+
+def _script_header(port: int, origin_port: int) -> str | None:
+    result = curl("--include", f"http://127.0.0.1:{origin_port}/hello", proxy=f"http://127.0.0.1:{port}",
+                  check=True)
+    for line in result.stdout.decode("latin-1").split("\r\n"):
+        name, _, value = line.partition(":")
+        if name.lower() == "x-script":
+            return value.strip()
+    return None
+
+
+def test_script_edited_while_curl_requests_run(cli, origin, tmp_path):
+    script = tmp_path / "hooks.py"
+    script.write_text("def response(flow):\n    flow.response.headers['X-Script'] = 'v1'\n")
+    proc = cli("--listen-port", "0", "--script", str(script))
+    port = proc.wait_listening()
+    assert _script_header(port, origin.port) == "v1"
+    seen: list[str | None] = []
+    stop = threading.Event()
+
+    def keep_requesting() -> None:
+        while not stop.is_set() and len(seen) < 200:
+            seen.append(_script_header(port, origin.port))
+
+    worker = threading.Thread(target=keep_requesting)
+    worker.start()
+    try:
+        script.write_text("def response(flow):\n    flow.response.headers['X-Script'] = 'v2-edited'\n")
+        edited = time.monotonic()
+        while seen[-1:] != ["v2-edited"] and time.monotonic() - edited < 3:
+            time.sleep(0.02)
+        assert time.monotonic() - edited < 1.5, seen[-5:]
+        # A broken edit: reported with its traceback; the v2 hooks keep working.
+        script.write_text("def response(flow:\n")
+        time.sleep(0.6)
+        count = len(seen)
+        assert wait_until(lambda: len(seen) >= count + 3, timeout=5)
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+    assert None not in seen  # never a moment without hooks
+    assert set(seen) <= {"v1", "v2-edited"}
+    assert seen[-1] == "v2-edited"
+    proc.signal(signal.SIGINT)
+    assert proc.wait() == 0
+    stderr = proc.stderr()
+    assert "SyntaxError" in stderr and "previous version stays attached" in stderr
+    assert str(script) in stderr
