@@ -7,11 +7,11 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TextIO
 
 from .certs import CertStoreError
-from .flow import Flow
+from .flowlog import FlowFormatter, printer, use_color
 from .proxy import Proxy, ProxyStartError
 from .transport.tuning import tune_allocator
 
@@ -63,77 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-s", "--script", action="append", default=[], metavar="FILE",
                         help="attach the hooks in this Python file (def request(flow): ...); reloaded "
                              "when it changes (repeatable; see docs/scripts.md)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="do not print a line per exchange")
+    parser.add_argument("--flow-detail", type=int, choices=(0, 1, 2, 3), default=1, metavar="0-3",
+                        help="what to print per exchange: 0 nothing, 1 one line (default), 2 plus request "
+                             "and response headers, 3 plus a preview of each body (4 KiB, decoded)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="do not print a line per exchange "
+                        "(same as --flow-detail 0)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details to stderr")
     return parser
-
-
-def format_flow(flow: Flow) -> str:
-    """One line for one exchange: method, URL, status, response size, duration."""
-    request = flow.request
-    if flow.response is not None:
-        status = str(flow.response.status)
-        size = _human_size(flow.response.body_size)
-    else:
-        answered = answered_status(flow)
-        status, size = (str(answered) if answered is not None else "ERR"), "-"
-    duration = f"{flow.duration * 1000:.0f}ms" if flow.duration is not None else "-"
-    line = f"{request.method} {request.url} {status} {size} {duration}"
-    return f"{line} ({flow.error})" if flow.error else line
-
-
-# What the core answers the client when an exchange fails before any response
-# reached it (core/conn_upstreams.py, conn_lifecycle.py, conn_responses.py).
-# The flow keeps only the reason, so the line recovers the status from it.
-# Timeouts first: "cannot connect ...: connect timed out" is a 504, not a 502.
-_ANSWERED_BY_REASON: tuple[tuple[str, int], ...] = (
-    ("connect timed out", 504),
-    ("upstream did not answer within", 504),
-    ("TLS handshake with the upstream took over", 504),
-    ("cannot connect to ", 502),
-    ("TLS handshake with the upstream failed", 502),
-    ("TLS with the upstream failed", 502),
-    ("upstream stalled", 502),
-    ("upstream closed the connection before answering", 502),
-    ("invalid response from upstream", 502),
-    ("a hook made an invalid", 502),
-    ("no TLS context for HTTPS upstreams", 502),
-    ("the client stopped sending its request", 408),
-)
-
-
-def answered_status(flow: Flow) -> int | None:
-    """The status the proxy itself answered a failed flow with, or None if it sent none.
-
-    A kill, a client that went away, or a failure after the response head was
-    sent leave nothing to show but the error.
-    """
-    error = flow.error
-    if error is None or flow.response is not None:
-        return None
-    for needle, status in _ANSWERED_BY_REASON:
-        if needle in error:
-            return status
-    return None
-
-
-def _human_size(size: int) -> str:
-    for unit in ("B", "k", "M", "G"):
-        if size < 1024 or unit == "G":
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1024  # type: ignore[assignment]
-    return f"{size}B"
-
-
-def _printer(stream: TextIO) -> Callable[[Flow], None]:
-    tty = stream.isatty()
-
-    def print_flow(flow: Flow) -> None:
-        stream.write(format_flow(flow) + "\n")
-        if tty:
-            stream.flush()
-
-    return print_flow
 
 
 async def _flush_periodically(stream: TextIO, every: float = 0.25) -> None:
@@ -236,8 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"interceptkit: {exc}", file=sys.stderr)
         return 2
-    if not args.quiet:
-        proxy.on_flow(_printer(sys.stdout))
+    detail = 0 if args.quiet else args.flow_detail
+    if detail:
+        proxy.on_flow(printer(sys.stdout, FlowFormatter(detail, color=use_color(sys.stdout))))
     try:
         scripts = [proxy.load_script(path) for path in args.script]
     except FileNotFoundError as exc:

@@ -276,3 +276,90 @@ def test_script_edited_while_curl_requests_run(cli, origin, tmp_path):
     stderr = proc.stderr()
     assert "SyntaxError" in stderr and "previous version stays attached" in stderr
     assert str(script) in stderr
+
+
+# -- --flow-detail --------------------------------------------------------------------
+
+
+def _through(port: int, *args: str) -> None:
+    curl(*args, proxy=f"http://127.0.0.1:{port}", check=True)
+
+
+def _lines_after_exit(proc: CLI) -> list[str]:
+    proc.signal(signal.SIGINT)
+    assert proc.wait() == 0
+    return proc.rest_of_stdout()
+
+
+def test_flow_detail_0_prints_no_line_per_exchange(cli, origin):
+    proc = cli("--listen-port", "0", "--flow-detail", "0")
+    port = proc.wait_listening()
+    _through(port, f"http://127.0.0.1:{origin.port}/hello")
+    assert not any("/hello" in line for line in _lines_after_exit(proc))
+
+
+def test_flow_detail_2_adds_request_and_response_headers_without_colours_when_piped(cli, origin):
+    proc = cli("--listen-port", "0", "--flow-detail", "2", drop_env=("NO_COLOR",))
+    port = proc.wait_listening()
+    _through(port, "-H", "X-Asked: yes", f"http://127.0.0.1:{origin.port}/hello")
+    lines = _lines_after_exit(proc)
+    start = next(i for i, line in enumerate(lines) if line.startswith("GET "))
+    block = lines[start:]
+    assert block[0].split()[2] == "200"
+    assert "    > GET /hello HTTP/1.1" in block
+    assert "    > X-Asked: yes" in block
+    assert "    < HTTP/1.1 200 OK" in block
+    assert f"    < Content-Length: {len(HELLO)}" in block
+    assert not any(HELLO.decode().strip() in line for line in block)  # bodies only at 3
+    assert not any("\033[" in line for line in lines)
+
+
+def test_flow_detail_3_previews_text_and_summarises_binary_bodies(cli, origin):
+    proc = cli("--listen-port", "0", "--flow-detail", "3")
+    port = proc.wait_listening()
+    _through(port, "--data-binary", "name=ada", f"http://127.0.0.1:{origin.port}/echo")
+    _through(port, "--output", "/dev/null", f"http://127.0.0.1:{origin.port}/bytes/10000")
+    lines = _lines_after_exit(proc)
+    assert "    > name=ada" in lines and "    < name=ada" in lines
+    binary = [line for line in lines if "<binary, 10,000 bytes: " in line]
+    assert len(binary) == 1 and binary[0].startswith("    < "), lines
+
+
+def _run_on_a_terminal(confdir: Path, origin_port: int, env: dict[str, str]) -> str:
+    """Run the CLI with a pseudo-terminal as stdout; one exchange; return what it printed."""
+    import pty
+
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "interceptkit", "--confdir", str(confdir), "--listen-port", "0"],
+        stdout=slave, stderr=subprocess.PIPE, env={**clean_env(), **env},
+        cwd=str(Path(__file__).resolve().parents[2]))
+    os.close(slave)
+    output = b""
+    try:
+        deadline = time.monotonic() + 15
+        while b"/hello" not in output and time.monotonic() < deadline:
+            found = LISTENING.search(output.decode("utf-8", "replace"))
+            if found and b"curl-done" not in output:
+                curl(f"http://127.0.0.1:{origin_port}/hello", proxy=f"http://127.0.0.1:{found.group(1)}",
+                     check=True)
+                output += b"curl-done\n"
+            ready, _, _ = __import__("select").select([master], [], [], 0.2)
+            if ready:
+                output += os.read(master, 65536)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=10)
+        assert process.stderr is not None
+        process.stderr.close()
+        os.close(master)
+    return output.decode("utf-8", "replace")
+
+
+def test_colours_on_a_terminal_and_none_with_no_color(confdir, origin):
+    coloured = _run_on_a_terminal(confdir, origin.port, {"NO_COLOR": ""})
+    line = next(line for line in coloured.splitlines() if "/hello" in line)
+    assert "\033[32m200\033[0m" in line  # a green 200
+    plain = _run_on_a_terminal(confdir, origin.port, {"NO_COLOR": "1"})
+    line = next(line for line in plain.splitlines() if "/hello" in line)
+    assert "\033[" not in line and " 200 " in line
