@@ -8,6 +8,7 @@ Start a proxy, send traffic through it, and read every exchange::
         proxy.flows[-1].response.status
 """
 
+from .filters import compile_filter
 from .flow import Flow, Headers, Request, Response, Timings, TLSInfo
 from .proxy import Proxy, ProxyStartError
 from .replay import ReplayError
@@ -17,6 +18,6 @@ from .transport import ResolveError, static_resolver
 
 __all__ = [
     "Flow", "FlowTable", "Headers", "Proxy", "ProxyStartError", "ReplayError", "Request", "ResolveError",
-    "Response", "ScriptHandle", "TLSInfo", "Timings", "static_resolver",
+    "Response", "ScriptHandle", "TLSInfo", "Timings", "compile_filter", "static_resolver",
 ]
 __version__ = "0.1.0"

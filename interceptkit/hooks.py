@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .filters import compile_filter
 from .flow import Flow
 
 log = logging.getLogger("interceptkit")
@@ -48,8 +49,11 @@ FlowFilter = Callable[[Flow], bool]
 # -- filters -------------------------------------------------------------------
 
 
-def make_filter(where: FlowFilter | None = None, **keywords: Any) -> FlowFilter | None:
-    """One predicate from a callable and/or keywords, all AND-ed together.
+def make_filter(where: FlowFilter | str | None = None, **keywords: Any) -> FlowFilter | None:
+    """One predicate from a callable or a filter expression and/or keywords, all AND-ed together.
+
+    A string is compiled by :func:`interceptkit.filters.compile_filter`
+    (``"~m POST & ~c 201"``; ValueError with a caret when malformed).
 
     Keywords: ``host`` (glob, e.g. ``"*.example.com"``), ``method`` (a name or
     a list), ``path`` (glob on path and query, e.g. ``"/api/*"``), ``url``
@@ -57,6 +61,8 @@ def make_filter(where: FlowFilter | None = None, **keywords: Any) -> FlowFilter 
     high)`` pair or a collection), ``content_type`` (a substring, e.g.
     ``"json"``). Raises TypeError for an unknown keyword.
     """
+    if isinstance(where, str):
+        where = compile_filter(where)
     checks: list[FlowFilter] = [] if where is None else [where]
     for key, value in keywords.items():
         if value is None:

@@ -301,14 +301,15 @@ class Proxy:
 
     # -- hooks ---------------------------------------------------------------------
 
-    def on(self, name: str, fn: Callable[..., Any] | None = None, *, where: FlowFilter | None = None,
+    def on(self, name: str, fn: Callable[..., Any] | None = None, *, where: FlowFilter | str | None = None,
            thread: bool = False, **filters: Any) -> Any:
         """Attach ``fn`` as the hook ``name``; returns a handle with ``.remove()``.
 
         ``fn(flow)`` may change ``flow.request``/``flow.response``, call
         ``flow.respond(...)`` or ``flow.kill()``; it may be ``async``. Data
         hooks (``response_chunk``, ``websocket_message``) get ``fn(flow,
-        data)`` and may return replacement data. ``where=`` (a callable) and
+        data)`` and may return replacement data. ``where=`` (a callable or a
+        filter expression such as ``"~d api.example.com"``) and
         keyword filters (``host=``, ``method=``, ``path=``, ``url=``,
         ``status=``, ``content_type=``) choose the flows it sees;
         ``thread=True`` runs a blocking hook off the event loop. Without

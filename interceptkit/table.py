@@ -219,10 +219,12 @@ class FlowTable:
         return sum(1 for f in self._snapshot() if f.request.truncated
                    or (f.response is not None and f.response.truncated))
 
-    def where(self, predicate: Callable[[Flow], bool] | None = None, **filters: Any) -> FlowTable:
+    def where(self, predicate: Callable[[Flow], bool] | str | None = None, **filters: Any) -> FlowTable:
         """The flows that match, as a new table.
 
-        Takes the same filters as hooks (:func:`interceptkit.hooks.make_filter`):
+        ``predicate`` is a callable or a filter expression such as
+        ``"~m POST & ~c 201"`` (see :mod:`interceptkit.filters`; a malformed
+        one raises ValueError showing where). Takes the same filters as hooks (:func:`interceptkit.hooks.make_filter`):
         ``host`` and ``path`` and ``url`` (globs), ``method`` (a name or a
         list), ``status`` (an int, a range, a ``(low, high)`` pair or a
         collection), ``content_type`` (a substring), and a callable. Raises
