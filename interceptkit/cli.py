@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from .certs import CertStoreError
+from .filters import compile_filter
 from .flowlog import FlowFormatter, printer, use_color
 from .proxy import Proxy, ProxyStartError
 from .transport.tuning import tune_allocator
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--flow-detail", type=int, choices=(0, 1, 2, 3), default=1, metavar="0-3",
                         help="what to print per exchange: 0 nothing, 1 one line (default), 2 plus request "
                              "and response headers, 3 plus a preview of each body (4 KiB, decoded)")
+    parser.add_argument("--filter", default=None, metavar="EXPR",
+                        help="print only exchanges matching EXPR, e.g. '~m POST & ~d api.example.com' "
+                             "(the filter language of docs/filters.md)")
     parser.add_argument("-q", "--quiet", action="store_true", help="do not print a line per exchange "
                         "(same as --flow-detail 0)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details to stderr")
@@ -173,8 +177,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"interceptkit: {exc}", file=sys.stderr)
         return 2
     detail = 0 if args.quiet else args.flow_detail
+    try:
+        wanted = compile_filter(args.filter) if args.filter is not None else None
+    except ValueError as exc:
+        print(f"interceptkit: --filter: {exc}", file=sys.stderr)
+        return 2
     if detail:
-        proxy.on_flow(printer(sys.stdout, FlowFormatter(detail, color=use_color(sys.stdout))))
+        proxy.on_flow(printer(sys.stdout, FlowFormatter(detail, color=use_color(sys.stdout)), wanted))
     try:
         scripts = [proxy.load_script(path) for path in args.script]
     except FileNotFoundError as exc:

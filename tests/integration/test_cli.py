@@ -363,3 +363,27 @@ def test_colours_on_a_terminal_and_none_with_no_color(confdir, origin):
     plain = _run_on_a_terminal(confdir, origin.port, {"NO_COLOR": "1"})
     line = next(line for line in plain.splitlines() if "/hello" in line)
     assert "\033[" not in line and " 200 " in line
+
+
+# -- --filter ----------------------------------------------------------------------------
+
+
+def test_filter_limits_the_lines(cli, origin):
+    proc = cli("--listen-port", "0", "--filter", "~m POST | ~c 404")
+    port = proc.wait_listening()
+    base = f"http://127.0.0.1:{origin.port}"
+    _through(port, f"{base}/hello")
+    _through(port, "--data-binary", "x", f"{base}/echo")
+    _through(port, f"{base}/status/404")
+    _through(port, f"{base}/status/200")
+    shown = [line.split()[:3] for line in _lines_after_exit(proc) if line.startswith(("GET", "POST"))]
+    assert shown == [["POST", f"{base}/echo", "200"], ["GET", f"{base}/status/404", "404"]]
+
+
+def test_a_bad_filter_exits_2_with_a_caret_under_the_mistake(cli):
+    proc = cli("--listen-port", "0", "--filter", "~m POST & (~c 200")
+    assert proc.wait(timeout=20) == 2
+    stderr = proc.stderr()
+    assert "Traceback" not in stderr
+    assert stderr.startswith("interceptkit: --filter: ")
+    assert "^" in stderr and "~m POST & (~c 200" in stderr
