@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from .certs import CertStoreError
+from .cli_env import env_main, run_main
 from .filters import compile_filter
 from .flowlog import FlowFormatter, printer, use_color
 from .proxy import Proxy, ProxyStartError
@@ -21,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="interceptkit",
         description="An HTTP(S) proxy that shows every exchange it carries, one line each.",
+        epilog="Also: `interceptkit ca` (the CA and how to trust it), `interceptkit env` (variables that send a "
+               "shell's tools through the proxy), `interceptkit run -- CMD` (one command through it).",
     )
     parser.add_argument("--listen-host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this machine only)")
@@ -157,6 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["ca"]:
         return ca_main(argv[1:])
+    if argv[:1] == ["env"]:
+        return env_main(argv[1:])
+    if argv[:1] == ["run"]:
+        return run_main(argv[1:])
     args = build_parser().parse_args(argv)
     tune_allocator()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,

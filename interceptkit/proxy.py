@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .certs import CertStore, default_confdir
+from .clientenv import client_environment, write_bundle
 from .core.config import ProxyConfig
 from .flow import Flow
 from .hooks import FlowFilter, HookHandle, HookRegistry, HookRunner, handler_methods, make_filter
@@ -284,20 +285,23 @@ class Proxy:
             self.certs = CertStore.load_or_create(self.confdir)
         return self.certs.ca_cert_path
 
-    def client_env(self) -> dict[str, str]:
+    def client_env(self, *, keep_no_proxy: bool = False) -> dict[str, str]:
         """Environment variables that make a child process use this proxy and trust its CA.
 
-        Covers curl, Python (urllib, requests, httpx), Node and most tools
-        that honour the ``*_PROXY`` conventions: ``subprocess.run(cmd,
-        env={**os.environ, **proxy.client_env()})``.
+        ``subprocess.run(cmd, env={**os.environ, **proxy.client_env()})``.
+        ``SSL_CERT_FILE``, ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``,
+        ``PIP_CERT``, ``GIT_SSL_CAINFO``, ``AWS_CA_BUNDLE``,
+        ``CARGO_HTTP_CAINFO`` and ``DENO_CERT`` point at a bundle in the
+        confdir holding the CA *and* what this process trusts (so hosts the
+        proxy relays unchanged still verify); it is refreshed on each call
+        when either changed. ``NODE_EXTRA_CA_CERTS`` is the CA alone (Node
+        adds it to its roots). ``NO_PROXY``/``no_proxy`` are set empty, so
+        nothing bypasses the proxy, unless ``keep_no_proxy``.
         """
-        ca = str(self.ca_cert_path)
-        url = self.url
-        return {
-            "HTTP_PROXY": url, "HTTPS_PROXY": url, "http_proxy": url, "https_proxy": url,
-            "SSL_CERT_FILE": ca, "REQUESTS_CA_BUNDLE": ca, "CURL_CA_BUNDLE": ca,
-            "NODE_EXTRA_CA_CERTS": ca,
-        }
+        ca_path = self.ca_cert_path
+        assert self.certs is not None  # loaded by ca_cert_path
+        bundle = write_bundle(self.confdir, self.certs.ca_cert_pem)
+        return client_environment(self.url, ca_path, bundle, keep_no_proxy=keep_no_proxy)
 
     # -- hooks ---------------------------------------------------------------------
 
