@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from . import loops
 from .certs import CertStoreError
 from .cli_env import env_main, run_main
 from .filters import compile_filter
@@ -73,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--filter", default=None, metavar="EXPR",
                         help="print only exchanges matching EXPR, e.g. '~m POST & ~d api.example.com' "
                              "(the filter language of docs/filters.md)")
+    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                        help="event loop: uvloop when installed (pip install 'interceptkit[speed]'), else "
+                             "asyncio's (default: auto; $INTERCEPTKIT_LOOP overrides auto)")
     parser.add_argument("-q", "--quiet", action="store_true", help="do not print a line per exchange "
                         "(same as --flow-detail 0)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details to stderr")
@@ -100,7 +104,7 @@ async def _run(proxy: Proxy) -> None:
             what = "reverse proxy"
         else:
             what = "forward proxy, " + ("intercepting HTTPS" if proxy.intercept else "HTTPS relayed")
-        print(f"interceptkit listening on {proxy.url} ({what}); Ctrl-C stops it", flush=True)
+        print(f"interceptkit listening on {proxy.url} ({what}; {proxy.loop} loop); Ctrl-C stops it", flush=True)
         if proxy.intercept and proxy.certs is not None:
             print(f"CA certificate: {proxy.certs.ca_cert_path} (`interceptkit ca` shows how to trust it)",
                   flush=True)
@@ -178,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             mode=args.mode, routes=_routes(args.route, args.strip_prefix), keep_host=args.keep_host,
             certfile=args.certfile, keyfile=args.keyfile, tls_name=args.tls_name,
             max_flows=0,  # the CLI prints each exchange; keeping them would only cost memory
-            save=args.save,
+            save=args.save, loop=args.loop,
         )
     except ValueError as exc:
         print(f"interceptkit: {exc}", file=sys.stderr)
@@ -197,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"interceptkit: --script: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_run(proxy))
+        loops.run(_run(proxy), loops.loop_factory(proxy.loop))
     except ProxyStartError as exc:
         print(f"interceptkit: {exc.strerror}", file=sys.stderr)
         return 1

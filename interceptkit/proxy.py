@@ -18,6 +18,7 @@ from .clientenv import client_environment, write_bundle
 from .core.config import ProxyConfig
 from .flow import Flow
 from .hooks import FlowFilter, HookHandle, HookRegistry, HookRunner, handler_methods, make_filter
+from .loops import choose_loop, loop_factory
 from .policy import host_matcher, listen_ssl_context, parse_routes, upstream_ssl_context
 from .scripts import ScriptHandle, load_script
 from .store import FlowRecorder
@@ -65,6 +66,9 @@ class Proxy:
         save: a file to append every finished flow to (JSON lines, flushed per
             flow, so a crash loses nothing already finished); ``FlowTable.load``
             reads it, also while it grows.
+        loop: the event loop of its thread: "auto" (uvloop when installed,
+            ``pip install interceptkit[speed]``; ``$INTERCEPTKIT_LOOP`` overrides),
+            "asyncio" or "uvloop". ``proxy.loop`` says which one it got.
     """
 
     def __init__(
@@ -93,11 +97,15 @@ class Proxy:
         keyfile: str | os.PathLike[str] | None = None,
         tls_name: str | None = None,
         save: str | os.PathLike[str] | None = None,
+        loop: str = "auto",
     ) -> None:
         if mode not in ("forward", "reverse"):
             raise ValueError(f"unknown mode {mode!r}: use 'forward' or 'reverse'")
         if mode == "reverse" and not routes:
             raise ValueError("reverse mode needs routes, e.g. routes={'/': 'http://127.0.0.1:9000'}")
+        #: "asyncio" or "uvloop": the loop its thread runs.
+        self.loop = choose_loop(loop)
+        self._loop_factory = loop_factory(self.loop)
         self.host = host
         self._requested_port = port
         self.mode = mode
@@ -178,7 +186,7 @@ class Proxy:
         return self
 
     def _thread_main(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        loop = asyncio.new_event_loop()
+        loop = self._loop_factory()
         self._loop = loop
         try:
             loop.run_until_complete(self._listen())
