@@ -13,6 +13,7 @@ from typing import TextIO
 from . import loops
 from .certs import CertStoreError
 from .cli_env import env_main, run_main
+from .cli_network import exposure_warning
 from .filters import compile_filter
 from .flowlog import FlowFormatter, printer, use_color
 from .proxy import Proxy, ProxyStartError
@@ -195,6 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if detail:
         proxy.on_flow(printer(sys.stdout, FlowFormatter(detail, color=use_color(sys.stdout)), wanted))
+    warning = exposure_warning(args.listen_host, args.listen_port, authenticated=False)
+    if warning:
+        print(f"interceptkit: {warning}", file=sys.stderr)
     try:
         scripts = [proxy.load_script(path) for path in args.script]
     except FileNotFoundError as exc:
