@@ -161,41 +161,60 @@ def _routes(specs: list[str], strip: bool) -> dict[str, str | dict[str, object]]
     return routes
 
 
+def _make_proxy(args: argparse.Namespace) -> Proxy:
+    """The Proxy the flags describe. Raises ValueError for a bad combination."""
+    return Proxy(
+        args.listen_host, args.listen_port, read_timeout=args.read_timeout,
+        connect_timeout=args.connect_timeout, idle_timeout=args.idle_timeout,
+        connect_retries=args.connect_retries, forwarded_for=args.forwarded_for,
+        confdir=args.confdir, intercept=not args.no_intercept, ignore_hosts=args.ignore_host,
+        ssl_insecure=args.ssl_insecure, upstream_ca=args.upstream_ca,
+        mode=args.mode, routes=_routes(args.route, args.strip_prefix), keep_host=args.keep_host,
+        certfile=args.certfile, keyfile=args.keyfile, tls_name=args.tls_name,
+        max_flows=0,  # the CLI prints each exchange; keeping them would only cost memory
+        save=args.save, loop=args.loop,
+    )
+
+
+def _attach_log(proxy: Proxy, args: argparse.Namespace) -> None:
+    """Print each exchange as --flow-detail and --filter say. Raises ValueError for a bad filter."""
+    try:
+        wanted = compile_filter(args.filter) if args.filter is not None else None
+    except ValueError as exc:
+        raise ValueError(f"--filter: {exc}") from None
+    detail = 0 if args.quiet else args.flow_detail
+    if detail:
+        proxy.on_flow(printer(sys.stdout, FlowFormatter(detail, color=use_color(sys.stdout)), wanted))
+
+
+def _serve(proxy: Proxy) -> int:
+    try:
+        loops.run(_run(proxy), loops.loop_factory(proxy.loop))
+    except ProxyStartError as exc:
+        print(f"interceptkit: {exc.strerror}", file=sys.stderr)
+        return 1
+    except CertStoreError as exc:
+        print(f"interceptkit: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.flush()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["ca"]:
-        return ca_main(argv[1:])
-    if argv[:1] == ["env"]:
-        return env_main(argv[1:])
-    if argv[:1] == ["run"]:
-        return run_main(argv[1:])
+    commands = {"ca": ca_main, "env": env_main, "run": run_main}
+    if argv[:1] and argv[0] in commands:
+        return commands[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
     tune_allocator()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
-        proxy = Proxy(
-            args.listen_host, args.listen_port, read_timeout=args.read_timeout,
-            connect_timeout=args.connect_timeout, idle_timeout=args.idle_timeout,
-            connect_retries=args.connect_retries, forwarded_for=args.forwarded_for,
-            confdir=args.confdir, intercept=not args.no_intercept, ignore_hosts=args.ignore_host,
-            ssl_insecure=args.ssl_insecure, upstream_ca=args.upstream_ca,
-            mode=args.mode, routes=_routes(args.route, args.strip_prefix), keep_host=args.keep_host,
-            certfile=args.certfile, keyfile=args.keyfile, tls_name=args.tls_name,
-            max_flows=0,  # the CLI prints each exchange; keeping them would only cost memory
-            save=args.save, loop=args.loop,
-        )
+        proxy = _make_proxy(args)
+        _attach_log(proxy, args)
     except ValueError as exc:
         print(f"interceptkit: {exc}", file=sys.stderr)
         return 2
-    detail = 0 if args.quiet else args.flow_detail
-    try:
-        wanted = compile_filter(args.filter) if args.filter is not None else None
-    except ValueError as exc:
-        print(f"interceptkit: --filter: {exc}", file=sys.stderr)
-        return 2
-    if detail:
-        proxy.on_flow(printer(sys.stdout, FlowFormatter(detail, color=use_color(sys.stdout)), wanted))
     warning = exposure_warning(args.listen_host, args.listen_port, authenticated=False)
     if warning:
         print(f"interceptkit: {warning}", file=sys.stderr)
@@ -205,18 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"interceptkit: --script: {exc}", file=sys.stderr)
         return 2
     try:
-        loops.run(_run(proxy), loops.loop_factory(proxy.loop))
-    except ProxyStartError as exc:
-        print(f"interceptkit: {exc.strerror}", file=sys.stderr)
-        return 1
-    except CertStoreError as exc:
-        print(f"interceptkit: {exc}", file=sys.stderr)
-        return 1
+        return _serve(proxy)
     finally:
         for script in scripts:
             script.remove()
-    sys.stdout.flush()
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -387,3 +387,12 @@ def test_a_bad_filter_exits_2_with_a_caret_under_the_mistake(cli):
     assert "Traceback" not in stderr
     assert stderr.startswith("interceptkit: --filter: ")
     assert "^" in stderr and "~m POST & (~c 200" in stderr
+
+
+def test_missing_script_exits_2_naming_it(tmp_path):
+    missing = tmp_path / "nope.py"
+    result = subprocess.run([sys.executable, "-m", "interceptkit", "--listen-port", "0", "--confdir",
+                             str(tmp_path), "--script", str(missing)],
+                            capture_output=True, timeout=20, env=clean_env(), check=False)
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == f"interceptkit: --script: no script at {missing}"
