@@ -90,20 +90,39 @@ class _Version:
         self.handles.append(handle)
         return handle
 
-    def attach(self) -> None:
-        """Attach the module's hooks, addons and setup; on any error detach them again."""
+    def attach(self, previous: _Version | None) -> None:
+        """Attach the module's hooks, addons and setup; on any error detach them again.
+
+        A handler object the previous version attached too (one kept in an
+        imported module, say) is taken over rather than attached twice, and
+        given back if this version fails.
+        """
+        inherited: list[object] = []
         try:
             for name, fn in _module_hooks(self.module):
                 self.keep(self.proxy.on(name, fn))
             for handler in getattr(self.module, "addons", None) or ():
-                self.proxy.add(handler)
+                if previous is not None and previous.release(handler):
+                    inherited.append(handler)
+                else:
+                    self.proxy.add(handler)
                 self.handlers.append(handler)
             setup = getattr(self.module, "setup", None)
             if callable(setup):
                 setup(_Recorder(self.proxy, self))
         except BaseException:
+            self.handlers = [h for h in self.handlers if not any(h is i for i in inherited)]
+            if previous is not None:
+                previous.handlers += inherited
             self.detach()
             raise
+
+    def release(self, handler: object) -> bool:
+        """Stop owning ``handler`` (still attached) if this version owns it."""
+        kept = [h for h in self.handlers if h is not handler]
+        released = len(kept) != len(self.handlers)
+        self.handlers = kept
+        return released
 
     def detach(self) -> None:
         for handle in self.handles:
@@ -158,7 +177,7 @@ class ScriptHandle:
             self._signature = _signature(self.path)
             try:
                 version = _Version(self.proxy, self._execute())
-                version.attach()
+                version.attach(self._current)
             except Exception:
                 self.error = traceback.format_exc()
                 log.error("script %s failed; %s\n%s", self.path,

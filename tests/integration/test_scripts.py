@@ -185,3 +185,21 @@ def test_the_docs_show_each_example_file_as_it_is():
     assert len(files) == 4
     for path in files:
         assert f"```python\n{path.read_text().rstrip()}\n```" in doc, path.name
+
+
+def test_a_handler_kept_in_an_imported_module_survives_reloads(script, tmp_path, proxy, origin, monkeypatch):
+    (tmp_path / "shared_handlers.py").write_text(
+        "class H:\n    def request(self, flow):\n        flow.request.headers['X-Shared'] = 'yes'\n"
+        "INSTANCE = H()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    handle = script("import shared_handlers\naddons = [shared_handlers.INSTANCE]\n")
+    assert fetch_headers(proxy, origin)["x-shared"] == "yes"
+    write(tmp_path / "hooks.py", "import shared_handlers\naddons = [shared_handlers.INSTANCE]\n"
+                                 "def setup(proxy):\n    raise RuntimeError('broken')\n")
+    assert wait_until(lambda: handle.error is not None, timeout=2)
+    assert fetch_headers(proxy, origin)["x-shared"] == "yes"  # given back to the old version
+    write(tmp_path / "hooks.py", "import shared_handlers\naddons = [shared_handlers.INSTANCE]\n# v3\n")
+    assert wait_until(lambda: handle.version == 2, timeout=2), handle.error
+    assert fetch_headers(proxy, origin)["x-shared"] == "yes"
+    handle.remove()
+    assert "x-shared" not in fetch_headers(proxy, origin)
