@@ -15,12 +15,13 @@ from .flow import Flow, FlowOwner, Headers, ReplayError, Request, Response, Timi
 from .live import LiveView
 from .proxy import Proxy, ProxyStartError
 from .redact import Redact
+from .scripts import ScriptHandle
 from .table import FlowTable
 from .transport import ResolveError, static_resolver
 
 __all__ = [
     "Breakpoint", "Cassette", "Flow", "FlowOwner", "FlowTable", "Headers", "LiveView", "Proxy", "ProxyStartError",
-    "Redact", "ReplayError", "Request", "ResolveError", "Response", "TLSInfo", "Timings", "compile_filter",
-    "static_resolver",
+    "Redact", "ReplayError", "Request", "ResolveError", "Response", "ScriptHandle", "TLSInfo", "Timings",
+    "compile_filter", "static_resolver",
 ]
 __version__ = "0.1.0"

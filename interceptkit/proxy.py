@@ -17,16 +17,19 @@ from pathlib import Path
 from ._wire import format_address
 from .breakpoints import Breakpoint, PausedFlows
 from .certs import CertStore, default_confdir
+from .clientenv import client_environment, write_bundle
 from .core.config import ProxyConfig
 from .flow import Flow
 from . import faults, testkit
 from .cassette import CassetteBlock
 from .hooks import FlowFilter, HookHandle, HookRegistry, HookRunner, check_hook_name, handler_methods, make_filter
 from .live import LiveView, status_frame
+from .loops import choose_loop, loop_factory
 from .matching import Matcher
 from .policy import host_matcher, listen_ssl_context, parse_routes, upstream_ssl_context
 from .redact import Redact
 from .replay import replay, replay_async
+from .scripts import ScriptHandle, load_script
 from .store import FlowRecorder, read_body
 from .table import FlowTable
 from .transport import Callbacks, ProxyServer, Resolver, TransportSettings
@@ -79,6 +82,9 @@ class Proxy:
             reads it, also while it grows.
         redact: a :class:`Redact`: what cassettes, HAR and ``save=`` files hide
             (cassettes and HAR also hide the credential headers by default).
+        loop: the event loop of its thread: "auto" (uvloop when installed,
+            ``pip install interceptkit[speed]``; ``$INTERCEPTKIT_LOOP`` overrides),
+            "asyncio" or "uvloop". ``proxy.loop`` says which one it got.
     """
 
     def __init__(
@@ -110,11 +116,15 @@ class Proxy:
         save: str | os.PathLike[str] | None = None,
         redact: Redact | None = None,
         max_request_body: int | None = None,
+        loop: str = "auto",
     ) -> None:
         if mode not in ("forward", "reverse"):
             raise ValueError(f"unknown mode {mode!r}: use 'forward' or 'reverse'")
         if mode == "reverse" and not routes:
             raise ValueError("reverse mode needs routes, e.g. routes={'/': 'http://127.0.0.1:9000'}")
+        #: "asyncio" or "uvloop": the loop its thread runs.
+        self.loop = choose_loop(loop)
+        self._loop_factory = loop_factory(self.loop)
         self.host = host
         self._requested_port = port
         self.mode = mode
@@ -201,7 +211,7 @@ class Proxy:
         return self
 
     def _thread_main(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        loop = asyncio.new_event_loop()
+        loop = self._loop_factory()
         self._loop = loop
         try:
             loop.run_until_complete(self._listen())
@@ -323,20 +333,23 @@ class Proxy:
             self.certs = CertStore.load_or_create(self.confdir)
         return self.certs.ca_cert_path
 
-    def client_env(self) -> dict[str, str]:
+    def client_env(self, *, keep_no_proxy: bool = False) -> dict[str, str]:
         """Environment variables that make a child process use this proxy and trust its CA.
 
-        Covers curl, Python (urllib, requests, httpx), Node and most tools
-        that honour the ``*_PROXY`` conventions: ``subprocess.run(cmd,
-        env={**os.environ, **proxy.client_env()})``.
+        ``subprocess.run(cmd, env={**os.environ, **proxy.client_env()})``.
+        ``SSL_CERT_FILE``, ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``,
+        ``PIP_CERT``, ``GIT_SSL_CAINFO``, ``AWS_CA_BUNDLE``,
+        ``CARGO_HTTP_CAINFO`` and ``DENO_CERT`` point at a bundle in the
+        confdir holding the CA *and* what this process trusts (so hosts the
+        proxy relays unchanged still verify); it is refreshed on each call
+        when either changed. ``NODE_EXTRA_CA_CERTS`` is the CA alone (Node
+        adds it to its roots). ``NO_PROXY``/``no_proxy`` are set empty, so
+        nothing bypasses the proxy, unless ``keep_no_proxy``.
         """
-        ca = str(self.ca_cert_path)
-        url = self.url
-        return {
-            "HTTP_PROXY": url, "HTTPS_PROXY": url, "http_proxy": url, "https_proxy": url,
-            "SSL_CERT_FILE": ca, "REQUESTS_CA_BUNDLE": ca, "CURL_CA_BUNDLE": ca,
-            "NODE_EXTRA_CA_CERTS": ca,
-        }
+        ca_path = self.ca_cert_path
+        assert self.certs is not None  # loaded by ca_cert_path
+        bundle = write_bundle(self.confdir, self.certs.ca_cert_pem)
+        return client_environment(self.url, ca_path, bundle, keep_no_proxy=keep_no_proxy)
 
     # -- hooks ---------------------------------------------------------------------
 
@@ -439,6 +452,19 @@ class Proxy:
                              **filters: Any) -> Flow:
         """:meth:`wait_for` for async code: ``flow = await proxy.wait_for_async(path="/x")``."""
         return await testkit.wait_for_async(self.on_flow, where, timeout, filters)
+
+    def load_script(self, path: str | os.PathLike[str], reload: bool = True) -> ScriptHandle:
+        """Attach the hooks of a Python file; with ``reload`` follow its changes live.
+
+        The file's functions named like hooks (``def request(flow)``,
+        ``def response(flow)``, ...), its ``addons = [Handler()]`` and what its
+        optional ``def setup(proxy)`` attaches are attached now. When the file
+        changes, the new version replaces the old within a second; a version
+        that fails to import or raises in ``setup`` is logged with its
+        traceback (also on ``handle.error``) and the old one stays.
+        ``handle.remove()`` detaches the script. Raises FileNotFoundError.
+        """
+        return load_script(self, path, reload=reload)
 
     def add(self, handler: object) -> HookHandle:
         """Attach every hook method of ``handler`` (``request``, ``on_request_received``, ...)."""

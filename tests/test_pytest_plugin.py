@@ -83,7 +83,10 @@ def test_each_test_sees_its_own_flows_and_its_mocks_go_away(inner: pytest.Pytest
             import os
             assert os.environ["HTTPS_PROXY"] == ik_proxy.url == os.environ["http_proxy"]
             assert os.environ["NO_PROXY"] == "" and os.environ["no_proxy"] == ""
-            assert os.environ["SSL_CERT_FILE"] == str(ik_proxy.ca_cert_path) == os.environ["CURL_CA_BUNDLE"]
+            # the CA variables name one bundle: the proxy's CA plus the roots this process trusts
+            assert os.environ["SSL_CERT_FILE"] == os.environ["CURL_CA_BUNDLE"]
+            with open(os.environ["SSL_CERT_FILE"]) as bundle, open(ik_proxy.ca_cert_path) as ca:
+                assert ca.read().strip() in bundle.read()
     ''')
     run(inner).assert_outcomes(passed=3)
 

@@ -15,7 +15,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from ..core import commands as cmd
 from ..core import events as ev
@@ -82,8 +82,8 @@ class _Peer(asyncio.Protocol):
     transport: asyncio.Transport | None = None
 
     def _setup(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # Not isinstance(asyncio.Transport): uvloop's transports implement it without subclassing.
+        self.transport = transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
         if hasattr(transport, "max_size"):
             transport.max_size = READ_SIZE

@@ -29,9 +29,10 @@ RINGS: list[frozenset[str]] = [
     frozenset({"flow", "headers", "export"}),
     frozenset({"core"}),
     frozenset({"policy", "certs", "hooks", "transport", "display", "har", "store", "columns", "filters",
-               "redact", "views", "budget", "arrow", "matching", "playback", "faults"}),
+               "redact", "views", "budget", "arrow", "matching", "playback", "faults",
+               "flowlog", "clientenv", "loops"}),
     frozenset({"table", "replay", "proxy", "cli", "__main__", "pytest_plugin", "scripts", "live", "breakpoints",
-               "cassette", "testkit"}),
+               "cassette", "testkit", "cli_env", "cli_network"}),
 ]
 
 
