@@ -8,14 +8,20 @@ Start a proxy, send traffic through it, and read every exchange::
         proxy.flows[-1].response.status
 """
 
-from .flow import Flow, Headers, Request, Response, Timings, TLSInfo
+from .breakpoints import Breakpoint
+from .cassette import Cassette
+from .filters import compile_filter
+from .flow import Flow, FlowOwner, Headers, ReplayError, Request, Response, Timings, TLSInfo
+from .live import LiveView
 from .proxy import Proxy, ProxyStartError
-from .replay import ReplayError
+from .redact import Redact
+from .scripts import ScriptHandle
 from .table import FlowTable
 from .transport import ResolveError, static_resolver
 
 __all__ = [
-    "Flow", "FlowTable", "Headers", "Proxy", "ProxyStartError", "ReplayError", "Request", "ResolveError",
-    "Response", "TLSInfo", "Timings", "static_resolver",
+    "Breakpoint", "Cassette", "Flow", "FlowOwner", "FlowTable", "Headers", "LiveView", "Proxy", "ProxyStartError",
+    "Redact", "ReplayError", "Request", "ResolveError", "Response", "ScriptHandle", "TLSInfo", "Timings",
+    "compile_filter", "static_resolver",
 ]
 __version__ = "0.1.0"

@@ -7,11 +7,15 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TextIO
 
+from . import loops
 from .certs import CertStoreError
-from .flow import Flow
+from .cli_env import env_main, run_main
+from .cli_network import exposure_warning
+from .filters import compile_filter
+from .flowlog import FlowFormatter, printer, use_color
 from .proxy import Proxy, ProxyStartError
 from .transport.tuning import tune_allocator
 
@@ -20,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="interceptkit",
         description="An HTTP(S) proxy that shows every exchange it carries, one line each.",
+        epilog="Also: `interceptkit ca` (the CA and how to trust it), `interceptkit env` (variables that send a "
+               "shell's tools through the proxy), `interceptkit run -- CMD` (one command through it).",
     )
     parser.add_argument("--listen-host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this machine only)")
@@ -58,43 +64,26 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not verify upstream certificates (dangerous; for test servers)")
     parser.add_argument("--upstream-ca", default=None, metavar="PEM",
                         help="also trust the CA certificates in this PEM file for upstream servers")
+    parser.add_argument("--max-request-body", type=int, default=None, metavar="BYTES",
+                        help="answer 413 to request bodies over BYTES (default: no limit)")
     parser.add_argument("--save", default=None, metavar="FILE",
                         help="append every finished exchange to FILE (JSON lines; FlowTable.load reads it)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="do not print a line per exchange")
+    parser.add_argument("-s", "--script", action="append", default=[], metavar="FILE",
+                        help="attach the hooks in this Python file (def request(flow): ...); reloaded "
+                             "when it changes (repeatable; see docs/scripts.md)")
+    parser.add_argument("--flow-detail", type=int, choices=(0, 1, 2, 3), default=1, metavar="0-3",
+                        help="what to print per exchange: 0 nothing, 1 one line (default), 2 plus request "
+                             "and response headers, 3 plus a preview of each body (4 KiB, decoded)")
+    parser.add_argument("--filter", default=None, metavar="EXPR",
+                        help="print only exchanges matching EXPR, e.g. '~m POST & ~d api.example.com' "
+                             "(the filter language of docs/filters.md)")
+    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                        help="event loop: uvloop when installed (pip install 'interceptkit[speed]'), else "
+                             "asyncio's (default: auto; $INTERCEPTKIT_LOOP overrides auto)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="do not print a line per exchange "
+                        "(same as --flow-detail 0)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details to stderr")
     return parser
-
-
-def format_flow(flow: Flow) -> str:
-    """One line for one exchange: method, URL, status, response size, duration."""
-    request = flow.request
-    if flow.response is not None:
-        status = str(flow.response.status)
-        size = _human_size(flow.response.body_size)
-    else:
-        status, size = "ERR", "-"
-    duration = f"{flow.duration * 1000:.0f}ms" if flow.duration is not None else "-"
-    line = f"{request.method} {request.url} {status} {size} {duration}"
-    return f"{line} ({flow.error})" if flow.error else line
-
-
-def _human_size(size: int) -> str:
-    for unit in ("B", "k", "M", "G"):
-        if size < 1024 or unit == "G":
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1024  # type: ignore[assignment]
-    return f"{size}B"
-
-
-def _printer(stream: TextIO) -> Callable[[Flow], None]:
-    tty = stream.isatty()
-
-    def print_flow(flow: Flow) -> None:
-        stream.write(format_flow(flow) + "\n")
-        if tty:
-            stream.flush()
-
-    return print_flow
 
 
 async def _flush_periodically(stream: TextIO, every: float = 0.25) -> None:
@@ -118,7 +107,7 @@ async def _run(proxy: Proxy) -> None:
             what = "reverse proxy"
         else:
             what = "forward proxy, " + ("intercepting HTTPS" if proxy.intercept else "HTTPS relayed")
-        print(f"interceptkit listening on {proxy.url} ({what}); Ctrl-C stops it", flush=True)
+        print(f"interceptkit listening on {proxy.url} ({what}; {proxy.loop} loop); Ctrl-C stops it", flush=True)
         if proxy.intercept and proxy.certs is not None:
             print(f"CA certificate: {proxy.certs.ca_cert_path} (`interceptkit ca` shows how to trust it)",
                   flush=True)
@@ -174,33 +163,35 @@ def _routes(specs: list[str], strip: bool) -> dict[str, str | dict[str, object]]
     return routes
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["ca"]:
-        return ca_main(argv[1:])
-    args = build_parser().parse_args(argv)
-    tune_allocator()
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+def _make_proxy(args: argparse.Namespace) -> Proxy:
+    """The Proxy the flags describe. Raises ValueError for a bad combination."""
+    return Proxy(
+        args.listen_host, args.listen_port, read_timeout=args.read_timeout,
+        connect_timeout=args.connect_timeout, idle_timeout=args.idle_timeout,
+        connect_retries=args.connect_retries, forwarded_for=args.forwarded_for,
+        confdir=args.confdir, intercept=not args.no_intercept, ignore_hosts=args.ignore_host,
+        ssl_insecure=args.ssl_insecure, upstream_ca=args.upstream_ca,
+        mode=args.mode, routes=_routes(args.route, args.strip_prefix), keep_host=args.keep_host,
+        certfile=args.certfile, keyfile=args.keyfile, tls_name=args.tls_name,
+        max_flows=0,  # the CLI prints each exchange; keeping them would only cost memory
+        save=args.save, loop=args.loop, max_request_body=args.max_request_body,
+    )
+
+
+def _attach_log(proxy: Proxy, args: argparse.Namespace) -> None:
+    """Print each exchange as --flow-detail and --filter say. Raises ValueError for a bad filter."""
     try:
-        proxy = Proxy(
-            args.listen_host, args.listen_port, read_timeout=args.read_timeout,
-            connect_timeout=args.connect_timeout, idle_timeout=args.idle_timeout,
-            connect_retries=args.connect_retries, forwarded_for=args.forwarded_for,
-            confdir=args.confdir, intercept=not args.no_intercept, ignore_hosts=args.ignore_host,
-            ssl_insecure=args.ssl_insecure, upstream_ca=args.upstream_ca,
-            mode=args.mode, routes=_routes(args.route, args.strip_prefix), keep_host=args.keep_host,
-            certfile=args.certfile, keyfile=args.keyfile, tls_name=args.tls_name,
-            max_flows=0,  # the CLI prints each exchange; keeping them would only cost memory
-            save=args.save,
-        )
+        wanted = compile_filter(args.filter) if args.filter is not None else None
     except ValueError as exc:
-        print(f"interceptkit: {exc}", file=sys.stderr)
-        return 2
-    if not args.quiet:
-        proxy.on_flow(_printer(sys.stdout))
+        raise ValueError(f"--filter: {exc}") from None
+    detail = 0 if args.quiet else args.flow_detail
+    if detail:
+        proxy.on_flow(printer(sys.stdout, FlowFormatter(detail, color=use_color(sys.stdout)), wanted))
+
+
+def _serve(proxy: Proxy) -> int:
     try:
-        asyncio.run(_run(proxy))
+        loops.run(_run(proxy), loops.loop_factory(proxy.loop))
     except ProxyStartError as exc:
         print(f"interceptkit: {exc.strerror}", file=sys.stderr)
         return 1
@@ -209,6 +200,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     sys.stdout.flush()
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"ca": ca_main, "env": env_main, "run": run_main}
+    if argv[:1] and argv[0] in commands:
+        return commands[argv[0]](argv[1:])
+    args = build_parser().parse_args(argv)
+    tune_allocator()
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        proxy = _make_proxy(args)
+        _attach_log(proxy, args)
+    except ValueError as exc:
+        print(f"interceptkit: {exc}", file=sys.stderr)
+        return 2
+    warning = exposure_warning(args.listen_host, args.listen_port, authenticated=False)
+    if warning:
+        print(f"interceptkit: {warning}", file=sys.stderr)
+    try:
+        scripts = [proxy.load_script(path) for path in args.script]
+    except FileNotFoundError as exc:
+        print(f"interceptkit: --script: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _serve(proxy)
+    finally:
+        for script in scripts:
+            script.remove()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,7 +17,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .flow import Flow, Message, Timings
+from . import views
+from .columns import COLUMNS, ordered
+from .flow import Flow, Message, Timings, register_service
 
 if TYPE_CHECKING:
     from .table import FlowTable
@@ -48,14 +50,14 @@ _esc = html.escape
 # -- human-readable values ------------------------------------------------------
 
 
-def human_size(n: int | None) -> str:
-    """``1234`` -> ``"1.2 kB"`` (decimal units, as browser tools show them)."""
+def human_size(n: int | None, sep: str = " ") -> str:
+    """``1234`` -> ``"1.2 kB"`` (decimal units, as browser tools show them; the CLI too)."""
     if n is None:
         return ""
     for unit, scale in _SIZES:
         if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
+            return f"{n / scale:.1f}{sep}{unit}"
+    return f"{n}{sep}B"
 
 
 def human_duration(seconds: float | None) -> str:
@@ -118,12 +120,16 @@ def _summary(table: FlowTable, flows: Sequence[Flow]) -> str:
     truncated = table.truncated
     if truncated:
         parts.append(f"{truncated:,} with a truncated body")
+    budget = table.max_capture_bytes
+    if budget is not None:
+        parts.append(f"bodies {human_size(table.capture_bytes) or '0 B'} of {human_size(budget)} "
+                     "(max_capture_bytes)")
+    if table.bodies_dropped:
+        parts.append(f"{table.bodies_dropped:,} older bodies dropped")
     return " · ".join(parts)
 
 
 def _html_cell(column: str, flow: Flow) -> str:
-    from .table import COLUMNS
-
     if column == "status":
         title = flow.error or (flow.response.reason if flow.response is not None else flow.state)
         mark = " ⚠" if flow.error and flow.response is not None else ""
@@ -153,8 +159,6 @@ def table_html(table: FlowTable) -> str:
 
 def table_text(table: FlowTable) -> str:
     """The table for a terminal: aligned columns, the newest :data:`TEXT_ROWS` rows."""
-    from .table import COLUMNS
-
     flows = list(table)
     columns = table.display_columns
     shown = flows[-TEXT_ROWS:]
@@ -171,25 +175,6 @@ def table_text(table: FlowTable) -> str:
 
 
 # -- one flow -------------------------------------------------------------------------
-
-
-_POINTS = ("start", "connect_start", "connect_end", "tls_end", "request_sent", "response_start", "end")
-
-
-def ordered(timings: Timings) -> Timings:
-    """The same points in time, each moved to no earlier than the one before it.
-
-    The core stamps ``request_sent`` when the request is queued, which can
-    be before the upstream connection is up; phases must not overlap.
-    """
-    values: dict[str, float | None] = {}
-    floor = timings.start
-    for name in _POINTS:
-        value = getattr(timings, name)
-        if value is not None:
-            floor = value = max(value, floor)
-        values[name] = value
-    return Timings(**values)  # type: ignore[arg-type]
 
 
 def segments(timings: Timings, now: float | None = None) -> list[tuple[str, float, float]]:
@@ -285,7 +270,10 @@ def _decoded(message: Message) -> tuple[bytes, list[str]]:
     except Exception as exc:  # truncated gzip, an unknown or uninstalled coding
         data = message.content
         notes.append(f"shown as sent: could not undo Content-Encoding ({exc})")
-    if message.truncated:
+    if message.body_dropped:
+        notes.append("body dropped to stay within max_capture_bytes; "
+                     + ("read back from the save= file" if data else "not saved to a file, so it is gone"))
+    elif message.truncated:
         notes.append(f"only the first {human_size(len(message.content))} of "
                      f"{human_size(message.body_size)} were kept (body_capture_limit)")
     return data, notes
@@ -316,12 +304,39 @@ def _cut(text: str) -> str:
     return text[:PREVIEW_CHARS] + f"\n… {len(text) - PREVIEW_CHARS:,} more characters"
 
 
+def _structured_html(message: Message) -> str | None:
+    """JSON as a folding tree, SSE as events, forms as fields; None for other bodies."""
+    ctype = message.content_type
+    if not any(k in ctype for k in ("json", "event-stream", "form-urlencoded", "multipart/form-data")):
+        return None
+    data, _ = _decoded(message)
+    text = data.decode(message.charset if message.charset else "utf-8", errors="replace") \
+        if "multipart" not in ctype else ""
+    if "json" in ctype:
+        try:
+            return views.json_html(json.loads(text))
+        except ValueError:
+            return None
+    if "event-stream" in ctype:
+        return views.sse_html(text)
+    if "form-urlencoded" in ctype:
+        return views.form_html(text)
+    parts = views.multipart_parts(data, message.headers.get("content-type") or "")
+    return views.multipart_html(parts) if parts is not None else None
+
+
 def body_html(message: Message) -> str:
-    """A preview: JSON pretty-printed, text, an image shown, anything else as hex."""
+    """A preview: JSON as a tree, SSE events, form fields, text, an image shown, anything else as hex."""
     if not message.content and not message.body_size:
         return '<div style="color:#888;font-size:12px"><i>no body</i></div>'
     kind, text, notes = body_preview(message)
     note = "".join(f'<div style="color:#a15c00;font-size:11px">{_esc(n)}</div>' for n in notes)
+    try:
+        structured = _structured_html(message)
+    except LookupError:  # an unknown charset: the plain preview below copes
+        structured = None
+    if structured is not None:
+        return f"{structured}{note}"
     if kind == "image" and not message.truncated:
         data, _ = _decoded(message)
         source = f"data:{message.content_type};base64,{base64.b64encode(data).decode('ascii')}"
@@ -368,9 +383,10 @@ def flow_html(flow: Flow) -> str:
     response_line = "" if response is None else f"{response.http_version} {response.status} {response.reason}"
     missing = "in flight" if flow.state == "open" else "no response"
     sides = (_side("Request", request_line, request, "") + _side("Response", response_line, response, missing))
+    websocket = views.websocket_html(flow.websocket, flow.timings.start) if flow.websocket is not None else ""
     return (f'<div class="interceptkit-flow" style="font-size:12px">{head}{errors}'
             f'<table style="width:100%;table-layout:fixed;border-collapse:collapse"><tr>{sides}</tr></table>'
-            f"{flow_waterfall(flow)}</div>")
+            f"{websocket}{flow_waterfall(flow)}</div>")
 
 
 # -- a table's waterfall -----------------------------------------------------------------
@@ -447,3 +463,6 @@ class Timeline:
                     cells[i] = "░" if name in ("blocked", "open") else "█" if name == "receive" else "▓"
             lines.append(f"{self._label(flow, 34):<34} |{''.join(cells)}| {human_duration(flow.duration)}")
         return "\n".join(lines)
+
+
+register_service("html", flow_html)

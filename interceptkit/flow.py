@@ -8,122 +8,22 @@ string views are computed only when someone asks.
 
 from __future__ import annotations
 
+import asyncio
 import json as _json
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
-HeaderFields = list[tuple[bytes, bytes]]
+from . import export as _export
+from ._wire import format_authority, parse_absolute_url
+from .headers import HeaderFields, Headers
+from .vocab import FlowKind, FlowState
 
-
-def _b(value: str | bytes) -> bytes:
-    # Header octets are latin-1 on the wire (RFC 9110 5.5): every byte maps.
-    return value if isinstance(value, bytes) else value.encode("latin-1")
-
-
-class Headers:
-    """HTTP header fields: case-insensitive, multi-valued, order and casing kept.
-
-    ``headers["Content-Type"]`` is the first value (a ``str``); ``get_all``
-    gives every value; assigning replaces all fields of that name in place of
-    the first one; :meth:`add` appends. ``fields`` is the raw wire list.
-    """
-
-    __slots__ = ("fields",)
-
-    def __init__(self, fields: Iterable[tuple[str | bytes, str | bytes]] = ()) -> None:
-        self.fields: HeaderFields = [(_b(n), _b(v)) for n, v in fields]
-
-    @classmethod
-    def from_wire(cls, fields: HeaderFields) -> Headers:
-        """Wrap a list of byte pairs without copying or checking it."""
-        headers = cls.__new__(cls)
-        headers.fields = fields
-        return headers
-
-    def get_all(self, name: str) -> list[str]:
-        key = _b(name).lower()
-        return [v.decode("latin-1") for n, v in self.fields if n.lower() == key]
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        key = _b(name).lower()
-        for n, v in self.fields:
-            if n.lower() == key:
-                return v.decode("latin-1")
-        return default
-
-    def __getitem__(self, name: str) -> str:
-        value = self.get(name)
-        if value is None:
-            raise KeyError(name)
-        return value
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, (str, bytes)) and self.get(
-            name.decode("latin-1") if isinstance(name, bytes) else name
-        ) is not None
-
-    def __setitem__(self, name: str, value: str) -> None:
-        key = _b(name).lower()
-        new: HeaderFields = []
-        placed = False
-        for n, v in self.fields:
-            if n.lower() != key:
-                new.append((n, v))
-            elif not placed:
-                new.append((n, _b(value)))
-                placed = True
-        if not placed:
-            new.append((_b(name), _b(value)))
-        self.fields[:] = new
-
-    def __delitem__(self, name: str) -> None:
-        key = _b(name).lower()
-        if not any(n.lower() == key for n, _ in self.fields):
-            raise KeyError(name)
-        self.fields[:] = [(n, v) for n, v in self.fields if n.lower() != key]
-
-    def add(self, name: str, value: str) -> None:
-        self.fields.append((_b(name), _b(value)))
-
-    def pop(self, name: str, default: str | None = None) -> str | None:
-        value = self.get(name, default)
-        if name in self:
-            del self[name]
-        return value
-
-    def keys(self) -> list[str]:
-        seen: dict[bytes, str] = {}
-        for n, _ in self.fields:
-            seen.setdefault(n.lower(), n.decode("latin-1"))
-        return list(seen.values())
-
-    def items(self) -> list[tuple[str, str]]:
-        """Every field as ``(name, value)`` in wire order, repeats included."""
-        return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in self.fields]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.keys())
-
-    def __len__(self) -> int:
-        return len(self.fields)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Headers):
-            return self.fields == other.fields
-        if isinstance(other, dict):
-            return {k.lower(): v for k, v in self.items()} == {
-                str(k).lower(): v for k, v in other.items()
-            }
-        return NotImplemented
-
-    def copy(self) -> Headers:
-        return Headers.from_wire(list(self.fields))
-
-    def __repr__(self) -> str:
-        return f"Headers({self.items()!r})"
+__all__ = ["Flow", "FlowOwner", "HeaderFields", "Headers", "Message", "ReplayError", "Request", "Response",
+           "TLSInfo", "Timings"]
 
 
 def _decode_content_encoding(body: bytes, encoding: str) -> bytes:
@@ -157,18 +57,53 @@ def _decode_one(body: bytes, coding: str) -> bytes:
 class Message:
     """What requests and responses share: headers, body, version."""
 
-    __slots__ = ("http_version", "headers", "content", "body_size", "truncated", "stream")
+    __slots__ = ("http_version", "headers", "_content", "_reload", "body_dropped", "body_size", "truncated",
+                 "stream")
+    _content: bytes
+    #: Reads a dropped body back (from the save= file); None while the body is held here.
+    _reload: Callable[[], bytes] | None
 
     def __init__(self, http_version: str, headers: Headers, content: bytes = b"") -> None:
         self.http_version = http_version
         self.headers = headers
-        #: The body as captured: complete unless ``truncated`` (then a prefix).
         self.content = content
         #: Size of the whole body on the wire, after transfer decoding.
         self.body_size = len(content)
         self.truncated = False
         #: Set by a ``*_headers`` hook to pass this body through unbuffered.
         self.stream = False
+
+    @property
+    def content(self) -> bytes:
+        """The body as captured: complete unless ``truncated`` (then a prefix).
+
+        Empty when the capture budget dropped it (``body_dropped``), unless
+        the proxy saves to a file (``save=``): then it is read back from there.
+        """
+        if self._reload is None:
+            return self._content
+        try:
+            return self._reload()
+        except (OSError, ValueError, KeyError):  # the file moved or was cut short
+            return b""
+
+    @content.setter
+    def content(self, value: bytes) -> None:
+        self._content = value
+        self._reload = None
+        #: Whether the capture budget (``max_capture_bytes``) dropped this body.
+        self.body_dropped = False
+
+    def _drop_body(self, reload: Callable[[], bytes] | None) -> int:
+        """Forget the captured body (the capture budget is spent); returns the bytes freed.
+
+        ``reload`` reads it back (from the ``save=`` file) when someone asks.
+        """
+        freed = len(self._content)
+        self._content = b""
+        self._reload = reload
+        self.body_dropped = True
+        return freed
 
     def set_content(self, content: bytes) -> None:
         """Replace the body and keep Content-Length in step with it."""
@@ -177,6 +112,12 @@ class Message:
         self.truncated = False
         if "transfer-encoding" not in self.headers:
             self.headers["Content-Length"] = str(len(content))
+
+    def _assign(self, other: Message) -> None:
+        """Take every field of ``other`` (a breakpoint's timeout puts a message back as it was)."""
+        for cls in type(self).__mro__:
+            for slot in getattr(cls, "__slots__", ()):
+                setattr(self, slot, getattr(other, slot))
 
     def decoded_content(self) -> bytes:
         """The body with Content-Encoding (gzip, deflate; br, zstd if installed) undone."""
@@ -243,17 +184,13 @@ class Request(Message):
 
     @property
     def url(self) -> str:
-        default = {"http": 80, "https": 443, "ws": 80, "wss": 443}.get(self.scheme)
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        netloc = host if self.port == default else f"{host}:{self.port}"
+        netloc = format_authority(self.host, self.port, self.scheme)
         if self.method == "CONNECT":
             return f"{netloc}"
         return f"{self.scheme}://{netloc}{self.path}"
 
     @url.setter
     def url(self, value: str) -> None:
-        from .core.http1 import parse_absolute_url
-
         scheme, host, port, path = parse_absolute_url(value.encode("latin-1"))
         self.scheme, self.host, self.port, self.path = scheme, host, port, path
 
@@ -266,6 +203,14 @@ class Request(Message):
     @property
     def path_only(self) -> str:
         return self.path.partition("?")[0]
+
+    def copy(self) -> Request:
+        """An independent copy: editing it (headers, body, URL) leaves this one alone."""
+        new = Request(method=self.method, scheme=self.scheme, host=self.host, port=self.port,
+                      path=self.path, http_version=self.http_version, headers=self.headers.copy(),
+                      content=self.content, authority=self.authority)
+        new.body_size, new.truncated, new.stream = self.body_size, self.truncated, self.stream
+        return new
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.url}>"
@@ -288,6 +233,13 @@ class Response(Message):
         super().__init__(http_version, headers if headers is not None else Headers(), content)
         self.status = status
         self.reason = reason
+
+    def copy(self) -> Response:
+        """An independent copy: editing it leaves this one alone."""
+        new = Response(status=self.status, reason=self.reason, http_version=self.http_version,
+                       headers=self.headers.copy(), content=self.content)
+        new.body_size, new.truncated, new.stream = self.body_size, self.truncated, self.stream
+        return new
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason} {self.body_size}B>"
@@ -352,10 +304,12 @@ class Flow:
     timings: Timings = field(default_factory=Timings)
     client_tls: TLSInfo | None = None
     server_tls: TLSInfo | None = None
-    #: "http" for an HTTP exchange, "tunnel" for a relayed CONNECT.
-    kind: str = "http"
-    #: "open" while in flight, then "done" or "error".
-    state: str = "open"
+    #: "http" (one exchange), "tunnel" (a CONNECT), "upgrade" (a 101 relayed
+    #: as bytes) or "websocket" (a 101 parsed as messages): vocab.FlowKind.
+    kind: FlowKind = "http"
+    #: "new" (an intercepted CONNECT not yet shown), "open" while in flight,
+    #: then "done" or "error": vocab.FlowState.
+    state: FlowState = "open"
     killed: bool = False
     #: For a CONNECT: a ``tunnel`` hook may set False to relay it undecrypted.
     intercept: bool | None = None
@@ -363,8 +317,9 @@ class Flow:
     websocket: Any = None
     hook_errors: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
-    #: The Proxy that recorded this flow (set when it starts); what replay() goes through.
-    _proxy: Any = field(default=None, repr=False, compare=False)
+    #: Whoever captured this flow (the Proxy sets itself when the flow starts);
+    #: what replay() and resume() go through. None for a flow loaded from a file.
+    _owner: FlowOwner | None = field(default=None, repr=False, compare=False)
 
     def respond(
         self,
@@ -392,11 +347,26 @@ class Flow:
         response.set_content(body)
         self.response = response
         self.metadata["mocked"] = True
+        self._release()
         return response
 
     def kill(self) -> None:
         """Close the client connection without an answer."""
         self.killed = True
+        self._release()
+
+    def resume(self) -> None:
+        """Let this flow, paused at a breakpoint, go on with its (edited) request or response.
+
+        Raises RuntimeError when it is not paused.
+        """
+        if self._owner is None or not self._owner.resume_flow(self):
+            raise RuntimeError(f"flow #{self.id} is not paused at a breakpoint")
+
+    def _release(self) -> None:
+        # kill() and respond() on a paused flow decide it: it goes on at once.
+        if self._owner is not None and self.state == "open":
+            self._owner.resume_flow(self)
 
     @property
     def duration(self) -> float | None:
@@ -408,37 +378,119 @@ class Flow:
 
     # -- notebook experience: replay, rich display, native format --------------------
 
-    def replay(self, *, proxy: Any = None, timeout: float = 30.0) -> Flow:
+    def copy(self) -> Flow:
+        """An editable, unsent copy of the request: nothing is sent until ``copy.replay()``.
+
+        Edit ``copy.request`` (headers, body, URL, method), then call
+        :meth:`replay` on it. The copy belongs to the same proxy.
+        """
+        new = Flow(id=self.id, request=self.request.copy(), client_address=self.client_address,
+                   state="unsent", metadata={"copy_of": self.id})
+        new._owner = self._owner
+        return new
+
+    def replay(self, *, proxy: FlowOwner | None = None, modify: Callable[[Request], Any] | None = None,
+               timeout: float = 30.0) -> Flow:
         """Send this request again through the proxy (its hooks too); return the new flow.
 
-        ``proxy`` defaults to the one that recorded this flow; pass one to
-        replay a flow loaded from a file. Raises ``ReplayError`` (see
-        :func:`interceptkit.replay.replay`).
+        ``modify(request)`` edits a copy of the request in place before it is
+        sent (this flow is left alone). ``proxy`` defaults to the one that
+        recorded this flow; pass one to replay a flow loaded from a file.
+        Raises :class:`ReplayError` (no running proxy, a truncated body, no answer).
         """
-        from .replay import replay
+        return _owner_of(self, proxy).replay_flow(self._replay_target(modify), timeout=timeout)
 
-        return replay(self, proxy, timeout=timeout)
-
-    async def replay_async(self, *, proxy: Any = None, timeout: float = 30.0) -> Flow:
+    async def replay_async(self, *, proxy: FlowOwner | None = None,
+                           modify: Callable[[Request], Any] | None = None, timeout: float = 30.0) -> Flow:
         """:meth:`replay` for async code: ``new = await flow.replay_async()``."""
-        from .replay import replay_async
+        owner = _owner_of(self, proxy)
+        return await owner.replay_flow_async(self._replay_target(modify), timeout=timeout)
 
-        return await replay_async(self, proxy, timeout=timeout)
+    def _replay_target(self, modify: Callable[[Request], Any] | None) -> Flow:
+        """This flow, or an edited copy of it when ``modify`` is given (the original stays as captured)."""
+        if modify is None:
+            return self
+        target = self.copy()
+        modify(target.request)
+        return target
+
+    # -- export: the request as something to run elsewhere (see interceptkit.export) -------
+
+    def to_curl(self) -> str:
+        """A curl command (POSIX sh) that sends this request again: method, URL, headers, body.
+
+        Raises ValueError when the body was truncated (``body_capture_limit``).
+        """
+        return _export.to_curl(self.request)
+
+    def to_httpie(self) -> str:
+        """An HTTPie (``http``) command (POSIX sh) that sends this request again."""
+        return _export.to_httpie(self.request)
+
+    def to_python(self) -> str:
+        """A Python snippet (``requests``) that sends this request again."""
+        return _export.to_python(self.request)
+
+    def to_raw(self) -> bytes:
+        """The request as it went upstream, as bytes: origin-form request line, Host, headers, body."""
+        return _export.to_raw(self.request)
 
     def _repr_html_(self) -> str:
-        from .display import flow_html
-
-        return flow_html(self)
+        """Jupyter's rich display, drawn by the display module (it registers "html")."""
+        return str(_service("html", "display")(self))
 
     def to_dict(self) -> dict[str, Any]:
         """Everything recorded about this flow as JSON-ready data (lossless)."""
-        from .store import flow_to_dict
-
-        return flow_to_dict(self)
+        data: dict[str, Any] = _service("to_dict", "store")(self)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Flow:
         """Rebuild a flow from :meth:`to_dict`'s data."""
-        from .store import flow_from_dict
+        flow: Flow = _service("from_dict", "store")(data)
+        return flow
 
-        return flow_from_dict(data)
+
+class ReplayError(Exception):
+    """The request could not be replayed (no proxy, a truncated body, no answer)."""
+
+
+class FlowOwner(Protocol):
+    """Whoever captured a flow (a Proxy) and can send its request again.
+
+    The flow model sits below the proxy in the module order, so it reaches
+    the proxy's services through this interface instead of importing them.
+    """
+
+    def replay_flow(self, flow: Flow, *, timeout: float) -> Flow: ...
+
+    async def replay_flow_async(self, flow: Flow, *, timeout: float) -> Flow: ...
+
+    def resume_flow(self, flow: Flow) -> bool:
+        """Let a flow paused at a breakpoint go on; False if it was not paused."""
+
+
+def _owner_of(flow: Flow, proxy: FlowOwner | None) -> FlowOwner:
+    owner = proxy if proxy is not None else flow._owner
+    if owner is None:
+        raise ReplayError(f"flow #{flow.id} was not captured by a proxy here (loaded from a file?): "
+                          "pass one, flow.replay(proxy=...)")
+    return owner
+
+
+#: Services the rings above lend the flow model, by name: the display module
+#: registers "html", the store module "to_dict" and "from_dict" when they are
+#: imported (interceptkit's __init__ imports both). The same for every proxy.
+_SERVICES: dict[str, Callable[..., Any]] = {}
+
+
+def register_service(name: str, function: Callable[..., Any]) -> None:
+    """Lend ``function`` to the flow model as ``name`` (called by display and store)."""
+    _SERVICES[name] = function
+
+
+def _service(name: str, module: str) -> Callable[..., Any]:
+    try:
+        return _SERVICES[name]
+    except KeyError:
+        raise RuntimeError(f"interceptkit.{module} is not imported: import interceptkit first") from None

@@ -26,20 +26,28 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from .display import body_kind, ordered
+from ._wire import DEFAULT_PORTS
+from .columns import ordered
+from .core.websocket import WebSocketData, WebSocketMessage
+from .display import body_kind
 from .flow import Flow, Headers, Message, Request, Response, Timings
+from .redact import Redact
 
 HAR_VERSION = "1.2"
-_SCHEMES = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 # -- out --------------------------------------------------------------------------
 
 
-def to_har(flows: list[Flow], *, creator: str = "interceptkit") -> dict[str, Any]:
-    """A HAR 1.2 document of the finished HTTP exchanges among ``flows``."""
+def to_har(flows: list[Flow], *, creator: str = "interceptkit", redact: Redact | None = None) -> dict[str, Any]:
+    """A HAR 1.2 document of the finished HTTP exchanges among ``flows``.
+
+    ``redact`` says what to hide (default :class:`Redact()`: the credential
+    headers); ``Redact(headers=())`` writes everything.
+    """
     from . import __version__
 
-    entries = [_entry(f) for f in flows if f.state != "open" and f.request.method != "CONNECT"]
+    hide = redact if redact is not None else Redact()
+    entries = [_entry(hide.flow(f)) for f in flows if f.state != "open" and f.request.method != "CONNECT"]
     return {"log": {"version": HAR_VERSION, "creator": {"name": creator, "version": __version__},
                     "pages": [], "entries": entries}}
 
@@ -260,7 +268,7 @@ def from_har(document: dict[str, Any]) -> list[Flow]:
     flows = []
     for index, entry in enumerate(entries, 1):
         url = urlsplit(str(entry.get("request", {}).get("url", "")))
-        if url.scheme in _SCHEMES and url.hostname:
+        if url.scheme in DEFAULT_PORTS and url.hostname:
             flows.append(_flow(entry, index))
     return flows
 
@@ -282,7 +290,50 @@ def _flow(entry: dict[str, Any], index: int) -> Flow:
     if response is not None and "content-encoding" in response.headers:
         # content.text is decoded (HAR 1.2): keep the flow consistent with its headers.
         flow.metadata["har_content_encoding"] = response.headers.pop("content-encoding")
+    messages = entry.get("_webSocketMessages")
+    if isinstance(messages, list):
+        flow.websocket = _import_websocket(messages)
     return flow
+
+
+#: Chromium's WebSocket opcodes (RFC 6455 5.2) and the message types we record.
+_OPCODES = {1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
+
+
+def _import_websocket(messages: list[Any]) -> WebSocketData:
+    """Chromium's ``_webSocketMessages`` as recorded messages; malformed items are skipped."""
+    websocket = WebSocketData()
+    for item in messages:
+        message = _import_ws_message(item) if isinstance(item, dict) else None
+        if message is not None:
+            websocket.record(message)
+    return websocket
+
+
+def _import_ws_message(item: dict[str, Any]) -> WebSocketMessage | None:
+    kind = _OPCODES.get(item.get("opcode", 1) if isinstance(item.get("opcode", 1), int) else -1)
+    data = item.get("data", "")
+    if kind is None or not isinstance(data, str):
+        return None
+    content: str | bytes = data
+    if kind != "text":
+        try:  # Chromium writes binary payloads in base64
+            content = base64.b64decode(data, validate=True)
+        except ValueError:
+            content = data.encode("utf-8")
+    direction = "client" if item.get("type") == "send" else "server"
+    size = len(content.encode("utf-8")) if isinstance(content, str) else len(content)
+    return WebSocketMessage(direction, kind, content, _ws_time(item.get("time")), size)
+
+
+def _ws_time(value: Any) -> float:
+    # Chromium writes seconds since the epoch; accept an ISO date too.
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    try:
+        return _parse_time(value)
+    except (ValueError, TypeError):
+        return 0.0
 
 
 def _http_version(value: Any) -> str:
@@ -308,7 +359,7 @@ def _import_request(data: dict[str, Any]) -> Request:
     scheme = url.scheme.lower()
     path = (url.path or "/") + (f"?{url.query}" if url.query else "")
     request = Request(method=str(data.get("method", "GET")), scheme=scheme, host=url.hostname or "",
-                      port=url.port or _SCHEMES[scheme], path=path,
+                      port=url.port or DEFAULT_PORTS[scheme], path=path,
                       http_version=_http_version(data.get("httpVersion")),
                       headers=_import_headers(data.get("headers")))
     post = data.get("postData")

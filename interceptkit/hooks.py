@@ -15,19 +15,18 @@ import inspect
 import logging
 import threading
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+from .filters import compile_filter
 from .flow import Flow
+from .vocab import HOOK_NAMES
+
 
 log = logging.getLogger("interceptkit")
 
-#: Hook names, in the order of an exchange's life.
-HOOK_NAMES = (
-    "client_connected", "tunnel", "request_headers", "request", "response_headers",
-    "response_chunk", "response", "done", "error", "websocket_message", "client_disconnected",
-)
 #: Hooks that receive ``(flow, data)`` and may return a replacement for ``data``.
 DATA_HOOKS = frozenset({"response_chunk", "websocket_message"})
 #: Names used by handler-style libraries, mapped onto ours.
@@ -43,20 +42,27 @@ HANDLER_ALIASES = {
 }
 
 FlowFilter = Callable[[Flow], bool]
+#: How many flows a hook or handle remembers in ``.flows``.
+HANDLE_FLOW_LIMIT = 10_000
 
 
 # -- filters -------------------------------------------------------------------
 
 
-def make_filter(where: FlowFilter | None = None, **keywords: Any) -> FlowFilter | None:
-    """One predicate from a callable and/or keywords, all AND-ed together.
+def make_filter(where: FlowFilter | str | None = None, **keywords: Any) -> FlowFilter | None:
+    """One predicate from a callable or a filter expression and/or keywords, all AND-ed together.
+
+    A string is compiled by :func:`interceptkit.filters.compile_filter`
+    (``"~m POST & ~c 201"``; ValueError with a caret when malformed).
 
     Keywords: ``host`` (glob, e.g. ``"*.example.com"``), ``method`` (a name or
     a list), ``path`` (glob on path and query, e.g. ``"/api/*"``), ``url``
     (glob on the whole URL), ``status`` (an int, a ``range``, a ``(low,
     high)`` pair or a collection), ``content_type`` (a substring, e.g.
-    ``"json"``). Raises TypeError for an unknown keyword.
+    ``"json"``). Raises TypeError for an unknown keyword or for a ``where``
+    that is neither a callable nor a filter expression (a ``str``).
     """
+    where = _check_where(where)
     checks: list[FlowFilter] = [] if where is None else [where]
     for key, value in keywords.items():
         if value is None:
@@ -69,6 +75,18 @@ def make_filter(where: FlowFilter | None = None, **keywords: Any) -> FlowFilter 
     if len(checks) == 1:
         return checks[0]
     return lambda flow: all(check(flow) for check in checks)
+
+
+def _check_where(where: Any) -> FlowFilter | None:
+    """``where=`` checked when a hook is added, not on every flow it would see."""
+    if where is None or callable(where):
+        return cast("FlowFilter | None", where)
+    if isinstance(where, str):
+        return compile_filter(where)
+    raise TypeError(
+        f"where= must be a callable (flow) -> bool or a filter expression, not {type(where).__name__}; "
+        f"filters are keywords (path=\"/api/*\", host=\"*.example.com\") or a callable "
+        f"(where=lambda flow: ...)")
 
 
 def _glob(attribute: Callable[[Flow], str]) -> Callable[[Any], FlowFilter]:
@@ -124,8 +142,16 @@ class Hook:
     fn: Callable[..., Any]
     where: FlowFilter | None = None
     thread: bool = False
+    #: Hooks run by ascending order, then as added: mocks 0, cassettes 1, strict 2.
+    order: int = 0
     #: Whether this hook's traceback was logged already (report once).
     reported: bool = False
+    #: The flows this hook ran on, in order (bounded: a long-lived hook must not leak).
+    flows: deque[Flow] = field(default_factory=lambda: deque(maxlen=HANDLE_FLOW_LIMIT))
+
+    def saw(self, flow: Flow) -> None:
+        if not self.flows or self.flows[-1] is not flow:  # data hooks run many times per flow
+            self.flows.append(flow)
 
     def matches(self, flow: Flow) -> bool:
         if self.where is None:
@@ -153,15 +179,43 @@ class HookHandle:
     the decorated name usable.
     """
 
-    def __init__(self, registry: HookRegistry, hooks: list[Hook]) -> None:
+    def __init__(self, registry: HookRegistry, hooks: list[Hook], *, label: str = "",
+                 acting: bool = False) -> None:
         self._registry = registry
         self.hooks = hooks
-        #: How many times the hook(s) acted (counted by mocks and blocks).
+        #: What it is, for messages: ``mock GET http://api/*``.
+        self.label = label
+        #: How many times the hook(s) acted (counted by mocks, blocks and faults).
         self.calls = 0
+        # Mocks, blocks and faults keep the flows they acted on; plain hooks
+        # report the flows their functions ran on.
+        self._acted: deque[Flow] | None = deque(maxlen=HANDLE_FLOW_LIMIT) if acting else None
+        self._on_remove: list[Callable[[], None]] = []
+
+    def acted(self, flow: Flow | None) -> None:
+        """Count one action on ``flow`` (for mocks, blocks and faults; None: on a connection)."""
+        self.calls += 1
+        if self._acted is not None and flow is not None:
+            self._acted.append(flow)
+
+    @property
+    def flows(self) -> list[Flow]:
+        """The flows it handled, in order."""
+        if self._acted is not None:
+            return list(self._acted)
+        seen = {id(f): f for hook in self.hooks for f in hook.flows}
+        return sorted(seen.values(), key=lambda f: f.id)
+
+    def on_remove(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` once when the handle is removed (faults release what they hold)."""
+        self._on_remove.append(fn)
 
     def remove(self) -> None:
         for hook in self.hooks:
             self._registry.remove(hook)
+        callbacks, self._on_remove = self._on_remove, []
+        for fn in callbacks:
+            fn()
 
     @property
     def active(self) -> bool:
@@ -171,7 +225,7 @@ class HookHandle:
         return self.hooks[0].fn(*args, **kwargs)
 
     def __repr__(self) -> str:
-        names = ", ".join(h.name for h in self.hooks)
+        names = self.label or ", ".join(h.name for h in self.hooks)
         return f"<HookHandle {names} {'active' if self.active else 'removed'}, {self.calls} calls>"
 
 
@@ -186,14 +240,16 @@ class HookRegistry:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, name: str, fn: Callable[..., Any], where: FlowFilter | None = None,
-            thread: bool = False) -> Hook:
-        if name not in HOOK_NAMES:
-            raise ValueError(f"unknown hook {name!r}; hooks are: {', '.join(HOOK_NAMES)}")
+            thread: bool = False, order: int = 0) -> Hook:
+        """Attach ``fn``; raises ValueError for an unknown name, TypeError for a
+        ``fn`` or ``where`` that is not callable."""
+        check_hook_name(name)
         if not callable(fn):
-            raise TypeError(f"a hook must be callable, not {type(fn).__name__}")
-        hook = Hook(name, fn, where, thread)
+            raise TypeError(f"a hook must be callable (flow) -> None, not {type(fn).__name__}: {fn!r:.60}")
+        hook = Hook(name, fn, _check_where(where), thread, order)
         with self._lock:
-            self._hooks[name] = (*self._hooks.get(name, ()), hook)
+            hooks = (*self._hooks.get(name, ()), hook)
+            self._hooks[name] = tuple(sorted(hooks, key=lambda h: h.order))  # stable: keeps add order
             self.active.add(name)
         return hook
 
@@ -214,6 +270,12 @@ class HookRegistry:
         with self._lock:
             self._hooks.clear()
             self.active.clear()
+
+
+def check_hook_name(name: Any) -> None:
+    """Raise ValueError unless ``name`` is one of :data:`HOOK_NAMES`."""
+    if name not in HOOK_NAMES:
+        raise ValueError(f"unknown hook {name!r}; hooks are: {', '.join(HOOK_NAMES)}")
 
 
 def handler_methods(obj: object) -> Iterator[tuple[str, Callable[..., Any]]]:
@@ -253,8 +315,10 @@ class HookRunner:
                   error: str | None, done: Done | None) -> None:
         flow = subject if isinstance(subject, Flow) else None
         for hook in hooks:
-            if flow is not None and not hook.matches(flow):
-                continue
+            if flow is not None:
+                if not hook.matches(flow):
+                    continue
+                hook.saw(flow)
             if hook.thread:
                 self._spawn(self._in_thread(hook, hooks, name, subject, payload, error, done))
                 return
@@ -291,6 +355,11 @@ class HookRunner:
             hook.report(subject if isinstance(subject, Flow) else None)
             error = error or f"{name} hook failed"
         self._continue(hooks, name, subject, payload, error, done)
+
+    def cancel(self) -> None:
+        """Cancel the hooks still running (at shutdown: nobody waits for them any more)."""
+        for task in list(self._tasks):
+            task.cancel()
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .core.config import Route
-from .core.http1 import parse_absolute_url
-from .core.errors import RemoteProtocolError
+from ._wire import parse_absolute_url
+from .errors_base import RemoteProtocolError
 
 _REGEX_HINTS = re.compile(r"[\\^$()|+\[\]{}]")
 

@@ -11,14 +11,26 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
+from ._wire import format_address
+from .breakpoints import Breakpoint, PausedFlows
 from .certs import CertStore, default_confdir
+from .clientenv import client_environment, write_bundle
 from .core.config import ProxyConfig
 from .flow import Flow
-from .hooks import FlowFilter, HookHandle, HookRegistry, HookRunner, handler_methods, make_filter
+from . import faults, testkit
+from .cassette import CassetteBlock
+from .hooks import FlowFilter, HookHandle, HookRegistry, HookRunner, check_hook_name, handler_methods, make_filter
+from .live import LiveView, status_frame
+from .loops import choose_loop, loop_factory
+from .matching import Matcher
 from .policy import host_matcher, listen_ssl_context, parse_routes, upstream_ssl_context
-from .store import FlowRecorder
+from .redact import Redact
+from .replay import replay, replay_async
+from .scripts import ScriptHandle, load_script
+from .store import FlowRecorder, read_body
 from .table import FlowTable
 from .transport import Callbacks, ProxyServer, Resolver, TransportSettings
 
@@ -49,6 +61,11 @@ class Proxy:
         resolver: ``async (host, port) -> [(ip, port), ...]``, for tests or pinning.
         max_flows: how many flows ``.flows`` keeps (the oldest are dropped).
         body_capture_limit: bytes of each body kept on its flow.
+        max_capture_bytes: bytes of body kept on all flows together (default 256 MiB;
+            None for no limit): past it the oldest flows' bodies are dropped (the
+            flows stay; with ``save=`` the bodies are read back from the file).
+        max_request_body: refuse request bodies over this many bytes with 413
+            (None, the default: no limit).
         confdir: folder of the CA (default ``$INTERCEPTKIT_HOME`` or ~/.interceptkit).
         intercept: decrypt HTTPS (CONNECT) traffic with certificates from the CA.
         ignore_hosts: glob or regex patterns of hosts relayed without decrypting.
@@ -63,6 +80,11 @@ class Proxy:
         save: a file to append every finished flow to (JSON lines, flushed per
             flow, so a crash loses nothing already finished); ``FlowTable.load``
             reads it, also while it grows.
+        redact: a :class:`Redact`: what cassettes, HAR and ``save=`` files hide
+            (cassettes and HAR also hide the credential headers by default).
+        loop: the event loop of its thread: "auto" (uvloop when installed,
+            ``pip install interceptkit[speed]``; ``$INTERCEPTKIT_LOOP`` overrides),
+            "asyncio" or "uvloop". ``proxy.loop`` says which one it got.
     """
 
     def __init__(
@@ -79,6 +101,7 @@ class Proxy:
         resolver: Resolver | None = None,
         max_flows: int | None = 10_000,
         body_capture_limit: int = 64 * 1024,
+        max_capture_bytes: int | None = 256 * 2**20,
         pool_size: int = 32,
         confdir: str | os.PathLike[str] | None = None,
         intercept: bool = True,
@@ -91,16 +114,27 @@ class Proxy:
         keyfile: str | os.PathLike[str] | None = None,
         tls_name: str | None = None,
         save: str | os.PathLike[str] | None = None,
+        redact: Redact | None = None,
+        max_request_body: int | None = None,
+        loop: str = "auto",
     ) -> None:
         if mode not in ("forward", "reverse"):
             raise ValueError(f"unknown mode {mode!r}: use 'forward' or 'reverse'")
         if mode == "reverse" and not routes:
             raise ValueError("reverse mode needs routes, e.g. routes={'/': 'http://127.0.0.1:9000'}")
+        #: "asyncio" or "uvloop": the loop its thread runs.
+        self.loop = choose_loop(loop)
+        self._loop_factory = loop_factory(self.loop)
         self.host = host
         self._requested_port = port
         self.mode = mode
-        self.flows = FlowTable(max_flows=max_flows)
+        # What cassettes and HAR hide (defaults + the user's); save= files hide the user's only.
+        self._redaction = Redact().merge(redact)
+        self._save_redaction = Redact(headers=()).merge(redact)
+        self.flows = FlowTable(max_flows=max_flows, max_capture_bytes=max_capture_bytes,
+                               redact=self._redaction)
         self.hooks = HookRegistry()
+        self._kit = testkit.TestKit(self.hooks, self._redaction)
         self._handlers: dict[int, HookHandle] = {}
         self.confdir = Path(confdir) if confdir is not None else default_confdir()
         self.intercept = intercept
@@ -114,6 +148,7 @@ class Proxy:
             upstream_context=upstream_ssl_context(insecure=ssl_insecure, extra_ca=upstream_ca),
             routes=parse_routes(routes or {}), keep_host=keep_host,
             listen_context=listen_ssl_context(certfile, keyfile),
+            max_request_body=max_request_body,
         )
         self._tls_name = tls_name
         self._settings = TransportSettings(
@@ -131,6 +166,7 @@ class Proxy:
         self._save_path = Path(save) if save is not None else None
         self._recorder: FlowRecorder | None = None
         self._watchers: list[Any] = []
+        self._paused = PausedFlows()
 
     # -- where it listens --------------------------------------------------------
 
@@ -142,9 +178,8 @@ class Proxy:
     @property
     def url(self) -> str:
         """``http://host:port`` (https with listening TLS): what to give clients."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
         scheme = "https" if self._config.listen_context is not None or self._tls_name else "http"
-        return f"{scheme}://{host}:{self.port}"
+        return f"{scheme}://{format_address(self.host, self.port)}"
 
     @property
     def running(self) -> bool:
@@ -176,7 +211,7 @@ class Proxy:
         return self
 
     def _thread_main(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        loop = asyncio.new_event_loop()
+        loop = self._loop_factory()
         self._loop = loop
         try:
             loop.run_until_complete(self._listen())
@@ -205,6 +240,8 @@ class Proxy:
 
     async def _shutdown(self) -> None:
         if self._server is not None:
+            if isinstance(self._server.callbacks, _ProxyCallbacks):
+                self._server.callbacks.runner.cancel()  # hooks still waiting (a hang fault, say)
             await self._server.close()
             self._server = None
 
@@ -215,10 +252,15 @@ class Proxy:
             if thread is None or loop is None:
                 return
             if thread is not threading.current_thread():
+                for flow in self._paused.flows():
+                    flow.kill()  # a paused client is told at once (its connection closes)
                 loop.call_soon_threadsafe(loop.stop)
                 thread.join(timeout=10)
                 self._close_recorder()
+                self._kit.close()
+            self._paused.forget()
             self._thread = None
+        self.flows._ended()
 
     async def serve_forever(self, stop: asyncio.Event) -> None:
         """Run in the current event loop until ``stop`` is set (used by the CLI)."""
@@ -261,12 +303,20 @@ class Proxy:
 
     def _open_recorder(self) -> None:
         if self._save_path is not None and self._recorder is None:
-            self._recorder = FlowRecorder.open(self._save_path)
+            self._recorder = FlowRecorder.open(self._save_path, self._save_redaction)
 
     def _close_recorder(self) -> None:
         recorder, self._recorder = self._recorder, None
         if recorder is not None:
             recorder.close()
+
+    def replay_flow(self, flow: Flow, *, timeout: float = 30.0) -> Flow:
+        """Send ``flow``'s request again through this proxy (``Flow.replay`` calls this)."""
+        return replay(flow, self, timeout=timeout)
+
+    async def replay_flow_async(self, flow: Flow, *, timeout: float = 30.0) -> Flow:
+        """:meth:`replay_flow` for async code."""
+        return await replay_async(flow, self, timeout=timeout)
 
     def _watch(self, watcher: Any) -> Callable[[], None]:
         """Tell ``watcher`` of every flow (``.flow_started(flow)``, ``.flow_finished(flow)``)
@@ -283,63 +333,65 @@ class Proxy:
             self.certs = CertStore.load_or_create(self.confdir)
         return self.certs.ca_cert_path
 
-    def client_env(self) -> dict[str, str]:
+    def client_env(self, *, keep_no_proxy: bool = False) -> dict[str, str]:
         """Environment variables that make a child process use this proxy and trust its CA.
 
-        Covers curl, Python (urllib, requests, httpx), Node and most tools
-        that honour the ``*_PROXY`` conventions: ``subprocess.run(cmd,
-        env={**os.environ, **proxy.client_env()})``.
+        ``subprocess.run(cmd, env={**os.environ, **proxy.client_env()})``.
+        ``SSL_CERT_FILE``, ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``,
+        ``PIP_CERT``, ``GIT_SSL_CAINFO``, ``AWS_CA_BUNDLE``,
+        ``CARGO_HTTP_CAINFO`` and ``DENO_CERT`` point at a bundle in the
+        confdir holding the CA *and* what this process trusts (so hosts the
+        proxy relays unchanged still verify); it is refreshed on each call
+        when either changed. ``NODE_EXTRA_CA_CERTS`` is the CA alone (Node
+        adds it to its roots). ``NO_PROXY``/``no_proxy`` are set empty, so
+        nothing bypasses the proxy, unless ``keep_no_proxy``.
         """
-        ca = str(self.ca_cert_path)
-        url = self.url
-        return {
-            "HTTP_PROXY": url, "HTTPS_PROXY": url, "http_proxy": url, "https_proxy": url,
-            "SSL_CERT_FILE": ca, "REQUESTS_CA_BUNDLE": ca, "CURL_CA_BUNDLE": ca,
-            "NODE_EXTRA_CA_CERTS": ca,
-        }
+        ca_path = self.ca_cert_path
+        assert self.certs is not None  # loaded by ca_cert_path
+        bundle = write_bundle(self.confdir, self.certs.ca_cert_pem)
+        return client_environment(self.url, ca_path, bundle, keep_no_proxy=keep_no_proxy)
 
     # -- hooks ---------------------------------------------------------------------
 
-    def on(self, name: str, fn: Callable[..., Any] | None = None, *, where: FlowFilter | None = None,
+    def on(self, name: str, fn: Callable[..., Any] | None = None, *, where: FlowFilter | str | None = None,
            thread: bool = False, **filters: Any) -> Any:
-        """Attach ``fn`` as the hook ``name``; returns a handle with ``.remove()``.
+        """Attach ``fn`` as the hook ``name``; returns a handle with ``.remove()`` and ``.flows``.
 
         ``fn(flow)`` may change ``flow.request``/``flow.response``, call
         ``flow.respond(...)`` or ``flow.kill()``; it may be ``async``. Data
         hooks (``response_chunk``, ``websocket_message``) get ``fn(flow,
-        data)`` and may return replacement data. ``where=`` (a callable) and
+        data)`` and may return replacement data. ``where=`` (a callable or a
+        filter expression such as ``"~d api.example.com"``) and
         keyword filters (``host=``, ``method=``, ``path=``, ``url=``,
         ``status=``, ``content_type=``) choose the flows it sees;
         ``thread=True`` runs a blocking hook off the event loop. Without
-        ``fn`` it is a decorator. Raises ValueError for an unknown hook name.
+        ``fn`` it is a decorator. Raises ValueError for an unknown hook name,
+        TypeError for a ``fn`` or ``where`` that is not callable.
         """
+        check_hook_name(name)
         flow_filter = make_filter(where, **filters)
         if fn is None:
             return lambda function: self.on(name, function, where=flow_filter, thread=thread)
         return HookHandle(self.hooks, [self.hooks.add(name, fn, flow_filter, thread)])
 
     def mock(self, method: str | None, url: str, *, status: int = 200, json: Any = None,
-             text: str | None = None, content: bytes | None = None,
-             headers: dict[str, str] | None = None, times: int | None = None) -> HookHandle:
+             text: str | None = None, content: bytes | None = None, headers: dict[str, str] | None = None,
+             times: int | None = None, query: dict[str, Any] | None = None,
+             match_headers: dict[str, str] | None = None, match_json: Any = None,
+             responses: list[dict[str, Any]] | None = None) -> HookHandle:
         """Answer matching requests without contacting the upstream.
 
-        ``url`` is a glob on the full URL (``"https://api.example.com/users/*"``);
-        ``method`` None matches any method; ``times`` limits how often it
-        answers (then it removes itself). Returns a handle with ``.calls``.
+        ``url`` is a glob on the full URL (``"https://api.example.com/users/*"``;
+        without its query when ``query=`` is given); ``method`` None matches any
+        method. Matchers: ``query={"page": "1"}``, ``match_headers={...}``,
+        ``match_json=...`` (the request body, semantically). ``responses=[dict(status=500),
+        dict(json={...})]`` answers in turn (the last repeats). ``times`` limits how
+        often it answers (then it removes itself). Returns a handle (``.calls``, ``.flows``).
         """
-        flow_filter = make_filter(method=method, url=url)
-        handle = HookHandle(self.hooks, [])
-
-        def answer(flow: Flow) -> None:
-            if times is not None and handle.calls >= times:
-                return
-            handle.calls += 1
-            flow.respond(status, json=json, text=text, content=content, headers=headers)
-            if times is not None and handle.calls >= times:
-                handle.remove()
-
-        handle.hooks.append(self.hooks.add("request_headers", answer, flow_filter))
-        return handle
+        response = {k: v for k, v in dict(json=json, text=text, content=content, headers=headers).items()
+                    if v is not None}
+        return self._kit.mock(method, url, times=times, query=query, match_headers=match_headers,
+                              match_json=match_json, responses=responses, status=status, **response)
 
     def block(self, host: str | None = None, *, status: int = 403, kill: bool = False,
               **filters: Any) -> HookHandle:
@@ -348,22 +400,71 @@ class Proxy:
         With ``host`` it also refuses CONNECT tunnels to that host, so HTTPS
         to it is blocked before any TLS handshake.
         """
-        flow_filter = make_filter(host=host, **filters)
-        handle = HookHandle(self.hooks, [])
+        return self._kit.block(host, status=status, kill=kill, **filters)
 
-        def refuse(flow: Flow) -> None:
-            handle.calls += 1
-            if kill:
-                flow.kill()
-            else:
-                flow.respond(status, text=f"blocked by interceptkit: {flow.request.url}\n")
+    # -- for test authors (testkit.py, cassette.py, faults.py) -------------------------
 
-        handle.hooks.append(self.hooks.add("request_headers", refuse, flow_filter))
-        if host is not None and not filters:
-            # Only a host-wide block may refuse the CONNECT itself: with a path
-            # (say) the tunnel must open so other paths keep working.
-            handle.hooks.append(self.hooks.add("tunnel", refuse, make_filter(host=host)))
-        return handle
+    def strict(self, status: int = 599) -> HookHandle:
+        """Answer every request no mock and no recording matches with ``status`` and a
+        plain-text body naming it, what it was compared with and the nearest one's
+        difference; the flow gets ``metadata["unmatched"]``. ``.remove()`` ends it."""
+        return self._kit.strict(status)
+
+    def cassette(self, path: str | os.PathLike[str], record_mode: str = "once",
+                 match_on: Iterable[Matcher] = ("method", "url"), allow_repeats: bool = False) -> CassetteBlock:
+        """``with proxy.cassette("api.har") as cas:`` records or replays (HAR 1.2, written
+        atomically at the end). Modes ``none``, ``once``, ``new_episodes``, ``all`` (VCR.py's);
+        ``match_on``: field names, ``"headers:<name>"`` or callables. See docs/testing.md."""
+        return CassetteBlock(lambda: self._kit.cassette(
+            path, record_mode=record_mode, match_on=match_on, allow_repeats=allow_repeats))
+
+    def fault(self, kind: str, *, where: FlowFilter | None = None, times: int | None = None,
+              **options_and_filters: Any) -> HookHandle:
+        """Inject a fault: ``delay``, ``throttle``, ``reset``, ``hang``, ``truncate``, ``dribble``
+        or ``status`` (options in docs/testing.md); other keywords are filters. Returns a
+        handle with ``.remove()``, ``.calls``, ``.flows``."""
+        return faults.install(self.hooks, faults.SessionLink(lambda: self._server), kind, where=where, times=times,
+                              **options_and_filters)
+
+    def redact(self, headers: Iterable[str] | None = None, query: Iterable[str] | None = None,
+               json_fields: Iterable[str] | None = None, values: Iterable[str] | None = None) -> Redact:
+        """Also hide these in cassettes, HAR, ``save=`` files and failure reports."""
+        self._save_redaction.add(headers, query, json_fields, values)
+        return self._redaction.add(headers, query, json_fields, values)
+
+    def assert_requested(self, method: str | None = None, url: str | None = None, *, times: int | None = None,
+                         json: Any = None, where: FlowFilter | None = None) -> list[Flow]:
+        """Raise AssertionError (with a table of the requests seen and the nearest one's
+        difference) unless such requests were made (``times``: exactly that many)."""
+        return testkit.assert_requested(self.flows, method, url, times=times, json=json, where=where)
+
+    def assert_all_mocks_used(self) -> None:
+        """Raise AssertionError naming each mock that never answered."""
+        testkit.assert_all_mocks_used(self._kit)
+
+    def wait_for(self, where: FlowFilter | None = None, *, timeout: float = 5.0, **filters: Any) -> Flow:
+        """The first matching flow that finishes after this call (TimeoutError if none does).
+
+        It blocks the calling thread only, so it is safe in a notebook cell."""
+        return testkit.wait_for(self.on_flow, where, timeout, filters)
+
+    async def wait_for_async(self, where: FlowFilter | None = None, *, timeout: float = 5.0,
+                             **filters: Any) -> Flow:
+        """:meth:`wait_for` for async code: ``flow = await proxy.wait_for_async(path="/x")``."""
+        return await testkit.wait_for_async(self.on_flow, where, timeout, filters)
+
+    def load_script(self, path: str | os.PathLike[str], reload: bool = True) -> ScriptHandle:
+        """Attach the hooks of a Python file; with ``reload`` follow its changes live.
+
+        The file's functions named like hooks (``def request(flow)``,
+        ``def response(flow)``, ...), its ``addons = [Handler()]`` and what its
+        optional ``def setup(proxy)`` attaches are attached now. When the file
+        changes, the new version replaces the old within a second; a version
+        that fails to import or raises in ``setup`` is logged with its
+        traceback (also on ``handle.error``) and the old one stays.
+        ``handle.remove()`` detaches the script. Raises FileNotFoundError.
+        """
+        return load_script(self, path, reload=reload)
 
     def add(self, handler: object) -> HookHandle:
         """Attach every hook method of ``handler`` (``request``, ``on_request_received``, ...)."""
@@ -382,6 +483,34 @@ class Proxy:
         if handle is not None:
             handle.remove()
 
+    # -- breakpoints -----------------------------------------------------------------
+
+    def breakpoint(self, where: FlowFilter | str | None = None, *, at: str = "request",
+                   timeout: float | None = 300, **filters: Any) -> Breakpoint:
+        """Pause matching flows at ``at`` ("request" or "response"); other traffic keeps flowing.
+
+        ``where``: a filter expression (``"~u /checkout"``) or a callable; keyword
+        filters as for :meth:`on`. Find paused flows in :attr:`paused` or with
+        :meth:`next_paused`, edit them, then ``flow.resume()``, ``kill()`` or
+        ``respond(...)``. After ``timeout`` seconds a flow goes on as it was
+        paused (logged). ``bp.remove()`` resumes what it holds. Raises ValueError.
+        """
+        return Breakpoint(self._paused, at, timeout).attach(self.on, where, filters)
+
+    @property
+    def paused(self) -> FlowTable:
+        """The flows paused at breakpoints now, oldest first (a still table)."""
+        return FlowTable(self._paused.flows(), max_flows=None)
+
+    def next_paused(self, timeout: float | None = None) -> Flow:
+        """The next flow paused at a breakpoint (waiting for one); TimeoutError after ``timeout``."""
+        return self._paused.next(timeout)
+
+    # FlowOwner: what flow.resume() and flow.replay() call.
+    def resume_flow(self, flow: Flow) -> bool:
+        """Let ``flow`` go on from its breakpoint (``Flow.resume`` calls this)."""
+        return self._paused.resume(flow)
+
     # -- observing -----------------------------------------------------------------
 
     def on_flow(self, listener: Callable[[Flow], None]) -> Callable[[], None]:
@@ -396,6 +525,13 @@ class Proxy:
         state = "running" if self.running else "stopped"
         return f"<Proxy {self.mode} {self.url} {state}, {len(self.flows)} flows>"
 
+    def _ipython_display_(self) -> None:
+        # In a notebook: address, mode, state and live counts, updated as traffic flows.
+        status = LiveView(self.flows, lambda: status_frame(self.url, self.mode, self.running, self.flows))
+        if status._handle is None:  # a terminal: no display to update
+            status.stop()
+            print(repr(self))
+
 
 class _ProxyCallbacks(Callbacks):
     def __init__(self, proxy: Proxy) -> None:
@@ -403,7 +539,7 @@ class _ProxyCallbacks(Callbacks):
         self.runner = HookRunner(proxy.hooks)
 
     def flow_started(self, flow: Flow) -> None:
-        flow._proxy = self.proxy
+        flow._owner = self.proxy
         for watcher in list(self.proxy._watchers):
             watcher.flow_started(flow)
         self.proxy.flows._add(flow)
@@ -432,10 +568,11 @@ class _ProxyCallbacks(Callbacks):
             except Exception:  # a listener's bug must not break the proxy
                 log.exception("flow listener %r failed", listener)
         recorder = self.proxy._recorder
-        if recorder is not None:
-            recorder.write(flow)
+        offset = recorder.write(flow) if recorder is not None else None
         for watcher in list(self.proxy._watchers):
             watcher.flow_finished(flow)
+        reload = partial(read_body, recorder.path, offset) if recorder is not None and offset is not None else None
+        self.proxy.flows._touched(flow, reload)
 
 
 def _self_addresses(addresses: list[tuple[str, int]]) -> set[tuple[str, int]]:

@@ -30,27 +30,24 @@ import socket
 import ssl
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from .flow import Flow, Request
+from ._wire import DEFAULT_PORTS, format_authority
+from .core.http1 import end_to_end_fields
+from .flow import Flow, ReplayError, Request
 
 if TYPE_CHECKING:
     import http.client
+    from collections.abc import Iterator
 
+    from .core.config import Route
     from .proxy import Proxy
 
-#: Fields that belong to the original client's connection, not to the request
-#: (RFC 9110 7.6.1), plus the framing, which is recomputed for the body.
-_CONNECTION_FIELDS = frozenset({
-    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-    "upgrade", "content-length",
-})
-_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+#: Besides the hop-by-hop fields (core.http1.end_to_end_fields): the framing,
+#: recomputed for the body, which is sent whole without trailers.
+_REFRAMED_FIELDS = (b"content-length", b"trailer")
 _READ_SIZE = 64 * 1024
 
-
-class ReplayError(Exception):
-    """The request could not be replayed (no proxy, a truncated body, no answer)."""
 
 
 def replay(flow: Flow, proxy: Proxy | None = None, *, timeout: float = 30.0) -> Flow:
@@ -73,7 +70,7 @@ def replay(flow: Flow, proxy: Proxy | None = None, *, timeout: float = 30.0) -> 
     unwatch = proxy._watch(watcher)
     try:
         failure = _exchange(sock, request, proxy, timeout, deadline)
-        found = watcher.wait(tunnelled=_is_tls(request), timeout=max(deadline - time.monotonic(), 0.1))
+        found = watcher.wait(tunnelled=_is_tls(request) and proxy.mode != "reverse", timeout=max(deadline - time.monotonic(), 0.1))
     finally:
         unwatch()
     if found is None:
@@ -90,14 +87,14 @@ async def replay_async(flow: Flow, proxy: Proxy | None = None, *, timeout: float
 
 
 def _proxy_for(flow: Flow, proxy: Proxy | None) -> Proxy:
-    proxy = proxy if proxy is not None else flow._proxy
+    proxy = proxy if proxy is not None else cast("Proxy | None", flow._owner)
     if proxy is None:
         raise ReplayError(f"flow #{flow.id} was not captured by a proxy here (loaded from a file?): "
                           "pass one, flow.replay(proxy=...)")
     if not proxy.running:
         raise ReplayError(f"the proxy at {proxy.url} is not running: start it first")
-    if proxy.mode != "forward":
-        raise ReplayError(f"replay goes through a forward proxy; this one is in {proxy.mode} mode")
+    if proxy.url.startswith("https:"):
+        raise ReplayError("replay through a proxy that listens with TLS is not supported yet")
     if threading.current_thread() is proxy._thread:
         raise ReplayError("flow.replay() would block the proxy's own loop: use "
                           "`await flow.replay_async()` in an async hook, or a hook with thread=True")
@@ -107,10 +104,13 @@ def _proxy_for(flow: Flow, proxy: Proxy | None) -> Proxy:
 def _check_replayable(request: Request) -> None:
     if request.method == "CONNECT":
         raise ReplayError("a CONNECT tunnel cannot be replayed; replay the requests inside it")
+    if request.body_dropped and request.body_size and not request.content:
+        raise ReplayError("the request body was dropped to keep the capture within max_capture_bytes "
+                          "(start the proxy with save= to keep bodies on disk)")
     if request.truncated:
         raise ReplayError(f"only {len(request.content)} of the request body's {request.body_size} bytes "
                           "were kept (body_capture_limit), so it cannot be sent again")
-    if request.scheme not in _DEFAULT_PORTS:
+    if request.scheme not in DEFAULT_PORTS:
         raise ReplayError(f"cannot replay a {request.scheme!r} request")
 
 
@@ -138,11 +138,11 @@ def _exchange(sock: socket.socket, request: Request, proxy: Proxy, timeout: floa
 
     stream: socket.socket = sock
     try:
-        if _is_tls(request):
+        if _is_tls(request) and proxy.mode != "reverse":
             _open_tunnel(sock, request, deadline)
             context = ssl.create_default_context(cafile=str(proxy.ca_cert_path))
             stream = context.wrap_socket(sock, server_hostname=request.host)
-        target = request.path if _is_tls(request) else request.url
+        target = _target(request, proxy)
         connection = http.client.HTTPConnection(request.host, request.port, timeout=timeout)
         connection.sock = stream  # the connection is ours already: http.client only frames
         _send_request(connection, request, target)
@@ -155,8 +155,45 @@ def _exchange(sock: socket.socket, request: Request, proxy: Proxy, timeout: floa
         sock.close()
 
 
+def _target(request: Request, proxy: Proxy) -> str:
+    """The request-target to send: origin-form inside a tunnel or to a reverse proxy."""
+    if proxy.mode == "reverse":
+        return _reverse_path(request, proxy)
+    return request.path if _is_tls(request) else request.url
+
+
+def _reverse_path(request: Request, proxy: Proxy) -> str:
+    """The client path that the reverse proxy's routes send to this request's upstream.
+
+    A captured reverse-mode request holds where it went (the route applied,
+    a prefix perhaps stripped); the route is inverted, then checked by
+    routing the candidate forward again.
+    """
+    routes = proxy._config.routes
+    for candidate in _reverse_candidates(request, routes):
+        chosen = next((r for r in routes if r.matches(candidate)), None)
+        if chosen is not None and _lands(chosen, candidate, request):
+            return candidate
+    raise ReplayError(f"no route of this reverse proxy leads to {request.url}")
+
+
+def _reverse_candidates(request: Request, routes: tuple[Route, ...]) -> Iterator[str]:
+    for route in routes:
+        if route.strip:
+            yield route.prefix.rstrip("/") + request.path
+        base = route.path.rstrip("/")
+        if request.path.startswith(base):
+            yield request.path[len(base):] or "/"
+
+
+def _lands(route: Route, path: str, request: Request) -> bool:
+    scheme = {"ws": "http", "wss": "https"}.get(route.scheme, route.scheme)
+    return ((scheme, route.host, route.port) == (request.scheme, request.host, request.port)
+            and route.target(path) == request.path)
+
+
 def _open_tunnel(sock: socket.socket, request: Request, deadline: float) -> None:
-    authority = _authority(request.host, request.port, None)
+    authority = format_authority(request.host, request.port, None)
     sock.sendall(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode("ascii"))
     head = b""
     while b"\r\n\r\n" not in head:
@@ -172,19 +209,11 @@ def _open_tunnel(sock: socket.socket, request: Request, deadline: float) -> None
         raise ReplayError(f"the proxy refused the CONNECT: {status_line}")
 
 
-def _authority(host: str, port: int, scheme: str | None) -> str:
-    text = f"[{host}]" if ":" in host else host
-    return text if scheme is not None and _DEFAULT_PORTS.get(scheme) == port else f"{text}:{port}"
-
-
 def _replay_fields(request: Request) -> list[tuple[str, bytes]]:
-    fields = request.headers.fields
-    named = {t.strip().lower() for n, v in fields if n.lower() == b"connection"
-             for t in v.decode("latin-1").split(",")}
-    kept = [(n.decode("latin-1"), v) for n, v in fields
-            if n.decode("latin-1").lower() not in _CONNECTION_FIELDS | named]
+    fields, _ = end_to_end_fields(request.headers.fields)
+    kept = [(n.decode("latin-1"), v) for n, v in fields if n.lower() not in _REFRAMED_FIELDS]
     if not any(n.lower() == "host" for n, _ in kept):
-        kept.insert(0, ("Host", _authority(request.host, request.port, request.scheme).encode("ascii")))
+        kept.insert(0, ("Host", format_authority(request.host, request.port, request.scheme).encode("ascii")))
     if request.content or request.method in ("POST", "PUT", "PATCH"):
         kept.append(("Content-Length", str(len(request.content)).encode("ascii")))
     return kept

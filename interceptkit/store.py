@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from .flow import Flow, Headers, Message, Request, Response, Timings, TLSInfo
+from .flow import Flow, Headers, Message, Request, Response, Timings, TLSInfo, register_service
 
 log = logging.getLogger("interceptkit")
 
@@ -209,6 +209,20 @@ def read_flows(path: str | os.PathLike[str]) -> list[Flow]:
     return flows
 
 
+def read_body(path: str | os.PathLike[str], offset: int, side: str) -> bytes:
+    """The ``side`` ("request" or "response") body of the flow whose line starts at ``offset``.
+
+    Raises OSError, ValueError or KeyError when the file no longer holds it.
+    """
+    with Path(path).open("rb") as file:
+        file.seek(offset)
+        data = json.loads(file.readline())
+    message = data[side]
+    if message is None:
+        return b""
+    return _content(message.get("body") or {})
+
+
 class FlowRecorder:
     """Appends each finished flow to a JSON-lines file as it happens.
 
@@ -217,31 +231,37 @@ class FlowRecorder:
     logged (once) and does not stop the proxy.
     """
 
-    def __init__(self, path: Path, file: IO[str]) -> None:
+    def __init__(self, path: Path, file: IO[str], redact: Any = None) -> None:
         self.path = path
         self._file = file
+        #: A :class:`~interceptkit.Redact` applied to each flow before it is written (or None).
+        self.redact = redact
         self._failed = False
         #: How many flows were written.
         self.written = 0
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> FlowRecorder:
+    def open(cls, path: str | os.PathLike[str], redact: Any = None) -> FlowRecorder:
         """Open ``path`` for appending (created if missing). Raises OSError."""
         target = Path(path)
         file = target.open("a", encoding="utf-8", newline="\n")
         if file.tell() > 0 and not _ends_with_newline(target):
             file.write("\n")  # a torn last line from a crash stays on its own
-        return cls(target, file)
+        return cls(target, file, redact)
 
-    def write(self, flow: Flow) -> None:
+    def write(self, flow: Flow) -> int | None:
+        """Append ``flow``; returns where its line starts (for :func:`read_body`), None if it failed."""
         try:
-            self._file.write(_line(flow))
+            offset = self._file.tell()  # a byte position: UTF-8 writes leave no encoder state
+            self._file.write(_line(flow if self.redact is None else self.redact.flow(flow)))
             self._file.flush()
             self.written += 1
+            return offset
         except (OSError, ValueError) as exc:
             if not self._failed:
                 self._failed = True
                 log.error("cannot save flows to %s: %s", self.path, exc)
+            return None
 
     def close(self) -> None:
         self._file.close()
@@ -251,3 +271,7 @@ def _ends_with_newline(path: Path) -> bool:
     with path.open("rb") as file:
         file.seek(-1, os.SEEK_END)
         return file.read(1) == b"\n"
+
+
+register_service("to_dict", flow_to_dict)
+register_service("from_dict", flow_from_dict)

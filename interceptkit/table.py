@@ -10,91 +10,28 @@ only when called.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, overload
 
-from .display import DEFAULT_COLUMNS, Timeline, ordered, table_html, table_text
+from .columns import _PHASES, COLUMNS, ordered
+from .display import DEFAULT_COLUMNS, Timeline, table_html, table_text
 from .flow import Flow
 from .hooks import make_filter
+from .live import LiveView, table_view
+from .budget import CaptureBudget
 
 if TYPE_CHECKING:
     import pandas  # type: ignore[import-untyped, unused-ignore]  # optional extra
+    import pyarrow  # type: ignore[import-untyped, unused-ignore]  # optional extra
+
+log = logging.getLogger("interceptkit")
 
 #: How many flows a table keeps unless told otherwise (``max_flows``).
 DEFAULT_MAX_FLOWS = 10_000
-
-
-# -- columns --------------------------------------------------------------------
-
-
-def _address(address: tuple[str, int] | None) -> str | None:
-    if address is None:
-        return None
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _time(flow: Flow) -> datetime | None:
-    start = flow.timings.start
-    return datetime.fromtimestamp(start).astimezone() if start else None
-
-
-def _tls_version(flow: Flow) -> str | None:
-    for info in (flow.server_tls, flow.client_tls):
-        if info is not None and info.version:
-            return info.version
-    return None
-
-
-def _content_type(flow: Flow) -> str | None:
-    response = flow.response
-    return (response.content_type or None) if response is not None else None
-
-
-def _response_attr(name: str) -> Callable[[Flow], Any]:
-    def get(flow: Flow) -> Any:
-        response = flow.response
-        return None if response is None else getattr(response, name)
-
-    return get
-
-
-def _phase(name: str) -> Callable[[Flow], float | None]:
-    return lambda flow: ordered(flow.timings).phases()[name]
-
-
-#: Every column: its name and how to compute it from a flow. Durations are
-#: in seconds (floats), sizes in bytes of body, times are aware datetimes.
-COLUMNS: dict[str, Callable[[Flow], Any]] = {
-    "id": lambda f: f.id,
-    "time": _time,
-    "state": lambda f: f.state,
-    "client": lambda f: _address(f.client_address),
-    "method": lambda f: f.request.method,
-    "scheme": lambda f: f.request.scheme,
-    "host": lambda f: f.request.host,
-    "port": lambda f: f.request.port,
-    "path": lambda f: f.request.path,
-    "url": lambda f: f.request.url,
-    "status": _response_attr("status"),
-    "reason": _response_attr("reason"),
-    "request_size": lambda f: f.request.body_size,
-    "response_size": _response_attr("body_size"),
-    "content_type": _content_type,
-    "duration": lambda f: f.duration,
-    "connect": _phase("connect"),
-    "tls": _phase("tls"),
-    "send": _phase("send"),
-    "wait": _phase("wait"),
-    "receive": _phase("receive"),
-    "tls_version": _tls_version,
-    "error": lambda f: f.error,
-}
-_PHASES = ("connect", "tls", "send", "wait", "receive")
 
 
 def flow_record(flow: Flow, columns: Iterable[str]) -> dict[str, Any]:
@@ -142,8 +79,13 @@ class FlowTable:
     """
 
     def __init__(self, flows: Iterable[Flow] = (), *, max_flows: int | None = DEFAULT_MAX_FLOWS,
-                 columns: Iterable[str] | None = None) -> None:
+                 columns: Iterable[str] | None = None, max_capture_bytes: int | None = None,
+                 redact: Any = None) -> None:
+        if max_capture_bytes is not None and max_capture_bytes < 0:
+            raise ValueError(f"max_capture_bytes must be >= 0 or None, not {max_capture_bytes!r}")
         initial = list(flows)
+        #: What HAR exports hide (a :class:`~interceptkit.Redact`; None: the defaults).
+        self.redact = redact
         self._flows: deque[Flow] = deque(initial, maxlen=max_flows)
         self._lock = threading.Lock()
         self.max_flows = max_flows
@@ -152,12 +94,58 @@ class FlowTable:
         self._columns = _check_columns(columns) if columns is not None else tuple(COLUMNS)
         #: Whether the columns were chosen (``select``): then display shows exactly them.
         self._selected = columns is not None
+        #: Told of each flow added or finished, and of None when the proxy stops (live views).
+        self._watchers: list[Callable[[Flow | None], None]] = []
+        self._budget = CaptureBudget(max_capture_bytes)
 
     def _add(self, flow: Flow) -> None:
         with self._lock:
             if self._flows.maxlen is not None and len(self._flows) == self._flows.maxlen:
                 self.dropped += 1
+                # With max_flows=0 the new flow itself is the one that goes.
+                self._budget.forget(self._flows[0] if self._flows else flow)
             self._flows.append(flow)
+        self._notify(flow)
+
+    def _touched(self, flow: Flow, reload: Callable[[str], bytes] | None = None) -> None:
+        """A flow in the table finished (the proxy calls this); its bodies count against the budget.
+
+        ``reload(side)`` reads a body ("request" or "response") back from
+        the ``save=`` file once the budget drops it.
+        """
+        with self._lock:
+            self._budget.add(flow, reload)
+        self._notify(flow)
+
+    @property
+    def max_capture_bytes(self) -> int | None:
+        """The budget for bodies kept on flows (None: no limit); see :class:`CaptureBudget`."""
+        return self._budget.limit
+
+    @property
+    def capture_bytes(self) -> int:
+        """Bytes of body currently kept on the table's finished flows (counted against the budget)."""
+        return self._budget.used
+
+    @property
+    def bodies_dropped(self) -> int:
+        """How many flows had their bodies dropped to stay within :attr:`max_capture_bytes`."""
+        return self._budget.dropped
+
+    def _ended(self) -> None:
+        """The proxy feeding this table stopped: live views stop too."""
+        self._notify(None)
+
+    def _notify(self, flow: Flow | None) -> None:
+        for watcher in list(self._watchers):
+            try:
+                watcher(flow)
+            except Exception:  # a view's bug must not break the proxy
+                log.exception("table watcher %r failed", watcher)
+
+    def _watch(self, watcher: Callable[[Flow | None], None]) -> Callable[[], None]:
+        self._watchers.append(watcher)
+        return lambda: self._watchers.remove(watcher) if watcher in self._watchers else None
 
     def _snapshot(self) -> list[Flow]:
         with self._lock:
@@ -165,7 +153,8 @@ class FlowTable:
 
     def _derive(self, flows: Iterable[Flow]) -> FlowTable:
         """A still table of ``flows`` with this table's columns."""
-        return FlowTable(flows, max_flows=None, columns=self._columns if self._selected else None)
+        return FlowTable(flows, max_flows=None, columns=self._columns if self._selected else None,
+                         redact=self.redact)
 
     # -- list-like -------------------------------------------------------------------
 
@@ -205,6 +194,7 @@ class FlowTable:
         with self._lock:
             self._flows.clear()
             self.dropped = 0
+            self._budget.clear()
 
     # -- DataFrame-like ----------------------------------------------------------------
 
@@ -219,10 +209,12 @@ class FlowTable:
         return sum(1 for f in self._snapshot() if f.request.truncated
                    or (f.response is not None and f.response.truncated))
 
-    def where(self, predicate: Callable[[Flow], bool] | None = None, **filters: Any) -> FlowTable:
+    def where(self, predicate: Callable[[Flow], bool] | str | None = None, **filters: Any) -> FlowTable:
         """The flows that match, as a new table.
 
-        Takes the same filters as hooks (:func:`interceptkit.hooks.make_filter`):
+        ``predicate`` is a callable or a filter expression such as
+        ``"~m POST & ~c 201"`` (see :mod:`interceptkit.filters`; a malformed
+        one raises ValueError showing where). Takes the same filters as hooks (:func:`interceptkit.hooks.make_filter`):
         ``host`` and ``path`` and ``url`` (globs), ``method`` (a name or a
         list), ``status`` (an int, a range, a ``(low, high)`` pair or a
         collection), ``content_type`` (a substring), and a callable. Raises
@@ -274,17 +266,55 @@ class FlowTable:
                               "pip install 'interceptkit[pandas]' (or pip install pandas)") from None
         return pd.DataFrame.from_records(self.to_records(), columns=list(self._columns))
 
+    def to_curl(self) -> str:
+        """One curl command per flow (CONNECT tunnels left out), one per line.
+
+        Raises ValueError as :meth:`Flow.to_curl`.
+        """
+        return "\n".join(f.to_curl() for f in self._snapshot() if f.request.method != "CONNECT")
+
+    def to_arrow(self, *, body_limit: int | None = 64 * 1024) -> pyarrow.Table:
+        """The table as a ``pyarrow.Table``: one row per flow, a stable schema.
+
+        Every column of :attr:`columns`, then ``request_headers`` and
+        ``response_headers`` (lists of ``{name, value}``) and ``request_body``
+        / ``response_body`` (the first ``body_limit`` captured bytes; None for
+        all). Types: :data:`interceptkit.arrow.COLUMN_TYPES`, documented in
+        docs/reference.md. Raises ImportError naming the extra when pyarrow
+        is missing.
+        """
+        try:
+            from . import arrow  # imports pyarrow: an optional extra
+        except ImportError:
+            raise ImportError("FlowTable.to_arrow() and to_parquet() need pyarrow, an optional extra: "
+                              "pip install 'interceptkit[arrow]' (or pip install pyarrow)") from None
+        flows = self._snapshot()
+        return arrow.to_arrow(flows, [flow_record(f, self._columns) for f in flows], self._columns, body_limit)
+
+    def to_parquet(self, path: str | os.PathLike[str], *, body_limit: int | None = 64 * 1024) -> int:
+        """Write :meth:`to_arrow` to a Parquet file; returns the number of rows.
+
+        DuckDB (``SELECT * FROM 'flows.parquet'``), Polars, pandas and Spark
+        read it directly. Raises ImportError as :meth:`to_arrow`.
+        """
+        table = self.to_arrow(body_limit=body_limit)
+        import pyarrow.parquet  # type: ignore[import-untyped, unused-ignore]  # optional extra, present once to_arrow() worked
+
+        pyarrow.parquet.write_table(table, os.fspath(path))
+        return int(table.num_rows)
+
     # -- files -----------------------------------------------------------------------
 
     def to_har(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         """The flows as a HAR 1.2 log; written to ``path`` when given.
 
         Opens in browser developer tools and HAR viewers. CONNECT tunnels are
-        left out (they carry no HTTP exchange of their own).
+        left out (they carry no HTTP exchange of their own). Credentials are
+        redacted (see :class:`~interceptkit.Redact`; the proxy's ``redact=``).
         """
         from . import har
 
-        document = har.to_har(self._snapshot())
+        document = har.to_har(self._snapshot(), redact=self.redact)
         if path is not None:
             har.write(document, path)
         return document
@@ -322,6 +352,20 @@ class FlowTable:
     def display_columns(self) -> tuple[str, ...]:
         """What the views show: the selected columns, or a compact default set."""
         return self._columns if self._selected else DEFAULT_COLUMNS
+
+    def live(self, rows: int = 20, columns: Iterable[str] | None = None,
+             where: Callable[[Flow], bool] | str | None = None) -> LiveView:
+        """Show the newest ``rows`` flows (matching ``where``) and keep them up to date.
+
+        In Jupyter the cell's output is updated in place as traffic flows (at
+        most 4 times a second); in a terminal or plain Python one line is
+        printed per finished flow. Returns a view with ``.stop()``; it stops
+        by itself when the proxy stops. Raises KeyError for an unknown
+        column, ValueError for a bad filter expression.
+        """
+        if rows < 1:
+            raise ValueError(f"rows must be at least 1, not {rows!r}")
+        return table_view(self, rows, columns, where)
 
     def timeline(self, limit: int = 200) -> Timeline:
         """A waterfall of the newest ``limit`` flows: SVG in Jupyter, bars in a terminal."""

@@ -402,3 +402,42 @@ def test_an_async_hook_that_raises_is_recorded() -> None:
     done = asyncio.run(go())
     [(error, _)] = done.results
     assert error is not None and "ValueError" in flow.hook_errors[0]
+
+
+# -- registration is checked at once (issue 9, defect 5) ------------------------------------
+
+
+def test_a_where_that_is_not_callable_is_refused_when_the_hook_is_added() -> None:
+    from interceptkit import Proxy
+
+    proxy = Proxy(port=0)
+    with pytest.raises(TypeError, match=r"filters are keywords \(path=\"/api/\*\".*or a callable"):
+        proxy.on("request", lambda flow: None, where={"path": "/api/*"})
+    with pytest.raises(TypeError, match="where= must be a callable"):
+        HookRegistry().add("request", lambda flow: None, where=42)  # type: ignore[arg-type]
+    assert not proxy.hooks.active  # nothing was registered
+
+
+def test_unknown_hook_names_and_non_callables_are_refused_at_once() -> None:
+    from interceptkit import Proxy
+
+    proxy = Proxy(port=0)
+    with pytest.raises(ValueError, match="unknown hook 'requets'"):
+        proxy.on("requets")  # the decorator form too, before any function is given
+    with pytest.raises(TypeError, match="a hook must be callable"):
+        proxy.on("request", "print")  # type: ignore[arg-type]
+    assert not proxy.hooks.active
+
+
+def test_hooks_run_by_order_then_as_added_and_remember_their_flows() -> None:
+    registry = HookRegistry()
+    ran: list[str] = []
+    registry.add("request", lambda flow: ran.append("late"), order=2)
+    registry.add("request", lambda flow: ran.append("first"))
+    registry.add("request", lambda flow: ran.append("early"), order=-1)
+    registry.add("request", lambda flow: ran.append("second"))
+    flow = make_flow()
+    HookRunner(registry).run("request", flow, None, None)
+    assert ran == ["early", "first", "second", "late"]
+    handle = HookHandle(registry, list(registry.get("request")))
+    assert handle.flows == [flow]

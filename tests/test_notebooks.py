@@ -54,9 +54,12 @@ def test_quickstart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                  "replay of flow", "stopped; the table outlives the proxy"]:
         assert line in printed
     html = outputs(notebook, "text/html")
-    tables = [h for h in html if 'class="interceptkit-table"' in h]
+    tables = [h for h in html if 'class="interceptkit-table"' in h and 'class="interceptkit-live"' not in h]
     assert len(tables) >= 3  # the live table, a selection, the table read back from HAR
-    assert ">/missing<" in tables[1] or "/missing" in tables[0]
+    assert "/missing" in tables[0]
+    live = [h for h in html if 'class="interceptkit-live"' in h]
+    assert len(live) == 1 and "live · " in live[0]  # the live view's first picture
+    assert any('class="interceptkit-proxy"' in h and "running" in h for h in html)  # the proxy's status
     flow = [h for h in html if 'class="interceptkit-flow"' in h]
     assert flow and "X-Debug" in flow[0] and "from-the-notebook" in flow[0] and "<svg" in flow[0]
     assert any(h.startswith("<div><svg") for h in html)  # the timeline
@@ -74,6 +77,37 @@ def test_testing_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert "the payment request carried {'order': 42, 'amount': 75}" in printed
     assert "the client raised as it should: 503" in printed
     assert "'items': ['laces']" in printed
-    assert "all assertions passed; 4 flows captured" in printed
+    assert "expected at least one request matching POST http://api.shop.test/payments" in printed
+    assert 'json: {"amount": 75, "order": 42} vs {"amount": 80, "order": 42}' in printed
+    assert "strict mode answered 599" in printed and "POST http://api.shop.test/refunds" in printed
+    assert "nearest: mock POST http://api.shop.test/payments" in printed
+    assert "recorded 1 exchange(s)" in printed
+    assert "replayed with the service stopped: True plays: 1" in printed
+    assert "token written to the file: False" in printed
+    assert "the connection was reset:" in printed and "the fault acted on 1 flow(s)" in printed
+    assert "all assertions passed; 8 flows captured" in printed
     html = "".join(outputs(notebook, "text/html"))
     assert 'class="interceptkit-table"' in html and 'class="interceptkit-flow"' in html
+
+
+def test_debugging_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    notebook = run("debugging-an-api.ipynb", tmp_path, monkeypatch)
+    printed = "".join(outputs(notebook, "stream"))
+    for line in ["/api/items -> 200", "/api/orders -> 201", "/api/missing -> 404",
+                 "not assets: ['/api/items', '/api/orders', '/api/missing']",
+                 "errors or 4xx: ['/api/missing']",
+                 "unknown operator '~x'", "  ~m POST & ~x 1\n            ^",
+                 "paused: POST /api/orders {'sku': 2, 'qty': 1}",
+                 "the client got: (201, {'order': 2, 'qty': 3, 'total': 75})", "the server saw qty 3",
+                 "curl got: {'order': 3, 'qty': 3, 'total': 75}",
+                 "with the coupon: {'order': 4, 'qty': 1, 'total': 15}",
+                 "doubled: {'order': 5, 'qty': 2, 'total': 50}",
+                 "stopped; live view stopped too: True"]:
+        assert line in printed, line
+    assert "printf" in printed or "curl -X 'POST'" in printed
+    html = "".join(outputs(notebook, "text/html"))
+    assert 'class="interceptkit-live"' in html and 'class="interceptkit-table"' in html
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "capture.parquet")
+    assert table.num_rows == 8 and "request_headers" in table.column_names

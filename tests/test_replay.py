@@ -261,3 +261,73 @@ def test_record_then_serve_the_recording_offline(proxy: Proxy, ports: tuple[int,
     assert json.loads(body)["path"] == "/catalog?page=1"
     assert len(_Origin.seen) == seen_before  # answered from the recording
     assert recorded[0].replay(proxy=proxy).metadata["mocked"] is True
+
+
+# -- edit and resend --------------------------------------------------------------------------
+
+
+def test_copy_is_unsent_until_replayed_and_edits_stay_on_the_copy(proxy: Proxy, ports: tuple[int, int]) -> None:
+    send(proxy, f"http://shop.test:{ports[0]}/orders", data=b'{"qty": 1}')
+    original = last_exchange(proxy)
+    copy = original.copy()
+    copy.request.method = "PUT"
+    copy.request.set_content(b'{"qty": 5}')
+    copy.request.headers["X-Edited"] = "1"
+    copy.request.url = f"http://shop.test:{ports[0]}/orders/42"
+    assert len(_Origin.seen) == 1 and copy not in proxy.flows and copy.state == "unsent"
+    new = copy.replay()
+    assert new.metadata["replay_of"] == original.id and new in proxy.flows
+    seen = _Origin.seen[-1]
+    assert (seen["method"], seen["path"], seen["body"]) == ("PUT", "/orders/42", b'{"qty": 5}')
+    assert seen["headers"]["X-Edited"] == "1"
+    assert original.request.method == "POST" and original.request.content == b'{"qty": 1}'
+    assert "X-Edited" not in original.request.headers
+
+
+def test_replay_with_modify_edits_a_copy_in_place(proxy: Proxy, ports: tuple[int, int]) -> None:
+    send(proxy, f"http://shop.test:{ports[0]}/search?q=shoes", headers={"Authorization": "Bearer old"})
+    original = last_exchange(proxy)
+
+    def fresh_token(request: Any) -> None:
+        request.headers["Authorization"] = "Bearer new"
+        request.path = "/search?q=boots"
+
+    new = original.replay(modify=fresh_token)
+    assert _Origin.seen[-1]["path"] == "/search?q=boots"
+    assert _Origin.seen[-1]["headers"]["Authorization"] == "Bearer new"
+    assert new.request.headers["Authorization"] == "Bearer new"
+    assert original.request.headers["Authorization"] == "Bearer old"
+
+
+def test_copy_of_a_loaded_flow_needs_a_proxy(proxy: Proxy, ports: tuple[int, int]) -> None:
+    loaded = Flow.from_dict(_sent_flow(proxy, ports).to_dict())
+    with pytest.raises(ReplayError, match="pass one"):
+        loaded.copy().replay()
+    assert loaded.copy().replay(proxy=proxy).response.status == 200  # type: ignore[union-attr]
+
+
+def _sent_flow(proxy: Proxy, ports: tuple[int, int]) -> Flow:
+    send(proxy, f"http://shop.test:{ports[0]}/loaded")
+    return last_exchange(proxy)
+
+
+@pytest.mark.parametrize("routes, client_path, upstream_path", [
+    ({"/api": {"strip": True}}, "/api/items?page=2", "/items?page=2"),
+    ({"/": {}}, "/items", "/items"),
+    ({"/svc": {"path": "/base", "strip": True}, "/": {}}, "/svc/x", "/base/x"),
+    ({"/keep": {"path": "/base"}}, "/keep/y", "/base/keep/y"),
+])
+def test_replay_in_reverse_mode(ports: tuple[int, int], tmp_path: Path, routes: dict[str, Any],
+                                client_path: str, upstream_path: str) -> None:
+    _Origin.seen.clear()
+    table = {prefix: {"url": f"http://shop.test:{ports[0]}{spec.get('path', '')}", "strip": spec.get("strip", False)}
+             for prefix, spec in routes.items()}
+    with Proxy(port=0, mode="reverse", routes=table, confdir=tmp_path / "ca",
+               resolver=static_resolver({"shop.test": "127.0.0.1"})) as reverse:
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy from the environment
+        with direct.open(f"{reverse.url}{client_path}", data=b"once", timeout=10) as response:
+            response.read()
+        original = reverse.flows.where(lambda f: f.state != "open")[-1]
+        new = original.replay(modify=lambda request: request.set_content(b"twice"))
+    assert new.metadata["replay_of"] == original.id and new.response.status == 200  # type: ignore[union-attr]
+    assert [(s["path"], s["body"]) for s in _Origin.seen] == [(upstream_path, b"once"), (upstream_path, b"twice")]

@@ -359,3 +359,52 @@ def test_websocket_messages_survive_save_and_load(tmp_path: Path) -> None:
     assert entry["_webSocketMessages"] == [
         {"type": "send", "time": 1.5, "opcode": 1, "data": "hello"},
         {"type": "receive", "time": 1.6, "opcode": 2, "data": "AP8="}]
+
+
+# -- Arrow and Parquet ------------------------------------------------------------------------
+
+
+def test_to_parquet_round_trip_with_the_documented_schema(table: FlowTable, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table[1].request.headers.add("X-Twice", "a")
+    table[1].request.headers.add("X-Twice", "b")
+    assert table.to_parquet(tmp_path / "flows.parquet") == len(table)
+    back = pq.read_table(tmp_path / "flows.parquet")
+    assert back.column_names == table.columns + ["request_headers", "response_headers", "request_body",
+                                                 "response_body"]
+    types = {f.name: f.type for f in back.schema}
+    assert types["id"] == pa.int64() and types["status"] == pa.int32() and types["port"] == pa.int32()
+    assert types["time"] == pa.timestamp("us", tz="UTC") and types["duration"] == pa.float64()
+    assert types["request_body"] == pa.binary()
+    assert types["request_headers"] == pa.list_(pa.struct([("name", pa.string()), ("value", pa.string())]))
+    rows = back.to_pylist()
+    second = rows[1]
+    assert (second["method"], second["status"], second["host"]) == ("POST", 201, "api.shop.test")
+    assert second["response_body"] == b'{"id": 7}'
+    assert [h for h in second["request_headers"] if h["name"] == "X-Twice"] == [
+        {"name": "X-Twice", "value": "a"}, {"name": "X-Twice", "value": "b"}]
+    assert second["time"].timestamp() == table[1].timings.start
+    open_flow = rows[3]
+    assert open_flow["status"] is None and open_flow["response_headers"] is None and open_flow["duration"] is None
+
+
+def test_to_arrow_follows_the_selected_columns_and_limits_bodies(table: FlowTable) -> None:
+    arrow = table.select("method", "status").to_arrow(body_limit=3)
+    assert arrow.column_names == ["method", "status", "request_headers", "response_headers", "request_body",
+                                  "response_body"]
+    assert arrow.column("response_body").to_pylist()[1] == b'{"i'
+    assert FlowTable().to_arrow().num_rows == 0
+
+
+def test_to_arrow_without_pyarrow_says_what_to_install(table: FlowTable, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if it were not installed
+    monkeypatch.delitem(sys.modules, "interceptkit.arrow", raising=False)
+    import interceptkit
+
+    monkeypatch.delattr(interceptkit, "arrow", raising=False)
+    with pytest.raises(ImportError, match=r"pip install 'interceptkit\[arrow\]'"):
+        table.to_arrow()
+    with pytest.raises(ImportError, match="arrow"):
+        table.to_parquet("never-written.parquet")

@@ -13,6 +13,7 @@ from typing import Any
 import h11
 
 from ..flow import Flow, Request, TLSInfo
+from ..vocab import HookName, PauseReason
 from . import commands as cmd
 from .config import ProxyConfig
 from .http1 import (
@@ -21,9 +22,9 @@ from .http1 import (
     plain_answer,
     raw_response,
 )
-from .state import Exchange, Phase, Upstream, UpstreamKey
+from .state import PHASE_TRANSITIONS, Exchange, Phase, Upstream, UpstreamKey
 from .tls import TLSEndpoint
-from .websocket import WebSocketRelay
+from .websocket import WebSocketMessage
 
 
 class ConnectionBase:
@@ -34,11 +35,29 @@ class ConnectionBase:
     down in one place.
     """
 
+    # State one part owns (creates and writes) and the others only read.
+    _client: h11.Connection  # conn_requests.py
+    _client_address: tuple[str, int] | None  # conn_requests.py
+    _client_activity: float  # conn_requests.py
+    _client_blocked: bool  # conn_requests.py
+    _head_request: bool  # conn_requests.py
+    _client_tls: TLSEndpoint | None  # conn_tunnels.py
+    _client_tls_info: TLSInfo | None  # conn_tunnels.py
+    _early: bytes  # conn_tunnels.py
+    _origin: tuple[str, str, int] | None  # conn_tunnels.py
+    _server_name: str | None  # conn_tunnels.py
+    _tunnel: Flow | None  # conn_tunnels.py
+    _upstream: Upstream | None  # conn_upstreams.py
+    _waiting: tuple[int, Exchange, Callable[[Exchange, Any], None]] | None  # conn_lifecycle.py
+
+    # Methods one part offers the others.
+    _route_client_bytes: Callable[[bytes], None]  # connection.py
     _feed_client: Callable[[bytes], None]  # conn_requests.py
     _pump_client: Callable[[], None]  # conn_requests.py
     _pump_upstream: Callable[[Upstream], None]  # conn_responses.py
     _send_mock: Callable[[Exchange], None]  # conn_responses.py
-    _decrypt_client: Callable[[bytes], tuple[bytes, bool] | None]  # conn_tunnels.py
+    _kill: Callable[[Exchange], None]  # conn_responses.py
+    _client_plaintext: Callable[[bytes], tuple[bytes, bool] | None]  # conn_tunnels.py
     _enter_tunnel: Callable[[], None]  # conn_tunnels.py
     _fail_tunnel: Callable[[str, int], None]  # conn_tunnels.py
     _finish_tunnel: Callable[[str | None], None]  # conn_tunnels.py
@@ -50,65 +69,78 @@ class ConnectionBase:
     _switch_protocols: Callable[[Upstream, h11.InformationalResponse], None]  # conn_tunnels.py
     _tunnel_raw: Callable[[], None]  # conn_tunnels.py
     _bind_upstream: Callable[[str, str, int], Upstream]  # conn_upstreams.py
+    _current_upstream: Callable[[int], Upstream | None]  # conn_upstreams.py
+    _drop_upstream: Callable[[Upstream], None]  # conn_upstreams.py
+    _drop_upstream_if_busy: Callable[[], None]  # conn_upstreams.py
+    _release_upstream: Callable[[], None]  # conn_upstreams.py
+    _pause_upstream: Callable[[Upstream], None]  # conn_upstreams.py
+    _resume_upstream: Callable[[], None]  # conn_upstreams.py
+    _arm_read_timer: Callable[[float], None]  # conn_lifecycle.py
+    _arm_idle_timer: Callable[[float], None]  # conn_lifecycle.py
+    _restart_client_parser: Callable[[], None]  # conn_requests.py
+    _touch_client: Callable[[], None]  # conn_requests.py
+    _close_client_tls: Callable[[], bytes]  # conn_tunnels.py
+    _take_early: Callable[[], bytes]  # conn_tunnels.py
+    _relay_upgrade: Callable[[Flow, bytes], None]  # conn_tunnels.py
+    _init_client_side: Callable[[tuple[str, int] | None], None]  # conn_requests.py
+    _init_tunnels: Callable[[], None]  # conn_tunnels.py
+    _init_upstreams: Callable[[], None]  # conn_upstreams.py
+    _init_lifecycle: Callable[[], None]  # conn_lifecycle.py
+    _init_websockets: Callable[[], None]  # conn_websockets.py
     _pump_ws: Callable[[], None]  # conn_websockets.py
     _start_websocket: Callable[[Exchange, bytes], None]  # conn_websockets.py
     _ws_client_bytes: Callable[[bytes], None]  # conn_websockets.py
     _ws_idle_close: Callable[[], None]  # conn_websockets.py
     _ws_receive: Callable[[str, bytes | None], None]  # conn_websockets.py
 
-    # Two seams with keyword or default arguments, which Callable cannot
+    # Seams with keyword or default arguments, which Callable cannot
     # express; conn_upstreams.py defines them.
     def _open_upstream(self, key: UpstreamKey, *, reuse: bool) -> Upstream:
         raise NotImplementedError
 
-    def _upstream_failed(self, up: Upstream, reason: str, status: int = 502) -> None:
+    def _hook(self, name: HookName, ex: Exchange, then: Callable[[Exchange, Any], None],
+              payload: bytes | WebSocketMessage | None = None) -> None:
+        raise NotImplementedError  # conn_lifecycle.py
+
+    def _upstream_failed(self, up: Upstream, reason: str, status: int = 502, *, timeout: bool = False) -> None:
         raise NotImplementedError
 
     def __init__(self, config: ProxyConfig, client_address: tuple[str, int] | None = None) -> None:
         self._config = config
-        self._client_address = client_address
-        self._client = self._new_client_parser()
         self._phase = Phase.HTTP
-        self._upstream: Upstream | None = None
         self._exchange: Exchange | None = None
-        self._tunnel: Flow | None = None
         self._out: list[cmd.Command] = []
         self._client_buf: list[bytes] = []
         self._upstream_buf: list[bytes] = []
-        self._upstream_ids = count(1)
         self._next_flow_id = config.next_flow_id or count(1).__next__
         self._now = 0.0
-        self._pause_reasons: set[str] = set()
-        self._head_request = False
-        self._client_bytes = 0
-        self._client_eof = False
-        self._read_timer = False
-        self._idle_timer = False
-        self._client_activity = 0.0
-        #: Inside an intercepted CONNECT: where every request goes.
-        self._origin: tuple[str, str, int] | None = None
-        self._server_name: str | None = None
-        self._client_tls: TLSEndpoint | None = None
-        self._client_tls_info: TLSInfo | None = None
-        #: Bytes of a tunnel not yet consumed: early data, or the sniffed start.
-        self._early = b""
-        self._tunnel_answered = False
-        #: The hook call the connection waits for: (call id, exchange, continuation).
-        self._waiting: tuple[int, Exchange, Callable[[Exchange, Any], None]] | None = None
-        self._hook_calls = count(1)
-        self._upstream_paused = False
-        self._client_blocked = False
-        self._ws: WebSocketRelay | None = None
-        self._ws_exchange: Exchange | None = None
-        #: Bytes of a message already streamed past the hooks, per side.
-        self._ws_streamed: dict[str, int] = {}
-        if config.listen_context is not None:  # TLS from the first byte (reverse mode)
-            self._client_tls = TLSEndpoint(config.listen_context, server_side=True)
-            self._client_tls.start()
-            self._client_tls_info = TLSInfo()
+        self._pause_reasons: set[PauseReason] = set()
+        # Each part creates (and alone writes) its own state.
+        self._init_client_side(client_address)
+        self._init_tunnels()
+        self._init_upstreams()
+        self._init_lifecycle()
+        self._init_websockets()
 
-    def _new_client_parser(self) -> h11.Connection:
-        return h11.Connection(h11.SERVER, max_incomplete_event_size=self._config.max_header_size)
+    def _begin(self, now: float) -> None:
+        """An event arrived at ``now`` (the core has no clock of its own)."""
+        self._now = now
+
+    def _take_commands(self) -> list[cmd.Command]:
+        """The commands of this ``handle`` call, sends joined per peer."""
+        self._flush()
+        out, self._out = self._out, []
+        return out
+
+    def _enter(self, phase: Phase) -> None:
+        """Move the connection to ``phase``; the one place that checks the table."""
+        if phase not in PHASE_TRANSITIONS[self._phase]:
+            raise RuntimeError(f"connection phase {self._phase.name} cannot become {phase.name}")
+        self._phase = phase
+
+    def _set_exchange(self, ex: Exchange | None) -> None:
+        """The exchange in flight on this connection (HTTP/1: one at a time)."""
+        self._exchange = ex
 
     def phase(self) -> Phase:
         return self._phase
@@ -158,13 +190,13 @@ class ConnectionBase:
         if up.pending_size > self._config.pending_limit:
             self._pause_client("pending")
 
-    def _pause_client(self, reason: str) -> None:
+    def _pause_client(self, reason: PauseReason) -> None:
         """Stop reading the client for ``reason`` (pipeline, pending, hook)."""
         if not self._pause_reasons:
             self._emit(cmd.PauseClient())
         self._pause_reasons.add(reason)
 
-    def _resume_client(self, reason: str) -> None:
+    def _resume_client(self, reason: PauseReason) -> None:
         """Read again once no reason to pause is left."""
         if reason in self._pause_reasons:
             self._pause_reasons.discard(reason)
@@ -190,7 +222,7 @@ class ConnectionBase:
 
     def _fail_exchange(self, ex: Exchange, reason: str) -> None:
         if self._exchange is ex:
-            self._exchange = None
+            self._set_exchange(None)
         self._end_flow(ex.flow, reason)
 
     def _close_client(self) -> None:
@@ -201,9 +233,8 @@ class ConnectionBase:
         self._release_upstream()
         if self._client_tls is not None:
             self._flush()
-            self._send_client_raw(self._client_tls.close())
-            self._client_tls = None
-        self._phase = Phase.CLOSED
+            self._send_client_raw(self._close_client_tls())
+        self._enter(Phase.CLOSED)
         self._emit(cmd.CloseClient())
 
     def _abort(self, reason: str) -> None:
@@ -224,7 +255,7 @@ class ConnectionBase:
             self._fail_exchange(self._exchange, f"internal error: {exc!r}")
         if self._phase is not Phase.CLOSED:
             self._release_upstream()
-            self._phase = Phase.CLOSED
+            self._enter(Phase.CLOSED)
             self._out.append(cmd.CloseClient())
 
     def _serve_info(self, path: str) -> None:
@@ -264,55 +295,3 @@ class ConnectionBase:
             data = raw_response(response, body)  # h11 is past the point of a clean answer
         self._to_client(data)
         self._close_client()
-
-    def _current_upstream(self, upstream_id: int) -> Upstream | None:
-        up = self._upstream
-        return up if up is not None and up.id == upstream_id else None
-
-    def _drop_upstream(self, up: Upstream) -> None:
-        if self._upstream is up:
-            self._flush()
-            self._upstream = None
-            self._out.append(cmd.CloseUpstream(upstream=up.id))
-
-    def _release_upstream(self) -> None:
-        """Give the bound upstream back: to the pool if it sits between messages."""
-        up = self._upstream
-        if up is None:
-            return
-        self._flush()
-        # A relayed tunnel's connection carries bytes h11 never saw: never pool it.
-        relayed = self._phase in (Phase.TUNNEL, Phase.CONNECTING, Phase.SNIFF, Phase.WEBSOCKET)
-        idle = (up.ready and up.tls is None and not relayed and up.conn.our_state is h11.IDLE
-                and up.conn.their_state is h11.IDLE)
-        self._upstream = None
-        self._out.append(cmd.CloseUpstream(upstream=up.id, reusable=idle))
-
-    def _hook(self, name: str, ex: Exchange, then: Callable[[Exchange, Any], None],
-              payload: bytes | None = None) -> None:
-        """Run the hooks called ``name`` on the flow, then ``then(ex, result)``.
-
-        With nothing attached to ``name`` this costs one set lookup.
-        """
-        if name not in self._config.hooks:
-            then(ex, None)
-            return
-        ex.hooked = True
-        call = next(self._hook_calls)
-        self._waiting = (call, ex, then)
-        self._emit(cmd.RunHook(name=name, flow=ex.flow, call=call, payload=payload))
-
-    def _arm_read_timer(self, delay: float) -> None:
-        if not self._read_timer:
-            self._read_timer = True
-            self._emit(cmd.StartTimer(name="read", delay=delay))
-
-    def _arm_idle_timer(self, delay: float) -> None:
-        if not self._idle_timer:
-            self._idle_timer = True
-            self._emit(cmd.StartTimer(name="idle", delay=delay))
-
-    def _drop_upstream_if_busy(self) -> None:
-        up = self._upstream
-        if up is not None and up.conn.our_state is not h11.IDLE:
-            self._drop_upstream(up)

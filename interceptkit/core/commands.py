@@ -9,22 +9,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..vocab import HookName, TimerName
+
 if TYPE_CHECKING:
     from ..flow import Flow
+    from .websocket import WebSocketMessage
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Command:
-    pass
+    """What the core asks the transport to do; each subclass owns only its fields."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SendToClient(Command):
+    """Write ``data`` to the client socket (already encrypted when the client speaks TLS)."""
+
     data: bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SendToUpstream(Command):
+    """Write ``data`` to upstream connection ``upstream``."""
+
     upstream: int
     data: bytes
 
@@ -77,6 +84,8 @@ class PauseUpstream(Command):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ResumeUpstream(Command):
+    """Read upstream ``upstream`` again (after a PauseUpstream)."""
+
     upstream: int
 
 
@@ -91,10 +100,10 @@ class RunHook(Command):
     ``HookReturned.result``.
     """
 
-    name: str
+    name: HookName
     flow: Flow
     call: int | None = None
-    payload: bytes | None = None
+    payload: bytes | WebSocketMessage | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,11 +127,13 @@ class StartTimer(Command):
     Starting a timer that is already pending replaces it.
     """
 
-    name: str
+    name: TimerName
     delay: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Log(Command):
+    """A log line at ``level`` (debug, info, warning, error): logs are output, not side effects."""
+
     level: str
     message: str

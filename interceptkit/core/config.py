@@ -64,6 +64,8 @@ class ProxyConfig:
     #: upstream connection turns out to have been closed while idle.
     retry_buffer_limit: int = 64 * 1024
     retry_idempotent: bool = True
+    #: Request bodies over this many bytes are refused with 413 (None: no limit).
+    max_request_body: int | None = None
     #: Bytes buffered for an upstream that is still connecting before the
     #: client stops being read.
     pending_limit: int = 1024 * 1024

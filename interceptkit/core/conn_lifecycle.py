@@ -5,15 +5,58 @@ See connection.py for the theory of operation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from itertools import count
+from typing import Any
+
 import h11
 
 from . import commands as cmd
 from . import events as ev
 from .base import ConnectionBase
-from .state import Phase
+from ..vocab import HookName
+from .state import Exchange, Phase
+from .websocket import WebSocketMessage
 
 
 class Lifecycle(ConnectionBase):
+    """Hooks and timers: owns the hook call the connection waits for and which timers are pending.
+
+    Waiting for a hook is a state: ``RunHook(call=n)`` goes out, the
+    exchange waits, and ``HookReturned(call=n)`` moves it on.
+    """
+
+    def _init_lifecycle(self) -> None:
+        self._read_timer = False
+        self._idle_timer = False
+        #: The hook call the connection waits for: (call id, exchange, continuation).
+        self._waiting: tuple[int, Exchange, Callable[[Exchange, Any], None]] | None = None
+        self._hook_calls = count(1)
+
+    def _hook(self, name: HookName, ex: Exchange, then: Callable[[Exchange, Any], None],
+              payload: bytes | WebSocketMessage | None = None) -> None:
+        """Run the hooks called ``name`` on the flow, then ``then(ex, result)``.
+
+        With nothing attached to ``name`` this costs one set lookup.
+        """
+        if name not in self._config.hooks:
+            then(ex, None)
+            return
+        ex.hooked = True
+        call = next(self._hook_calls)
+        self._waiting = (call, ex, then)
+        self._emit(cmd.RunHook(name=name, flow=ex.flow, call=call, payload=payload))
+
+    def _arm_read_timer(self, delay: float) -> None:
+        if not self._read_timer:
+            self._read_timer = True
+            self._emit(cmd.StartTimer(name="read", delay=delay))
+
+    def _arm_idle_timer(self, delay: float) -> None:
+        if not self._idle_timer:
+            self._idle_timer = True
+            self._emit(cmd.StartTimer(name="idle", delay=delay))
+
 
     def _on_hook_returned(self, event: ev.HookReturned) -> None:
         waiting = self._waiting
@@ -29,10 +72,8 @@ class Lifecycle(ConnectionBase):
         """After a hook: take up what arrived meanwhile, on both sides."""
         if self._waiting is not None:
             return
+        self._resume_upstream()
         up = self._upstream
-        if up is not None and self._upstream_paused:
-            self._upstream_paused = False
-            self._emit(cmd.ResumeUpstream(upstream=up.id))
         if self._phase is Phase.WEBSOCKET:
             self._resume_client("hook")
             self._pump_ws()
@@ -61,7 +102,8 @@ class Lifecycle(ConnectionBase):
             return
         waited = self._now - up.last_activity
         if up.connected and not up.ready and waited >= timeout:
-            self._upstream_failed(up, f"TLS handshake with the upstream took over {timeout:g} s", 504)
+            self._upstream_failed(up, f"TLS handshake with the upstream took over {timeout:g} s", 504,
+                                  timeout=True)
             return
         if not up.ready or self._client_blocked or self._waiting is not None:
             # Connecting (the transport times that), the client is not
@@ -71,9 +113,9 @@ class Lifecycle(ConnectionBase):
         if waited < timeout:
             self._arm_read_timer(timeout - waited)
         elif ex.response_started:
-            self._upstream_failed(up, f"upstream stalled: no data for {timeout:g} s")
+            self._upstream_failed(up, f"upstream stalled: no data for {timeout:g} s", timeout=True)
         else:
-            self._upstream_failed(up, f"upstream did not answer within {timeout:g} s", 504)
+            self._upstream_failed(up, f"upstream did not answer within {timeout:g} s", 504, timeout=True)
 
     def _check_idle_timeout(self) -> None:
         if self._phase is Phase.CLOSED:

@@ -16,10 +16,13 @@ from .base import ConnectionBase
 from .errors import RemoteProtocolError
 from .http1 import (
     IDEMPOTENT_METHODS,
+    SUPPORTED_VERSIONS,
+    ChunkSizeGuard,
     append_to_field,
     check_request_framing,
     connection_tokens,
     end_to_end_fields,
+    first_line_unversioned,
     format_authority,
     h11_request,
     has_dot_segments,
@@ -33,12 +36,43 @@ from .state import (
     Exchange,
     Phase,
     capture_body,
+    set_held_body,
     tls_info,
 )
 from .websocket import CLIENT, only_deflate_offers
 
 
 class Requests(ConnectionBase):
+    """The client side: owns the h11 SERVER connection and what is known of the client.
+
+    Its address, when it was last heard from, whether it stopped reading
+    (back-pressure) or sent EOF, the bytes fed since the head began, the
+    chunk-size guard of a chunked request body, and whether the request in
+    flight is a HEAD.
+    """
+
+    def _init_client_side(self, client_address: tuple[str, int] | None) -> None:
+        self._client_address = client_address
+        self._client = self._new_client_parser()
+        self._head_request = False
+        self._client_bytes = 0
+        self._client_eof = False
+        self._client_activity = 0.0
+        self._client_blocked = False
+        #: Follows the chunk sizes of a chunked request body (h11 takes any size).
+        self._chunk_guard: ChunkSizeGuard | None = None
+
+    def _new_client_parser(self) -> h11.Connection:
+        return h11.Connection(h11.SERVER, max_incomplete_event_size=self._config.max_header_size)
+
+
+    def _restart_client_parser(self) -> None:
+        """A fresh h11 SERVER connection: the decrypted content of a tunnel starts its own HTTP."""
+        self._client = self._new_client_parser()
+
+    def _touch_client(self) -> None:
+        """Idle time counts from now (the end of an answer)."""
+        self._client_activity = self._now
 
     def _on_client_connected(self, event: ev.ClientConnected) -> None:
         if event.address is not None:
@@ -50,25 +84,17 @@ class Requests(ConnectionBase):
         if self._client_eof:
             return  # nothing can follow an EOF; a transport that says so is wrong
         self._client_activity = event.time
-        phase = self._phase
-        if phase is Phase.TUNNEL:
-            self._relay_to_upstream(event.data)
-        elif phase is Phase.SNIFF:
-            self._sniff(event.data)
-        elif phase is Phase.WEBSOCKET:
-            self._ws_client_bytes(event.data)
-        elif phase is not Phase.CLOSED:
-            self._feed_client(event.data)
+        self._route_client_bytes(event.data)
 
     def _feed_client(self, data: bytes) -> None:
         """Client bytes into h11 (decrypted first inside an intercepted tunnel)."""
-        closed = False
-        if self._client_tls is not None:
-            decrypted = self._decrypt_client(data)
-            if decrypted is None:
-                return
-            data, closed = decrypted
+        plain = self._client_plaintext(data)
+        if plain is None:
+            return
+        data, closed = plain
         if data:
+            if self._chunk_guard is not None and not self._guard_chunks(data):
+                return
             self._client.receive_data(data)
             # A head over the limit needs more bytes than the limit in all:
             # below that, measuring it would be wasted work on every request.
@@ -79,6 +105,28 @@ class Requests(ConnectionBase):
             self._pause_client("hook")  # h11 holds it until the hook returns
         elif self._phase is Phase.HTTP:
             self._pump_client()
+            if self._client.their_state is h11.IDLE and b"\n" in data:
+                self._refuse_simple_request()
+
+    def _guard_chunks(self, data: bytes) -> bool:
+        """Follow the chunk sizes of a chunked request body; False if one was refused."""
+        guard = self._chunk_guard
+        assert guard is not None
+        try:
+            guard.feed(data)
+        except RemoteProtocolError as exc:
+            self._chunk_guard = None
+            self._client_error(exc.status, str(exc))
+            return False
+        if guard.done:
+            self._chunk_guard = None
+        return True
+
+    def _refuse_simple_request(self) -> None:
+        """An HTTP/0.9 request line gets 400 at once, not a wait for headers."""
+        if self._phase is Phase.HTTP and first_line_unversioned(self._client.trailing_data[0]):
+            self._refuse(400, "HTTP/0.9 requests (a request line without a version) are not supported",
+                         "request line without a version")
 
     def _pump_client(self) -> None:
         while self._phase is Phase.HTTP and self._waiting is None:
@@ -147,6 +195,10 @@ class Requests(ConnectionBase):
         fields = event.headers.raw_items()
         method = event.method.decode("ascii")
         self._head_request = method == "HEAD"
+        if event.http_version not in SUPPORTED_VERSIONS:
+            self._refuse(505, f"HTTP/{event.http_version.decode('ascii')} is not supported",
+                         f"{method} {event.target[:200]!r}")
+            return
         if self._client_bytes > self._config.max_header_size and (
                 head_size(event.target, fields) > self._config.max_header_size):
             # h11 bounds only a head that arrives in pieces; one that came
@@ -157,7 +209,12 @@ class Requests(ConnectionBase):
             self._on_connect(event, fields)
             return
         try:
-            check_request_framing(fields, event.http_version)
+            length, chunked = check_request_framing(fields, event.http_version)
+            limit = self._config.max_request_body
+            if limit is not None and length is not None and length > limit:
+                raise RemoteProtocolError(f"request body over the limit of {limit} bytes", 413)
+            if chunked:
+                self._start_chunk_guard()
             scheme, host, port, path = self._resolve_target(event.target, fields)
         except RemoteProtocolError as exc:
             self._refuse(exc.status, str(exc), f"{method} {event.target[:200]!r}")
@@ -176,9 +233,15 @@ class Requests(ConnectionBase):
         upgrade = next((v for n, v in fields if n.lower() == b"upgrade"), None)
         ex.upgrade = upgrade is not None and b"upgrade" in connection_tokens(fields)
         ex.websocket = ex.upgrade and upgrade is not None and b"websocket" in upgrade.lower()
-        self._exchange = ex
+        self._set_exchange(ex)
         self._emit(cmd.FlowStarted(flow=ex.flow))
         self._hook("request_headers", ex, self._after_request_headers)
+
+    def _start_chunk_guard(self) -> None:
+        """Follow chunk sizes from here on, starting with the body bytes h11 already holds."""
+        guard = ChunkSizeGuard()
+        guard.feed(self._client.trailing_data[0])  # raises for a size beyond 2^63-1
+        self._chunk_guard = None if guard.done else guard
 
     def _resolve_target(self, target: bytes, fields: list[tuple[bytes, bytes]]) -> tuple[str, str, int, str]:
         """Where a request goes; scheme "" means it is addressed to the proxy itself."""
@@ -279,9 +342,7 @@ class Requests(ConnectionBase):
         """Act on kill() or respond() from a hook; True if the exchange is taken care of."""
         flow = ex.flow
         if flow.killed:
-            self._fail_exchange(ex, "killed by a hook")
-            self._drop_upstream_if_busy()
-            self._close_client()
+            self._kill(ex)
             return True
         if flow.response is not None and flow.response is not ex.upstream_response:
             ex.mocked = True
@@ -295,12 +356,14 @@ class Requests(ConnectionBase):
         if ex is None:
             return
         capture_body(ex.flow.request, data, self._config.body_capture_limit)
+        limit = self._config.max_request_body
+        if limit is not None and ex.flow.request.body_size > limit:
+            self._client_error(413, f"request body over the limit of {limit} bytes")
+            return
         if ex.mocked:
             return
         if ex.request_parts is not None:
-            ex.request_parts.append(data)
-            ex.parts_size += len(data)
-            if ex.parts_size > self._config.hook_body_limit:
+            if ex.hold(ex.request_parts, data, self._config.hook_body_limit):
                 self._stream_request(ex)
             return
         up = ex.upstream
@@ -333,9 +396,7 @@ class Requests(ConnectionBase):
             self._send_mock(ex)
             return
         if ex.request_parts is not None:
-            request = ex.flow.request
-            request.content = b"".join(ex.request_parts)
-            request.body_size, request.truncated = len(request.content), False
+            set_held_body(ex.flow.request, ex.request_parts)
             ex.request_parts = None
             self._hook("request", ex, self._after_request_hook)
             return

@@ -18,10 +18,14 @@ from .http1 import (
     reframe,
     sized,
 )
-from .state import Exchange, Upstream, capture_body
+from .state import Exchange, Upstream, capture_body, set_held_body
 
 
 class Responses(ConnectionBase):
+    """Answers travelling back to the client: from the upstream, from a hook (mock), or held for a hook.
+
+    Owns no state of its own: it works on the exchange in flight.
+    """
 
     def _pump_upstream(self, up: Upstream) -> None:
         while self._upstream is up and self._waiting is None:
@@ -45,9 +49,8 @@ class Responses(ConnectionBase):
                 return
             else:  # NEED_DATA or PAUSED
                 return
-        if self._waiting is not None and self._upstream is up and not self._upstream_paused:
-            self._upstream_paused = True  # bound what piles up while a hook runs
-            self._emit(cmd.PauseUpstream(upstream=up.id))
+        if self._waiting is not None and self._upstream is up:
+            self._pause_upstream(up)  # bound what piles up while a hook runs
 
     def _on_informational(self, up: Upstream, event: h11.InformationalResponse) -> None:
         if event.status_code == 101:
@@ -79,7 +82,7 @@ class Responses(ConnectionBase):
         if flow.killed or (flow.response is not ex.upstream_response):
             ex.discard_response = True  # the upstream's body goes nowhere now
             if flow.killed:
-                self._kill_response(ex)
+                self._kill(ex)
             return
         response = flow.response
         if "response" in self._config.hooks and response is not None and not response.stream:
@@ -115,9 +118,7 @@ class Responses(ConnectionBase):
             return
         capture_body(ex.flow.response, data, self._config.body_capture_limit)
         if ex.response_parts is not None:
-            ex.response_parts.append(data)
-            ex.parts_size += len(data)
-            if ex.parts_size > self._config.hook_body_limit:
+            if ex.hold(ex.response_parts, data, self._config.hook_body_limit):
                 parts, ex.response_parts = ex.response_parts, None
                 self._send_response_head(ex, None)
                 for part in parts:
@@ -131,7 +132,7 @@ class Responses(ConnectionBase):
     def _send_chunk(self, ex: Exchange, original: bytes, result: Any) -> None:
         """Send a chunk as the hooks left it: replaced (bytes), unchanged (None), or dropped (b"")."""
         if ex.flow.killed:
-            self._kill_response(ex)
+            self._kill(ex)
             return
         chunk = original if result is None else result
         if isinstance(chunk, (bytes, bytearray)) and chunk and self._exchange is ex:
@@ -146,10 +147,8 @@ class Responses(ConnectionBase):
             self._finish_mocked_after_upstream(ex, up)
             return
         if ex.response_parts is not None:
-            response = ex.flow.response
-            assert response is not None
-            response.content = b"".join(ex.response_parts)
-            response.body_size, response.truncated = len(response.content), False
+            assert ex.flow.response is not None
+            set_held_body(ex.flow.response, ex.response_parts)
             ex.response_parts = None
             self._hook("response", ex, lambda ex_, _: self._after_response_hook(ex_, up))
             return
@@ -161,7 +160,7 @@ class Responses(ConnectionBase):
     def _after_response_hook(self, ex: Exchange, up: Upstream) -> None:
         flow = ex.flow
         if flow.killed:
-            self._kill_response(ex)
+            self._kill(ex)
             return
         if self._send_held_response(ex):
             self._complete_exchange(ex, up)
@@ -183,8 +182,8 @@ class Responses(ConnectionBase):
         flow = ex.flow
         flow.timings.end = self._now
         flow.state = "done"
-        self._exchange = None
-        self._client_activity = self._now  # idle time counts from the end of the answer
+        self._set_exchange(None)
+        self._touch_client()  # idle time counts from the end of the answer
         self._emit(cmd.FlowFinished(flow=flow))
         self._after_exchange(up)
 
@@ -210,7 +209,8 @@ class Responses(ConnectionBase):
             self._drop_upstream(up)
         self._send_mock(ex)
 
-    def _kill_response(self, ex: Exchange) -> None:
+    def _kill(self, ex: Exchange) -> None:
+        """A hook called flow.kill(): no answer, the client connection closes."""
         self._fail_exchange(ex, "killed by a hook")
         self._drop_upstream_if_busy()
         self._close_client()

@@ -36,6 +36,44 @@ SNIFF_LIMIT = 64 * 1024
 
 
 class Tunnels(ConnectionBase):
+    """CONNECT: owns the tunnel's flow, its early bytes, the sniffing verdict, and the client's TLS endpoint.
+
+    Also the origin every request inside an intercepted tunnel goes to and
+    the server name (SNI) to use towards it. The client TLS endpoint also
+    serves reverse mode's TLS from the first byte.
+    """
+
+    def _init_tunnels(self) -> None:
+        self._tunnel: Flow | None = None
+        #: Inside an intercepted CONNECT: where every request goes.
+        self._origin: tuple[str, str, int] | None = None
+        self._server_name: str | None = None
+        self._client_tls: TLSEndpoint | None = None
+        self._client_tls_info: TLSInfo | None = None
+        #: Bytes of a tunnel not yet consumed: early data, or the sniffed start.
+        self._early = b""
+        self._tunnel_answered = False
+        if self._config.listen_context is not None:  # TLS from the first byte (reverse mode)
+            self._client_tls = TLSEndpoint(self._config.listen_context, server_side=True)
+            self._client_tls.start()
+            self._client_tls_info = TLSInfo()
+
+    def _close_client_tls(self) -> bytes:
+        """End the client's TLS session; the close_notify to send."""
+        tls, self._client_tls = self._client_tls, None
+        return tls.close() if tls is not None else b""
+
+    def _take_early(self) -> bytes:
+        """The tunnel bytes not consumed yet, handed to whoever parses them next."""
+        early, self._early = self._early, b""
+        return early
+
+    def _relay_upgrade(self, flow: Flow, upstream_rest: bytes) -> None:
+        """After a 101 we do not parse: relay the bytes both ways, unchanged."""
+        flow.kind = "upgrade"
+        self._tunnel = flow
+        self._enter_tunnel()
+        self._relay_to_client(upstream_rest)
 
     def _on_connect(self, event: h11.Request, fields: list[tuple[bytes, bytes]]) -> None:
         try:
@@ -72,14 +110,14 @@ class Tunnels(ConnectionBase):
             intercept = flow.intercept and self._config.server_context is not None
         if intercept:
             self._answer_connect()
-            self._phase = Phase.SNIFF
+            self._enter(Phase.SNIFF)
             self._server_name = request.host
             self._emit(cmd.StartTimer(name="sniff", delay=self._config.sniff_timeout))
             if self._early:
                 self._sniff(b"")
             return
         flow.state = "open"
-        self._phase = Phase.CONNECTING
+        self._enter(Phase.CONNECTING)
         self._emit(cmd.FlowStarted(flow=flow))
         self._open_upstream((request.host, request.port, False), reuse=False)
         flow.timings.connect_start = self._now
@@ -124,8 +162,8 @@ class Tunnels(ConnectionBase):
         self._enter_tunnel()
 
     def _enter_tunnel(self) -> None:
-        self._phase = Phase.TUNNEL
-        early, self._early = self._early, b""
+        self._enter(Phase.TUNNEL)
+        early = self._take_early()
         self._resume_client("pipeline")
         self._relay_to_upstream(early)
 
@@ -151,7 +189,7 @@ class Tunnels(ConnectionBase):
         flow, self._tunnel = self._tunnel, None
         if flow is not None:
             self._end_flow(flow, reason)
-        self._phase = Phase.HTTP  # so the answer goes out through h11
+        self._enter(Phase.HTTP)  # so the answer goes out through h11
         if self._tunnel_answered:
             self._close_client()  # the 200 is out: closing is all that is left
         else:
@@ -161,7 +199,7 @@ class Tunnels(ConnectionBase):
         """Not TLS, not HTTP: relay the tunnel unchanged after all."""
         tunnel = self._tunnel
         assert tunnel is not None
-        self._phase = Phase.CONNECTING
+        self._enter(Phase.CONNECTING)
         tunnel.state = "open"
         self._emit(cmd.FlowStarted(flow=tunnel))
         self._open_upstream((tunnel.request.host, tunnel.request.port, False), reuse=False)
@@ -214,10 +252,9 @@ class Tunnels(ConnectionBase):
     def _enter_inner(self, scheme: str, host: str, port: int) -> None:
         """Parse the tunnel's content as HTTP requests that all go to ``host:port``."""
         self._origin = (scheme, host, port)
-        self._client = self._new_client_parser()
-        self._phase = Phase.HTTP
-        early, self._early = self._early, b""
-        self._feed_client(early)
+        self._restart_client_parser()
+        self._enter(Phase.HTTP)
+        self._feed_client(self._take_early())
 
     def _client_tls_done(self, tls: TLSEndpoint) -> None:
         info = self._client_tls_info or TLSInfo()
@@ -238,6 +275,10 @@ class Tunnels(ConnectionBase):
             reason = f"TLS handshake with the client failed: {exc.reason}"
         self._report_tunnel_error(reason)
         self._close_client()
+
+    def _client_plaintext(self, data: bytes) -> tuple[bytes, bool] | None:
+        """The client's bytes as plaintext and whether its TLS closed; None if TLS failed."""
+        return (data, False) if self._client_tls is None else self._decrypt_client(data)
 
     def _decrypt_client(self, data: bytes) -> tuple[bytes, bool] | None:
         tls = self._client_tls
@@ -263,13 +304,10 @@ class Tunnels(ConnectionBase):
             status=101, reason=event.reason.decode("latin-1"), headers=Headers.from_wire(event.headers.raw_items())
         )
         ex.flow.timings.response_start = self._now
-        self._exchange = None
+        self._set_exchange(None)
         self._early = self._client.trailing_data[0]
         upstream_rest = up.conn.trailing_data[0]
         if ex.websocket:
             self._start_websocket(ex, upstream_rest)
             return
-        ex.flow.kind = "upgrade"
-        self._tunnel = ex.flow
-        self._enter_tunnel()
-        self._relay_to_client(upstream_rest)
+        self._relay_upgrade(ex.flow, upstream_rest)

@@ -5,6 +5,8 @@ See connection.py for the theory of operation.
 
 from __future__ import annotations
 
+from itertools import count
+
 import h11
 
 from . import commands as cmd
@@ -19,6 +21,58 @@ from .websocket import SERVER
 
 
 class Upstreams(ConnectionBase):
+    """Connections towards servers: owns the bound upstream (its h11 CLIENT connection and TLS), ids, pausing.
+
+    Binding and releasing (to the pool when it sits between messages), TLS
+    towards the server, failures, and the retry of an idempotent request.
+    """
+
+    def _init_upstreams(self) -> None:
+        self._upstream: Upstream | None = None
+        self._upstream_ids = count(1)
+        #: The bound upstream is not being read (a hook runs).
+        self._upstream_paused = False
+
+    def _pause_upstream(self, up: Upstream) -> None:
+        """Stop reading ``up`` while a hook runs: bound what piles up meanwhile."""
+        if not self._upstream_paused:
+            self._upstream_paused = True
+            self._emit(cmd.PauseUpstream(upstream=up.id))
+
+    def _resume_upstream(self) -> None:
+        up = self._upstream
+        if up is not None and self._upstream_paused:
+            self._upstream_paused = False
+            self._emit(cmd.ResumeUpstream(upstream=up.id))
+
+    def _current_upstream(self, upstream_id: int) -> Upstream | None:
+        up = self._upstream
+        return up if up is not None and up.id == upstream_id else None
+
+    def _drop_upstream(self, up: Upstream) -> None:
+        if self._upstream is up:
+            self._flush()
+            self._upstream = None
+            self._out.append(cmd.CloseUpstream(upstream=up.id))
+
+    def _release_upstream(self) -> None:
+        """Give the bound upstream back: to the pool if it sits between messages."""
+        up = self._upstream
+        if up is None:
+            return
+        self._flush()
+        # A relayed tunnel's connection carries bytes h11 never saw: never pool it.
+        relayed = self._phase in (Phase.TUNNEL, Phase.CONNECTING, Phase.SNIFF, Phase.WEBSOCKET)
+        idle = (up.ready and up.tls is None and not relayed and up.conn.our_state is h11.IDLE
+                and up.conn.their_state is h11.IDLE)
+        self._upstream = None
+        self._out.append(cmd.CloseUpstream(upstream=up.id, reusable=idle))
+
+    def _drop_upstream_if_busy(self) -> None:
+        up = self._upstream
+        if up is not None and up.conn.our_state is not h11.IDLE:
+            self._drop_upstream(up)
+
 
     def _bind_upstream(self, scheme: str, host: str, port: int) -> Upstream:
         key = (host, port, scheme in ("https", "wss"))
@@ -35,8 +89,9 @@ class Upstreams(ConnectionBase):
         # TLS sessions live in the core, so TLS connections are never pooled.
         up = Upstream(next(self._upstream_ids), key, self._now, server_name)
         self._upstream = up
-        if self._exchange is not None:
-            self._exchange.flow.timings.connect_start = self._now
+        ex = self._exchange
+        if ex is not None:
+            ex.flow.timings.connect_start = self._now
         self._emit(cmd.OpenUpstream(upstream=up.id, host=key[0], port=key[1], tls=key[2],
                                     reuse=reuse and not key[2]))
         return up
@@ -152,7 +207,12 @@ class Upstreams(ConnectionBase):
         up.conn.receive_data(b"")
         self._pump_upstream(up)
 
-    def _upstream_failed(self, up: Upstream, reason: str, status: int = 502) -> None:
+    def _upstream_failed(self, up: Upstream, reason: str, status: int = 502, *, timeout: bool = False) -> None:
+        """The upstream of the exchange failed: retry, answer ``status``, or close.
+
+        Only a reused connection that was closed before any response byte is
+        retried; a ``timeout`` never is (the server may be working on it).
+        """
         self._drop_upstream(up)
         if self._phase is Phase.CONNECTING:
             self._fail_tunnel(reason, status)
@@ -160,7 +220,7 @@ class Upstreams(ConnectionBase):
         ex = self._exchange
         if ex is None or ex.upstream is not up:
             return  # an idle connection went away: nothing was lost
-        if ex.replay is not None and up.reused and ex.upstream_bytes == 0 and not ex.retried:
+        if ex.replay is not None and up.reused and ex.upstream_bytes == 0 and not ex.retried and not timeout:
             self._retry(ex)
             return
         self._fail_exchange(ex, reason)
@@ -184,3 +244,5 @@ class Upstreams(ConnectionBase):
         up = ex.upstream = self._open_upstream(key, reuse=False)
         for event in replay:
             self._to_upstream(up, up.conn.send(event))
+        if ex.request_complete:
+            self._arm_read_timer(self._config.read_timeout)  # the retry is timed like the first try

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import commands as cmd
 from .base import ConnectionBase
 from .state import Exchange, Phase
 from .websocket import (
@@ -30,6 +29,13 @@ from .websocket import (
 
 
 class WebSockets(ConnectionBase):
+    """A WebSocket after its 101: owns both wsproto sides (the relay), its exchange, and what was streamed."""
+
+    def _init_websockets(self) -> None:
+        self._ws: WebSocketRelay | None = None
+        self._ws_exchange: Exchange | None = None
+        #: Bytes of a message already streamed past the hooks, per side.
+        self._ws_streamed: dict[str, int] = {}
 
     def _start_websocket(self, ex: Exchange, upstream_rest: bytes) -> None:
         response = ex.flow.response
@@ -39,19 +45,16 @@ class WebSockets(ConnectionBase):
             # The server agreed to something we never offered it: relay the
             # frames unparsed rather than misread them.
             self._log("warning", f"WebSocket extension we cannot parse ({values!r}); relaying it unparsed")
-            ex.flow.kind = "upgrade"
-            self._tunnel = ex.flow
-            self._enter_tunnel()
-            self._relay_to_client(upstream_rest)
+            self._relay_upgrade(ex.flow, upstream_rest)
             return
         ex.flow.kind = "websocket"
         ex.flow.websocket = WebSocketData(max_messages=self._config.websocket_max_messages,
                                           max_content=self._config.websocket_max_content)
         self._ws = WebSocketRelay(agreed)
         self._ws_exchange = ex
-        self._phase = Phase.WEBSOCKET
+        self._enter(Phase.WEBSOCKET)
         self._resume_client("pipeline")
-        early, self._early = self._early, b""
+        early = self._take_early()
         if early:
             self._ws.receive(CLIENT, early)
         if upstream_rest:
@@ -67,23 +70,18 @@ class WebSockets(ConnectionBase):
             return
         # A hook is deciding on an earlier message: hold both sides meanwhile.
         self._pause_client("hook")
-        up = self._upstream
-        if up is not None and not self._upstream_paused:
-            self._upstream_paused = True
-            self._emit(cmd.PauseUpstream(upstream=up.id))
+        if self._upstream is not None:
+            self._pause_upstream(self._upstream)
 
     def _ws_client_bytes(self, data: bytes) -> None:
-        if self._client_tls is not None:
-            decrypted = self._decrypt_client(data)
-            if decrypted is None:
-                return
-            data, closed = decrypted
-            if data:
-                self._ws_receive(CLIENT, data)
-            if closed:
-                self._ws_receive(CLIENT, None)
+        plain = self._client_plaintext(data)
+        if plain is None:
             return
-        self._ws_receive(CLIENT, data)
+        data, closed = plain
+        if data:
+            self._ws_receive(CLIENT, data)
+        if closed:
+            self._ws_receive(CLIENT, None)
 
     def _pump_ws(self) -> None:
         ws = self._ws
@@ -130,7 +128,7 @@ class WebSockets(ConnectionBase):
             ex = self._ws_exchange
             assert ex is not None
             self._hook("websocket_message", ex, lambda ex_, result: self._ws_after_hook(message, result),
-                       payload=message)  # type: ignore[arg-type]
+                       payload=message)
         else:
             self._ws_forward(message)
 

@@ -55,6 +55,7 @@ from .conn_responses import Responses
 from .conn_tunnels import Tunnels
 from .conn_upstreams import Upstreams
 from .conn_websockets import WebSockets
+from .state import Phase
 
 
 class ProxyConnection(Requests, Responses, Upstreams, Tunnels, WebSockets, Lifecycle):
@@ -66,15 +67,29 @@ class ProxyConnection(Requests, Responses, Upstreams, Tunnels, WebSockets, Lifec
 
     def handle(self, event: ev.Event) -> list[cmd.Command]:
         """Process one event; return the commands it calls for."""
-        self._now = event.time
+        self._begin(event.time)
         try:
             _HANDLERS[type(event)](self, event)
         except Exception as exc:  # a bug here must cost one connection, not the proxy
             self._internal_error(exc)
-        self._flush()
-        out, self._out = self._out, []
-        return out
+        return self._take_commands()
 
+    def _route_client_bytes(self, data: bytes) -> None:
+        """Client bytes go where the connection's phase says (the table below)."""
+        route = _CLIENT_BYTES.get(self._phase)
+        if route is not None:  # CLOSED: nothing is read any more
+            route(self, data)
+
+
+#: Who takes the client's bytes in each phase. CONNECTING: h11 holds them
+#: (its state is past the CONNECT) until the tunnel is up.
+_CLIENT_BYTES: dict[Phase, Callable[[ProxyConnection, bytes], None]] = {
+    Phase.HTTP: Requests._feed_client,
+    Phase.CONNECTING: Requests._feed_client,
+    Phase.SNIFF: Tunnels._sniff,
+    Phase.TUNNEL: Tunnels._relay_to_upstream,
+    Phase.WEBSOCKET: WebSockets._ws_client_bytes,
+}
 
 Handler = Callable[["ProxyConnection", Any], None]
 

@@ -1,22 +1,30 @@
-"""The core's errors, each carrying the HTTP status to answer with (as h11 does)."""
+"""The core's errors: the one error model (``errors_base``) and the mapping to it at the boundary.
+
+h11, TLS and wsproto raise their own exceptions; :func:`map_exceptions`
+turns them into a :class:`ProxyError` carrying the status to answer with
+(httpcore's ``map_exceptions`` pattern), so the parts of the core deal with
+one type only.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-class ProxyError(Exception):
-    """Base of interceptkit's protocol errors.
+import h11
 
-    ``status`` is the answer the client should get (400, 431, 502, ...).
+from ..errors_base import ProxyError, RemoteProtocolError, UpstreamError
+
+__all__ = ["ProxyError", "RemoteProtocolError", "UpstreamError", "map_exceptions"]
+
+
+@contextmanager
+def map_exceptions(status: int | None = None) -> Iterator[None]:
+    """Re-raise h11's protocol errors as RemoteProtocolError with h11's status hint.
+
+    ``status`` overrides the hint (an upstream's bad answer is our 502, not its 400).
     """
-
-    status: int = 400
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        if status is not None:
-            self.status = status
-
-
-class RemoteProtocolError(ProxyError):
-    """A peer sent something we refuse (a malformed or ambiguous message)."""
-
+    try:
+        yield
+    except h11.RemoteProtocolError as exc:
+        raise RemoteProtocolError(str(exc), status or exc.error_status_hint) from exc

@@ -10,9 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..vocab import TimerName
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
+    """Something that happened, stamped with the transport's clock: the core's only time source."""
+
     time: float
 
 
@@ -91,7 +95,7 @@ class HookReturned(Event):
 class TimerFired(Event):
     """The timer named ``timer`` (from :class:`StartTimer`) is due."""
 
-    timer: str
+    timer: TimerName
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,7 +14,11 @@ from http import HTTPStatus
 
 import h11
 
+from .. import _wire
+from .._wire import DEFAULT_PORTS, parse_absolute_url, parse_authority
 from .errors import RemoteProtocolError
+
+__all__ = ["DEFAULT_PORTS", "parse_absolute_url", "parse_authority"]  # re-exported: one copy in _wire
 
 Fields = list[tuple[bytes, bytes]]
 
@@ -34,80 +38,15 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+#: The largest body size a peer may declare (RFC 9110 8.6 leaves it open;
+#: nginx, like most servers, stops at a signed 64-bit integer).
+MAX_BODY_SIZE = 2**63 - 1
+SUPPORTED_VERSIONS = (b"1.1", b"1.0")
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
-
-# RFC 3986 3.2.2 reg-name characters; also what DNS and IP literals need.
-_REG_NAME = re.compile(rb"[A-Za-z0-9\-._~%!$&'()*+,;=]+")
-_IPV6 = re.compile(rb"\[[0-9A-Fa-f:.]+\]")
-_PORT = re.compile(rb"[0-9]{1,5}")
-
-
-def parse_authority(authority: bytes, default_port: int | None) -> tuple[str, int]:
-    """Split ``host[:port]`` (RFC 3986 3.2) into a host and a port.
-
-    Raises RemoteProtocolError for userinfo, a bad port, or illegal characters.
-    """
-    if b"@" in authority:
-        # RFC 9110 4.2.4: userinfo is deprecated and a phishing vector.
-        raise RemoteProtocolError("userinfo in the request-target is not allowed")
-    host, port_text = _split_host_port(authority)
-    if not (_REG_NAME.fullmatch(host) or _IPV6.fullmatch(host)):
-        raise RemoteProtocolError(f"invalid host in request-target: {authority!r}")
-    if port_text is None:
-        if default_port is None:
-            raise RemoteProtocolError(f"missing port in {authority!r}")
-        return _host_text(host), default_port
-    if not _PORT.fullmatch(port_text) or not 0 < int(port_text) < 65536:
-        raise RemoteProtocolError(f"invalid port in request-target: {authority!r}")
-    return _host_text(host), int(port_text)
-
-
-def _split_host_port(authority: bytes) -> tuple[bytes, bytes | None]:
-    if authority.startswith(b"["):
-        end = authority.find(b"]")
-        rest = authority[end + 1 :]
-        if end < 0 or (rest and not rest.startswith(b":")):
-            raise RemoteProtocolError(f"invalid IPv6 authority: {authority!r}")
-        return authority[: end + 1], (rest[1:] if rest else None)
-    host, colon, port = authority.rpartition(b":")
-    return (host, port) if colon else (authority, None)
-
-
-def _host_text(host: bytes) -> str:
-    text = host.decode("ascii").lower()
-    return text[1:-1] if text.startswith("[") else text
-
-
-def parse_absolute_url(target: bytes) -> tuple[str, str, int, str]:
-    """Parse an absolute-form target into ``(scheme, host, port, path)``.
-
-    The path keeps its query and defaults to ``/`` (RFC 9112 3.2.1).
-    """
-    scheme, sep, rest = target.partition(b"://")
-    scheme_text = scheme.decode("ascii", "replace").lower()
-    if not sep or scheme_text not in DEFAULT_PORTS:
-        raise RemoteProtocolError(f"unsupported request-target: {target[:100]!r}")
-    cut = len(rest)
-    for delimiter in (b"/", b"?", b"#"):
-        index = rest.find(delimiter)
-        if 0 <= index < cut:
-            cut = index
-    authority, path = rest[:cut], rest[cut:].partition(b"#")[0]
-    if not authority:
-        raise RemoteProtocolError("empty host in request-target")
-    host, port = parse_authority(authority, DEFAULT_PORTS[scheme_text])
-    if not path.startswith(b"/"):
-        path = b"/" + path
-    return scheme_text, host, port, path.decode("latin-1")
-
 
 def format_authority(host: str, port: int, scheme: str | None = None) -> bytes:
     """``host:port`` for a Host field; the port is left out when it is the default."""
-    text = f"[{host}]" if ":" in host else host
-    if scheme is None or DEFAULT_PORTS.get(scheme) != port:
-        text = f"{text}:{port}"
-    return text.encode("ascii")
+    return _wire.format_authority(host, port, scheme).encode("ascii")
 
 
 def connection_tokens(fields: Fields) -> set[bytes]:
@@ -119,24 +58,32 @@ def connection_tokens(fields: Fields) -> set[bytes]:
     return tokens
 
 
-def check_request_framing(fields: Fields, http_version: bytes) -> None:
+def check_request_framing(fields: Fields, http_version: bytes) -> tuple[int | None, bool]:
     """Refuse request shapes that a proxy must not forward (request smuggling).
 
     h11 already refuses conflicting Content-Length values, repeated or
     unknown Transfer-Encoding and bad chunk sizes; it does not refuse both
     framing fields at once, which RFC 9112 6.3 lets a server treat as an
-    attack and which is the classic CL.TE desync.
+    attack and which is the classic CL.TE desync. Returns the declared
+    Content-Length (or None) and whether the body is chunked.
     """
-    has_length = has_chunked = False
-    for name, _ in fields:
+    length: int | None = None
+    has_chunked = False
+    for name, value in fields:
         lower = name.lower()
-        has_length = has_length or lower == b"content-length"
+        if lower == b"content-length":
+            length = int(value)  # h11 checked that it is digits
+            if length > MAX_BODY_SIZE:
+                # A length nobody can send keeps the connection waiting
+                # forever; nginx refuses it at once as well.
+                raise RemoteProtocolError("Content-Length beyond 2^63-1")
         has_chunked = has_chunked or lower == b"transfer-encoding"
-    if has_length and has_chunked:
+    if length is not None and has_chunked:
         raise RemoteProtocolError("both Content-Length and Transfer-Encoding sent")
     if has_chunked and http_version == b"1.0":
         # RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 means faulty framing.
         raise RemoteProtocolError("Transfer-Encoding in an HTTP/1.0 request")
+    return length, has_chunked
 
 
 _NEVER_HOP_BY_HOP = frozenset({b"close", b"keep-alive", b"content-length", b"host"})
@@ -297,3 +244,69 @@ def raw_response(response: h11.Response, body: bytes) -> bytes:
     lines = [b"HTTP/1.1 %d %s" % (response.status_code, response.reason)]
     lines += [name + b": " + value for name, value in response.headers.raw_items()]
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+
+
+class ChunkSizeGuard:
+    """Follows the chunk boundaries of a chunked request body, fed the same bytes as h11.
+
+    Owns only its position in the framing. h11 takes any chunk size, so a size
+    no peer can send (over 2^63-1) would keep the connection waiting for bytes
+    that never come; this refuses it the moment its line is complete. h11
+    still validates the framing itself: the guard only reads sizes.
+    """
+
+    __slots__ = ("_remaining", "_line", "done")
+
+    def __init__(self) -> None:
+        self._remaining = 0  # data bytes, plus the CRLF after them, still to skip
+        self._line = b""  # the start of a chunk-size line read so far
+        self.done = False
+
+    def feed(self, data: bytes) -> None:
+        """Raises RemoteProtocolError for a chunk size beyond 2^63-1."""
+        pos, end = 0, len(data)
+        while pos < end and not self.done:
+            if self._remaining:
+                step = min(self._remaining, end - pos)
+                self._remaining -= step
+                pos += step
+                continue
+            newline = data.find(b"\n", pos)
+            if newline < 0:
+                self._line = (self._line + data[pos:])[:64]  # only the digits matter
+                return
+            self._size_line(self._line + data[pos:newline])
+            self._line, pos = b"", newline + 1
+
+    def _size_line(self, line: bytes) -> None:
+        digits = bytearray()
+        for byte in line.lstrip(b"\r"):
+            if byte not in _HEX_DIGITS:
+                break
+            digits.append(byte)
+        if not digits:
+            return  # a stray CRLF or a malformed line: h11 judges it
+        size = int(digits, 16)
+        if size > MAX_BODY_SIZE:
+            raise RemoteProtocolError("chunk size beyond 2^63-1")
+        if size == 0:
+            self.done = True  # the trailer section follows; h11 reads it
+        self._remaining = size + 2  # the data and its CRLF (h11 checks the CRLF)
+
+
+_VERSIONED_LINE = re.compile(rb"[^ ]+ [^ ]+ HTTP/[0-9]\.[0-9]\r?")
+
+
+def first_line_unversioned(buffered: bytes) -> bool:
+    """Whether the first complete line of a request lacks ``HTTP/x.y`` at its end.
+
+    That is an HTTP/0.9 simple request (``GET /``): its client waits for an
+    answer h11 would never give, since h11 waits for a header block that is
+    not coming. Leading empty lines are allowed (RFC 9112 2.2).
+    """
+    data = buffered.lstrip(b"\r\n")
+    end = data.find(b"\n")
+    return end >= 0 and _VERSIONED_LINE.fullmatch(data[:end]) is None

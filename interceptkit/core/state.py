@@ -14,6 +14,8 @@ SentEvent = h11.Request | h11.Data | h11.EndOfMessage
 
 
 class Phase(Enum):
+    """What the client's bytes are, for one connection; moves only along PHASE_TRANSITIONS."""
+
     HTTP = auto()  # the client's bytes are HTTP/1.x requests, parsed by h11
     CONNECTING = auto()  # a CONNECT waits for its upstream connection
     SNIFF = auto()  # an intercepted CONNECT was answered; its first bytes decide
@@ -22,8 +24,23 @@ class Phase(Enum):
     CLOSED = auto()  # the client connection is closed or closing
 
 
+#: Which phase may follow which; ``ConnectionBase._enter`` checks it.
+PHASE_TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    Phase.HTTP: frozenset({Phase.CONNECTING, Phase.SNIFF, Phase.TUNNEL, Phase.WEBSOCKET, Phase.CLOSED}),
+    Phase.CONNECTING: frozenset({Phase.TUNNEL, Phase.HTTP, Phase.CLOSED}),  # HTTP: to answer a failure
+    Phase.SNIFF: frozenset({Phase.HTTP, Phase.CONNECTING, Phase.CLOSED}),
+    Phase.TUNNEL: frozenset({Phase.CLOSED}),
+    Phase.WEBSOCKET: frozenset({Phase.CLOSED}),
+    Phase.CLOSED: frozenset(),
+}
+
+
 class Upstream:
-    """One connection towards a server, as this client connection uses it."""
+    """One connection towards a server, as this client connection uses it.
+
+    Owns its h11 CLIENT connection, its TLS endpoint, the bytes waiting for
+    it to connect, and whether it was reused (so a close may be retried).
+    """
 
     __slots__ = ("id", "key", "conn", "connected", "ready", "reused", "pending", "pending_size",
                  "last_activity", "tls", "server_name", "eof")
@@ -49,7 +66,12 @@ class Upstream:
 
 
 class Exchange:
-    """One request/response pair in flight."""
+    """One request/response pair in flight.
+
+    Owns its flow, its upstream binding, the body parts held for a hook, the
+    replay buffer for a retry, and whether a hook answered (mocked) or
+    replaced the upstream's answer (discard_response).
+    """
 
     __slots__ = ("flow", "upstream", "request_complete", "response_started", "response_chunked",
                  "upstream_bytes", "replay", "replay_size", "retried", "upgrade", "absolute_form",
@@ -85,6 +107,19 @@ class Exchange:
         self.upstream_response: object = None
         #: The request asks to upgrade to WebSocket.
         self.websocket = False
+
+
+    def hold(self, parts: list[bytes], data: bytes, limit: int) -> bool:
+        """Hold a body piece for a hook; True once the held bytes exceed ``limit`` (then stream)."""
+        parts.append(data)
+        self.parts_size += len(data)
+        return self.parts_size > limit
+
+
+def set_held_body(message: Request | Response, parts: list[bytes]) -> None:
+    """The whole body a hook sees: the held parts, joined and counted (nothing was cut)."""
+    message.content = b"".join(parts)
+    message.body_size, message.truncated = len(message.content), False
 
 
 def capture_body(message: Request | Response, data: bytes, limit: int) -> None:

@@ -15,12 +15,13 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from ..core import commands as cmd
 from ..core import events as ev
 from ..core.config import ProxyConfig
 from ..core.connection import ProxyConnection
+from ..vocab import TimerName
 from ..flow import Flow
 from .pool import UpstreamPool
 from .resolver import Resolver, ResolveError, system_resolver
@@ -81,8 +82,8 @@ class _Peer(asyncio.Protocol):
     transport: asyncio.Transport | None = None
 
     def _setup(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # Not isinstance(asyncio.Transport): uvloop's transports implement it without subclassing.
+        self.transport = transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
         if hasattr(transport, "max_size"):
             transport.max_size = READ_SIZE
@@ -295,7 +296,7 @@ class ClientSession(_Peer):
         loop = asyncio.get_running_loop()
         self.timers[command.name] = loop.call_later(command.delay, self._fire, command.name)
 
-    def _fire(self, name: str) -> None:
+    def _fire(self, name: TimerName) -> None:
         self.timers.pop(name, None)
         if not self.closed:
             self.feed(ev.TimerFired(time=time.time(), timer=name))

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from origin import HELLO, clean_env, curl
+from origin import HELLO, clean_env, curl, wait_until
 
 LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 
@@ -198,3 +198,214 @@ def test_bad_flag_value_exits_nonzero_without_traceback():
     assert result.returncode == 2
     assert b"Traceback" not in result.stderr
     assert b"--listen-port" in result.stderr
+
+
+def test_max_request_body_option_answers_413(cli, origin):
+    proc = cli("--listen-port", "0", "--max-request-body", "100")
+    port = proc.wait_listening()
+    url = f"http://127.0.0.1:{origin.port}/echo"
+    big = curl("-s", "-o", "/dev/null", "-w", "%{http_code}", "--data-binary", "x" * 101, url,
+               proxy=f"http://127.0.0.1:{port}")
+    assert big.stdout == b"413"
+    small = curl("--data-binary", "x" * 100, url, proxy=f"http://127.0.0.1:{port}", check=True)
+    assert small.stdout == b"x" * 100
+    proc.signal(signal.SIGINT)
+    assert proc.wait() == 0
+
+
+def test_refused_upstream_line_shows_the_502_the_client_got_with_the_reason(cli):
+    # Issue 9, defect 6: the line read "GET http://127.0.0.1:1/ ERR - 0ms (...)".
+    proc = cli("--listen-port", "0")
+    port = proc.wait_listening()
+    result = curl("--write-out", "%{http_code}", "--output", "/dev/null", "http://127.0.0.1:1/",
+                  proxy=f"http://127.0.0.1:{port}")
+    assert result.stdout == b"502"
+    line = proc.next_line(match=r"127\.0\.0\.1:1/")
+    fields = line.split()
+    assert fields[:3] == ["GET", "http://127.0.0.1:1/", "502"], line
+    assert "ERR" not in line
+    assert "(cannot connect to 127.0.0.1:1: " in line
+
+
+def test_upstream_that_never_answers_line_shows_504(cli):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)  # accepts (in the backlog) and never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/slow"
+        proc = cli("--listen-port", "0", "--read-timeout", "0.3")
+        port = proc.wait_listening()
+        result = curl("--write-out", "%{http_code}", "--output", "/dev/null", url,
+                      proxy=f"http://127.0.0.1:{port}")
+        assert result.stdout == b"504"
+        line = proc.next_line(match="/slow")
+    assert line.split()[:3] == ["GET", url, "504"], line
+    assert "did not answer within 0.3 s" in line
+
+
+def _script_header(port: int, origin_port: int) -> str | None:
+    result = curl("--include", f"http://127.0.0.1:{origin_port}/hello", proxy=f"http://127.0.0.1:{port}",
+                  check=True)
+    for line in result.stdout.decode("latin-1").split("\r\n"):
+        name, _, value = line.partition(":")
+        if name.lower() == "x-script":
+            return value.strip()
+    return None
+
+
+def test_script_edited_while_curl_requests_run(cli, origin, tmp_path):
+    script = tmp_path / "hooks.py"
+    script.write_text("def response(flow):\n    flow.response.headers['X-Script'] = 'v1'\n")
+    proc = cli("--listen-port", "0", "--script", str(script))
+    port = proc.wait_listening()
+    assert _script_header(port, origin.port) == "v1"
+    seen: list[str | None] = []
+    stop = threading.Event()
+
+    def keep_requesting() -> None:
+        while not stop.is_set() and len(seen) < 200:
+            seen.append(_script_header(port, origin.port))
+
+    worker = threading.Thread(target=keep_requesting)
+    worker.start()
+    try:
+        script.write_text("def response(flow):\n    flow.response.headers['X-Script'] = 'v2-edited'\n")
+        edited = time.monotonic()
+        while seen[-1:] != ["v2-edited"] and time.monotonic() - edited < 3:
+            time.sleep(0.02)
+        assert time.monotonic() - edited < 1.5, seen[-5:]
+        # A broken edit: reported with its traceback; the v2 hooks keep working.
+        script.write_text("def response(flow:\n")
+        time.sleep(0.6)
+        count = len(seen)
+        assert wait_until(lambda: len(seen) >= count + 3, timeout=5)
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+    assert None not in seen  # never a moment without hooks
+    assert set(seen) <= {"v1", "v2-edited"}
+    assert seen[-1] == "v2-edited"
+    proc.signal(signal.SIGINT)
+    assert proc.wait() == 0
+    stderr = proc.stderr()
+    assert "SyntaxError" in stderr and "previous version stays attached" in stderr
+    assert str(script) in stderr
+
+
+# -- --flow-detail --------------------------------------------------------------------
+
+
+def _through(port: int, *args: str) -> None:
+    curl(*args, proxy=f"http://127.0.0.1:{port}", check=True)
+
+
+def _lines_after_exit(proc: CLI) -> list[str]:
+    proc.signal(signal.SIGINT)
+    assert proc.wait() == 0
+    return proc.rest_of_stdout()
+
+
+def test_flow_detail_0_prints_no_line_per_exchange(cli, origin):
+    proc = cli("--listen-port", "0", "--flow-detail", "0")
+    port = proc.wait_listening()
+    _through(port, f"http://127.0.0.1:{origin.port}/hello")
+    assert not any("/hello" in line for line in _lines_after_exit(proc))
+
+
+def test_flow_detail_2_adds_request_and_response_headers_without_colours_when_piped(cli, origin):
+    proc = cli("--listen-port", "0", "--flow-detail", "2", drop_env=("NO_COLOR",))
+    port = proc.wait_listening()
+    _through(port, "-H", "X-Asked: yes", f"http://127.0.0.1:{origin.port}/hello")
+    lines = _lines_after_exit(proc)
+    start = next(i for i, line in enumerate(lines) if line.startswith("GET "))
+    block = lines[start:]
+    assert block[0].split()[2] == "200"
+    assert "    > GET /hello HTTP/1.1" in block
+    assert "    > X-Asked: yes" in block
+    assert "    < HTTP/1.1 200 OK" in block
+    assert f"    < Content-Length: {len(HELLO)}" in block
+    assert not any(HELLO.decode().strip() in line for line in block)  # bodies only at 3
+    assert not any("\033[" in line for line in lines)
+
+
+def test_flow_detail_3_previews_text_and_summarises_binary_bodies(cli, origin):
+    proc = cli("--listen-port", "0", "--flow-detail", "3")
+    port = proc.wait_listening()
+    _through(port, "--data-binary", "name=ada", f"http://127.0.0.1:{origin.port}/echo")
+    _through(port, "--output", "/dev/null", f"http://127.0.0.1:{origin.port}/bytes/10000")
+    lines = _lines_after_exit(proc)
+    assert "    > name=ada" in lines and "    < name=ada" in lines
+    binary = [line for line in lines if "<binary, 10,000 bytes: " in line]
+    assert len(binary) == 1 and binary[0].startswith("    < "), lines
+
+
+def _run_on_a_terminal(confdir: Path, origin_port: int, env: dict[str, str]) -> str:
+    """Run the CLI with a pseudo-terminal as stdout; one exchange; return what it printed."""
+    import pty
+
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "interceptkit", "--confdir", str(confdir), "--listen-port", "0"],
+        stdout=slave, stderr=subprocess.PIPE, env={**clean_env(), **env},
+        cwd=str(Path(__file__).resolve().parents[2]))
+    os.close(slave)
+    output = b""
+    try:
+        deadline = time.monotonic() + 15
+        while b"/hello" not in output and time.monotonic() < deadline:
+            found = LISTENING.search(output.decode("utf-8", "replace"))
+            if found and b"curl-done" not in output:
+                curl(f"http://127.0.0.1:{origin_port}/hello", proxy=f"http://127.0.0.1:{found.group(1)}",
+                     check=True)
+                output += b"curl-done\n"
+            ready, _, _ = __import__("select").select([master], [], [], 0.2)
+            if ready:
+                output += os.read(master, 65536)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=10)
+        assert process.stderr is not None
+        process.stderr.close()
+        os.close(master)
+    return output.decode("utf-8", "replace")
+
+
+def test_colours_on_a_terminal_and_none_with_no_color(confdir, origin):
+    coloured = _run_on_a_terminal(confdir, origin.port, {"NO_COLOR": ""})
+    line = next(line for line in coloured.splitlines() if "/hello" in line)
+    assert "\033[32m200\033[0m" in line  # a green 200
+    plain = _run_on_a_terminal(confdir, origin.port, {"NO_COLOR": "1"})
+    line = next(line for line in plain.splitlines() if "/hello" in line)
+    assert "\033[" not in line and " 200 " in line
+
+
+# -- --filter ----------------------------------------------------------------------------
+
+
+def test_filter_limits_the_lines(cli, origin):
+    proc = cli("--listen-port", "0", "--filter", "~m POST | ~c 404")
+    port = proc.wait_listening()
+    base = f"http://127.0.0.1:{origin.port}"
+    _through(port, f"{base}/hello")
+    _through(port, "--data-binary", "x", f"{base}/echo")
+    _through(port, f"{base}/status/404")
+    _through(port, f"{base}/status/200")
+    shown = [line.split()[:3] for line in _lines_after_exit(proc) if line.startswith(("GET", "POST"))]
+    assert shown == [["POST", f"{base}/echo", "200"], ["GET", f"{base}/status/404", "404"]]
+
+
+def test_a_bad_filter_exits_2_with_a_caret_under_the_mistake(cli):
+    proc = cli("--listen-port", "0", "--filter", "~m POST & (~c 200")
+    assert proc.wait(timeout=20) == 2
+    stderr = proc.stderr()
+    assert "Traceback" not in stderr
+    assert stderr.startswith("interceptkit: --filter: ")
+    assert "^" in stderr and "~m POST & (~c 200" in stderr
+
+
+def test_missing_script_exits_2_naming_it(tmp_path):
+    missing = tmp_path / "nope.py"
+    result = subprocess.run([sys.executable, "-m", "interceptkit", "--listen-port", "0", "--confdir",
+                             str(tmp_path), "--script", str(missing)],
+                            capture_output=True, timeout=20, env=clean_env(), check=False)
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == f"interceptkit: --script: no script at {missing}"

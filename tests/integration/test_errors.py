@@ -230,3 +230,51 @@ def test_error_answer_on_keepalive_connection_closes_it(proxy, origin):
         read_until_closed(sock, timeout=3)
         sock.settimeout(1)
         assert sock.recv(1) == b""
+
+
+# -- defects found by driving the proxy as a new user would (issue 9) ---------------
+
+
+def test_hung_origin_on_a_reused_connection_gets_504(proxy_factory, origin):
+    proxy = proxy_factory(read_timeout=0.5)
+    started = time.monotonic()
+    # One curl, two URLs: the second request goes out on the kept-alive connection.
+    result = curl("-i", origin.url("/hello"), origin.url("/slow"), proxy=proxy, timeout=10)
+    elapsed = time.monotonic() - started
+    assert status_of(result.stdout) == 200
+    assert b"HTTP/1.1 504" in result.stdout
+    assert elapsed < 4  # the origin would answer after SLOW_SECONDS (5)
+    assert len([r for r in origin.requests if r.path.startswith("/slow")]) == 1  # never retried
+
+
+@pytest.mark.parametrize("version", [b"HTTP/9.9", b"HTTP/2.0"])
+def test_unsupported_http_version_gets_505(proxy, origin, version):
+    response = raw_exchange(proxy.port, b"GET " + origin.url("/hello").encode() + b" " + version
+                            + b"\r\nHost: origin.test\r\n\r\n")
+    _assert_one_line_answer(response, 505)
+    assert origin.requests == []
+
+
+def test_http09_request_gets_400_at_once(proxy, origin):
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+        sock.sendall(b"GET /\r\n")  # and wait, as an HTTP/0.9 client does
+        response = read_until_closed(sock, timeout=3)
+    _assert_one_line_answer(response, 400)
+
+
+def test_content_length_beyond_63_bits_gets_400_at_once(proxy, origin):
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+        sock.sendall(b"POST " + origin.url("/echo").encode() + b" HTTP/1.1\r\nHost: origin.test\r\n"
+                     b"Content-Length: 99999999999999999999\r\n\r\n")
+        response = read_until_closed(sock, timeout=3)
+    _assert_one_line_answer(response, 400)
+    assert origin.requests == []
+
+
+def test_max_request_body_gets_413(proxy_factory, origin):
+    proxy = proxy_factory(max_request_body=1000)
+    result = curl("-i", "--data-binary", "x" * 2000, origin.url("/echo"), proxy=proxy, timeout=10)
+    assert status_of(result.stdout) == 413
+    assert origin.requests == []
+    result = curl("--data-binary", "x" * 1000, origin.url("/echo"), proxy=proxy, timeout=10, check=True)
+    assert result.stdout == b"x" * 1000

@@ -12,7 +12,9 @@ how many requests it served) and each request (method, path, headers, body).
 
 Endpoints: ``/hello``, ``/echo`` (the body back, the request headers as JSON
 in ``X-Echo-Headers``), ``/json``, ``/headers``, ``/bytes/N``, ``/chunked/N``,
-``/status/N``.
+``/status/N``; with ``TLSOrigin(pki, files=folder)`` also ``/files/...``: the
+folder's files (a directory answers with its ``index.html``), e.g. a package
+index for pip.
 """
 
 from __future__ import annotations
@@ -220,8 +222,20 @@ class _Handler(BaseHTTPRequestHandler):
         elif path.startswith("/status/"):
             status = int(path.split("/")[2])
             self._send(status, f"status {status}\n".encode(), "text/plain")
+        elif path.startswith("/files/") and self.server.files is not None:
+            self._send_file(self.server.files, path[len("/files/"):])
         else:
             self._send(404, b"not found\n", "text/plain")
+
+    def _send_file(self, root: Path, relative: str) -> None:
+        target = (root / relative).resolve()
+        if target.is_dir():
+            target = target / "index.html"
+        if root.resolve() not in target.parents or not target.is_file():
+            self._send(404, b"not found\n", "text/plain")
+            return
+        ctype = "text/html" if target.suffix == ".html" else "application/octet-stream"
+        self._send(200, target.read_bytes(), ctype)
 
     def _send(self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -238,6 +252,7 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False
     state: _State
     context: ssl.SSLContext
+    files: Path | None
 
     def handle_error(self, request: object, client_address: object) -> None:
         import sys
@@ -249,7 +264,7 @@ class _Server(ThreadingHTTPServer):
 class TLSOrigin:
     """``TLSOrigin(pki).start()``; ``.port``, ``.url(path)``, ``.requests``, ``.connections``; ``.stop()``."""
 
-    def __init__(self, pki: OriginPKI) -> None:
+    def __init__(self, pki: OriginPKI, files: Path | None = None) -> None:
         self.pki = pki
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(pki.chain_path, pki.key_path)
@@ -262,6 +277,7 @@ class TLSOrigin:
         self._server = _Server((ADDRESS, 0), _Handler)
         self._server.state = _State()
         self._server.context = context
+        self._server.files = files
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="tls-origin", daemon=True)

@@ -1,0 +1,330 @@
+"""Faults for resilience tests: delays, throttling, resets, hangs, short and slow bodies.
+
+Policy tier. ``proxy.fault(kind, **options_and_filters)`` builds one with
+:func:`install`. Each kind's decision (how long to wait, where to cut, how
+to split) is a small pure object that takes time and bytes as inputs
+(:class:`Throttle`, :class:`Cut`, :class:`Dribble`), so it can move into the
+core's timers unchanged; what runs it today is the hook machinery (async
+hooks wait on the proxy's loop) plus a narrow :class:`ClientLink` to the
+client socket for what hooks cannot ask for: a TCP reset (SO_LINGER 0), a
+close right after a given byte, and extra body pieces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .flow import Flow
+from .hooks import FlowFilter, HookHandle, HookRegistry, make_filter
+
+#: Each kind's options and their defaults (None: no default, or optional).
+KINDS: dict[str, dict[str, Any]] = {
+    "delay": {"seconds": 1.0},
+    "throttle": {"bytes_per_second": 50_000, "direction": "download"},
+    "reset": {"at": "headers"},
+    "hang": {},
+    "truncate": {"after": 1024},
+    "dribble": {"chunk": 1, "interval": 0.05},
+    "status": {"code": 503, "retry_after": None},
+}
+_CHOICES = {"direction": ("download", "upload"), "at": ("connect", "headers", "body")}
+
+
+class ClientLink(Protocol):
+    """What a fault may do to a flow's client connection, beyond hooks."""
+
+    def reset(self, flow: Flow) -> None:
+        """Make the next close of this connection a TCP reset (RST, not FIN)."""
+
+    def reset_connection(self, address: tuple[str, int] | None) -> None:
+        """Reset the client connection from ``address`` now (before any request)."""
+
+    def writable(self, flow: Flow) -> bool:
+        """Whether :meth:`write` can reach this flow's client (not through TLS)."""
+
+    def write(self, flow: Flow, data: bytes) -> None:
+        """Write raw bytes to the client, in order with what the proxy writes."""
+
+
+class SessionLink:
+    """A :class:`ClientLink` over the transport's client sessions (found by client address)."""
+
+    def __init__(self, server: Callable[[], Any]) -> None:
+        self._server = server
+
+    def _transport(self, flow: Flow) -> asyncio.Transport | None:
+        return self._by_address(flow.client_address)
+
+    def _by_address(self, address: tuple[str, int] | None) -> asyncio.Transport | None:
+        server = self._server()
+        for session in list(server.sessions) if server is not None else ():
+            if session.address == address and not session.closed:
+                return session.transport  # type: ignore[no-any-return]
+        return None
+
+    def reset(self, flow: Flow) -> None:
+        _linger_zero(self._transport(flow))
+
+    def reset_connection(self, address: tuple[str, int] | None) -> None:
+        transport = self._by_address(address)
+        _linger_zero(transport)
+        if transport is not None:
+            transport.close()  # the core hears of it as the client going away
+
+    def writable(self, flow: Flow) -> bool:
+        return flow.client_tls is None and flow.request.scheme == "http" and self._transport(flow) is not None
+
+    def write(self, flow: Flow, data: bytes) -> None:
+        transport = self._transport(flow)
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+
+
+def _linger_zero(transport: asyncio.Transport | None) -> None:
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:  # SO_LINGER on with 0 s: close() sends RST and drops unsent data
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+# -- the decisions: pure, time and bytes in ------------------------------------------------
+
+
+class Throttle:
+    """Bytes per second: how long to wait before sending ``size`` more bytes at ``now``."""
+
+    def __init__(self, bytes_per_second: float) -> None:
+        self.rate = float(bytes_per_second)
+        self.start: float | None = None
+        self.sent = 0
+
+    def delay(self, now: float, size: int) -> float:
+        if self.start is None:
+            self.start = now
+        self.sent += size
+        return max(0.0, self.start + self.sent / self.rate - now)
+
+
+class Cut:
+    """Let ``after`` body bytes through, then nothing: ``take(data) -> (send, cut_now)``."""
+
+    def __init__(self, after: int) -> None:
+        self.left = after
+        self.done = False
+
+    def take(self, data: bytes) -> tuple[bytes, bool]:
+        if self.done:
+            return b"", False
+        if len(data) < self.left:
+            self.left -= len(data)
+            return data, False
+        self.done = True
+        return data[:self.left], True
+
+
+@dataclass(frozen=True)
+class Dribble:
+    """A body in pieces of ``chunk`` bytes, ``interval`` seconds apart."""
+
+    chunk: int
+    interval: float
+
+    def pieces(self, data: bytes) -> list[bytes]:
+        return [data[i:i + self.chunk] for i in range(0, len(data), self.chunk)]
+
+
+def split_options(kind: str, arguments: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(options, filters)`` for ``kind``; raises ValueError/TypeError for bad ones."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown fault {kind!r}; faults are: {', '.join(KINDS)}")
+    defaults = KINDS[kind]
+    options = {**defaults, **{k: v for k, v in arguments.items() if k in defaults}}
+    filters = {k: v for k, v in arguments.items() if k not in defaults}
+    for name, allowed in _CHOICES.items():
+        if name in options and options[name] not in allowed:
+            raise ValueError(f"{kind} fault: {name}={options[name]!r}; use one of {', '.join(allowed)}")
+    for name in ("seconds", "bytes_per_second", "after", "chunk", "interval", "code"):
+        value = options.get(name)
+        if value is not None and (not isinstance(value, (int, float)) or value < 0 or
+                                  (name in ("bytes_per_second", "chunk") and value <= 0)):
+            raise ValueError(f"{kind} fault: {name} must be a positive number, not {value!r}")
+    return options, filters
+
+
+# -- installing one --------------------------------------------------------------------------
+
+
+def install(registry: HookRegistry, link: ClientLink, kind: str, *, where: FlowFilter | None = None,
+            times: int | None = None, **arguments: Any) -> HookHandle:
+    """Attach a fault; returns its handle (``.remove()``, ``.calls``, ``.flows``).
+
+    Keywords that are not options of ``kind`` are filters, as for hooks
+    (TypeError for one that is neither).
+    """
+    options, filters = split_options(kind, arguments)
+    try:
+        flow_filter = make_filter(where, **filters)
+    except TypeError as exc:
+        raise TypeError(f"{kind} fault: {exc}; its options are: {', '.join(KINDS[kind]) or 'none'}") from None
+    label = f"fault {kind} " + " ".join(f"{k}={v}" for k, v in {**options, **filters}.items() if v is not None)
+    handle = HookHandle(registry, [], label=label.strip(), acting=True)
+    chosen = _Chooser(handle, flow_filter, times)
+    for name, fn, order in _BUILDERS[kind](options, chosen, link, handle):
+        handle.hooks.append(registry.add(name, fn, chosen.seen, order=order))
+    return handle
+
+
+class _Chooser:
+    """Which flows a fault acts on: those its filter matches, at most ``times`` of them."""
+
+    def __init__(self, handle: HookHandle, flow_filter: FlowFilter | None, times: int | None) -> None:
+        self.handle = handle
+        self.filter = flow_filter
+        self.times = times
+        self.flows: set[int] = set()
+
+    def take(self, flow: Flow) -> bool:
+        """True for a flow the fault acts on (counted once, when first seen)."""
+        if id(flow) in self.flows:
+            return True
+        if self.filter is not None and not self.filter(flow):
+            return False
+        if self.times is not None and self.handle.calls >= self.times:
+            return False
+        self.flows.add(id(flow))
+        self.handle.acted(flow)
+        return True
+
+    def seen(self, flow: Flow) -> bool:
+        return id(flow) in self.flows or self.take(flow)
+
+
+Build = Callable[[dict[str, Any], _Chooser, ClientLink, HookHandle], list[tuple[str, Callable[..., Any], int]]]
+
+
+def _delay(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handle: HookHandle) -> list[Any]:
+    seconds = float(options["seconds"])
+
+    async def wait(flow: Flow) -> None:
+        await asyncio.sleep(seconds)
+
+    return [("request_headers", wait, -1)]  # before mocks and cassettes: it delays their answers too
+
+
+def _throttle(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handle: HookHandle) -> list[Any]:
+    rate = float(options["bytes_per_second"])
+    pacers: dict[int, Throttle] = {}
+
+    async def pace(flow: Flow, data: bytes) -> None:
+        pacer = pacers.setdefault(flow.id, Throttle(rate))
+        await asyncio.sleep(pacer.delay(time.monotonic(), len(data)))
+
+    async def pace_upload(flow: Flow) -> None:
+        # No per-chunk request hook exists: the held body leaves after the time it takes at ``rate``.
+        await asyncio.sleep(Throttle(rate).delay(time.monotonic(), len(flow.request.content)))
+
+    if options["direction"] == "upload":
+        return [("request", pace_upload, -1)]
+    return [("response_chunk", pace, 0)]
+
+
+def _reset(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handle: HookHandle) -> list[Any]:
+    def reset(flow: Flow, data: Any = None) -> None:
+        link.reset(flow)
+        flow.kill()
+
+    def reset_connection(address: tuple[str, int] | None) -> None:
+        if chosen.times is None or handle.calls < chosen.times:
+            handle.acted(None)
+            link.reset_connection(address)
+
+    at = options["at"]
+    if at == "body":
+        return [("response_chunk", reset, -1)]
+    if at == "connect" and chosen.filter is None:
+        return [("client_connected", reset_connection, -1)]  # nothing to filter on: at once
+    hooks = [("request_headers", reset, -1)]
+    if at == "connect":  # filtered: as soon as the filters can be checked
+        hooks.append(("tunnel", reset, -1))  # HTTPS: before "200 Connection established"
+    return hooks
+
+
+def _hang(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handle: HookHandle) -> list[Any]:
+    held: list[tuple[asyncio.AbstractEventLoop, asyncio.Event, Flow]] = []
+
+    async def hang(flow: Flow) -> None:
+        released = asyncio.Event()
+        held.append((asyncio.get_running_loop(), released, flow))
+        await released.wait()
+
+    def release() -> None:  # removing the fault closes the connections it held
+        for loop, event, flow in held:
+            flow.kill()
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(event.set)
+        held.clear()
+
+    handle.on_remove(release)
+    return [("request_headers", hang, -1)]
+
+
+def _truncate(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handle: HookHandle) -> list[Any]:
+    after = int(options["after"])
+    cuts: dict[int, Cut] = {}
+
+    def cut(flow: Flow, data: bytes) -> bytes:
+        send, now = cuts.setdefault(flow.id, Cut(after)).take(data)
+        if not now:
+            return send
+        # The core sends one piece per chunk and may end the body in the same
+        # turn, so the last piece is written here and the flow killed (a close
+        # the client sees as a short read). Through TLS only the core can
+        # write: there the body ends at the last whole chunk before ``after``.
+        if send and link.writable(flow):
+            link.write(flow, _framed(flow, send))
+        flow.kill()
+        return b""
+
+    return [("response_chunk", cut, 1)]  # after other chunk hooks: it cuts what they send
+
+
+def _framed(flow: Flow, piece: bytes) -> bytes:
+    """``piece`` as the core frames a streamed body: chunked to HTTP/1.1, raw to 1.0."""
+    return b"%x\r\n%s\r\n" % (len(piece), piece) if flow.request.http_version == "HTTP/1.1" else piece
+
+
+def _dribble(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handle: HookHandle) -> list[Any]:
+    plan = Dribble(int(options["chunk"]), float(options["interval"]))
+
+    async def dribble(flow: Flow, data: bytes) -> bytes | None:
+        if not link.writable(flow):
+            await asyncio.sleep(plan.interval)  # through TLS only the core can split: whole chunks, paced
+            return None
+        for piece in plan.pieces(data):  # the core waits for this hook: nothing else is written meanwhile
+            link.write(flow, _framed(flow, piece))
+            await asyncio.sleep(plan.interval)
+        return b""
+
+    return [("response_chunk", dribble, 2)]
+
+
+def _status(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handle: HookHandle) -> list[Any]:
+    code, retry_after = int(options["code"]), options["retry_after"]
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+
+    def answer(flow: Flow) -> None:
+        flow.respond(code, text=f"fault injected by interceptkit: {code}\n", headers=headers)
+        flow.metadata["matched_by"] = handle.label
+
+    return [("request_headers", answer, -1)]
+
+
+_BUILDERS: dict[str, Build] = {
+    "delay": _delay, "throttle": _throttle, "reset": _reset, "hang": _hang,
+    "truncate": _truncate, "dribble": _dribble, "status": _status,
+}
