@@ -26,7 +26,7 @@ import h2.settings
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from interceptkit.core.h2events import DataReceived, DataSent, HeadReceived, MessageEnded, RequestHead, ResponseHead
+from interceptkit.core.layers import DataReceived, DataSent, HeadReceived, MessageEnded, RequestHead, ResponseHead
 from interceptkit.core.http2 import H2ClientLayer, H2UpstreamLayer
 
 MB = 10**6
@@ -66,15 +66,15 @@ class Rig:
 
     def on_down(self, events: list) -> None:
         for e in events:
-            if isinstance(e, HeadReceived):
-                self.up.send_head(e.xid, e.head, end_stream=e.end_stream)  # type: ignore[arg-type]
+            if isinstance(e, HeadReceived) and isinstance(e.head, RequestHead):
+                self.up.send_head(e.xid, e.head, end_stream=e.end_stream)
             elif isinstance(e, DataSent):
                 self.up.consumed(e.xid, e.n)
 
     def on_up(self, events: list) -> None:
         for e in events:
-            if isinstance(e, HeadReceived):
-                self.down.send_head(e.xid, e.head, end_stream=e.end_stream)  # type: ignore[arg-type]
+            if isinstance(e, HeadReceived) and isinstance(e.head, ResponseHead):
+                self.down.send_head(e.xid, e.head, end_stream=e.end_stream)
             elif isinstance(e, DataReceived):
                 self.up.consumed(e.xid, self.down.send_data(e.xid, e.data))
             elif isinstance(e, MessageEnded):

@@ -30,7 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .hooks import HANDLER_ALIASES, HOOK_NAMES, HookHandle
+from .hooks import HANDLER_ALIASES, HookHandle
+from .vocab import HOOK_NAMES
 
 log = logging.getLogger("interceptkit")
 

@@ -7,7 +7,7 @@ Theory of operation
 -------------------
 A layer owns one ``H2Connection`` and the per-stream state a proxy needs on
 top of it (``LayerStream``). Bytes from the peer go in through
-``receive_data()``, which returns neutral events (``core/h2events.py``);
+``receive_data()``, which returns the seam's events (``core/layers.py``);
 the exchange logic calls ``send_head``/``send_data``/``send_trailers``/
 ``end``/``reset``/``consumed`` and collects ``bytes_to_send()``.
 
@@ -43,20 +43,6 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
-from .h2events import (
-    ConnectionGoingAway,
-    DataReceived,
-    DataSent,
-    HeadReceived,
-    Headers,
-    LayerEvent,
-    LayerFailed,
-    MessageEnded,
-    RequestHead,
-    ResponseHead,
-    StreamReset,
-    TrailersReceived,
-)
 from .h2settings import (
     CONNECTION_WINDOW,
     GARBAGE_ERRORS,
@@ -65,6 +51,18 @@ from .h2settings import (
     error_name,
     h2_config,
     local_settings,
+)
+from .layers import (
+    ConnectionGoingAway,
+    DataReceived,
+    DataSent,
+    Fields,
+    LayerEvent,
+    LayerFailed,
+    MessageEnded,
+    PeerClosed,
+    StreamReset,
+    TrailersReceived,
 )
 
 @dataclass(slots=True)
@@ -76,7 +74,7 @@ class LayerStream:
     out: deque[memoryview] = field(default_factory=deque)
     out_len: int = 0
     end_pending: bool = False
-    trailers: Headers | None = None
+    trailers: Fields | None = None
     local_ended: bool = False
     remote_ended: bool = False
     unacked: int = 0  # received, reported, not yet consumed()
@@ -121,8 +119,11 @@ class H2Layer:
         """Feed bytes from the peer; returns every event since the last call.
 
         Never raises for what the peer sent: a protocol error becomes a GOAWAY
-        (in ``bytes_to_send()``) and a ``LayerFailed`` event.
+        (in ``bytes_to_send()``) and a ``LayerFailed`` event. ``b""`` is the
+        peer's EOF (see ``connection_lost``).
         """
+        if not data:
+            return self.connection_lost()
         if not self.failed:
             try:
                 for event in self._conn.receive_data(data):
@@ -140,12 +141,14 @@ class H2Layer:
         return events
 
     def connection_lost(self) -> list[LayerEvent]:
-        """The socket closed: every open exchange ends with ``StreamReset``."""
+        """The socket closed (EOF or an error): every open exchange ends with
+        ``StreamReset`` (retryable when it was never sent), then ``PeerClosed``."""
         for stream in list(self._streams.values()):
             if not (stream.local_ended and stream.remote_ended):
                 self._events.append(StreamReset(xid=stream.xid, reason="connection closed", retryable=stream.sid is None))
             self._forget(stream)
         self.failed = True
+        self._events.append(PeerClosed())
         return self.pop_events()
 
     def _handle(self, event: h2.events.Event) -> None:
@@ -236,7 +239,7 @@ class H2Layer:
         stream.out_len += len(data)
         return self._flush(stream) if stream.sid is not None else 0
 
-    def send_trailers(self, xid: int, headers: Headers) -> None:
+    def send_trailers(self, xid: int, headers: Fields) -> None:
         """End the message with trailers (after any held DATA)."""
         self._finish(xid, list(headers))
 
@@ -274,6 +277,7 @@ class H2Layer:
             stream.paused = True
 
     def resume(self, xid: int) -> None:
+        """Read ``xid`` again: hand back what was consumed while paused."""
         stream = self._streams.get(xid)
         if stream is not None and stream.paused:
             stream.paused = False
@@ -332,7 +336,7 @@ class H2Layer:
 
     # -- internals --------------------------------------------------------
 
-    def _finish(self, xid: int, trailers: Headers | None) -> None:
+    def _finish(self, xid: int, trailers: Fields | None) -> None:
         stream = self._streams.get(xid)
         if stream is None or stream.local_ended or stream.end_pending:
             return
@@ -454,12 +458,12 @@ class H2Layer:
         self._events.append(LayerFailed(reason=reason, status_hint=self.status_hint, xids=xids))
 
 
-def header_list(headers: object) -> Headers:
+def header_list(headers: object) -> Fields:
     """h2 hands out header tuples; with ``header_encoding=None`` they hold bytes."""
     return [(bytes(name), bytes(value)) for name, value in headers]  # type: ignore[attr-defined]
 
 
-def split_pseudo(headers: Headers) -> tuple[dict[bytes, bytes], Headers]:
+def split_pseudo(headers: Fields) -> tuple[dict[bytes, bytes], Fields]:
     """Pseudo-header fields (h2 validated their place and names) and the rest."""
     pseudo = {name: value for name, value in headers if name.startswith(b":")}
     return pseudo, [(name, value) for name, value in headers if not name.startswith(b":")]

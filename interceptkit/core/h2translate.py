@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-from .h2events import Headers, RequestHead, ResponseHead
+from .layers import Fields, RequestHead, ResponseHead
 
 # RFC 9113 8.2.2 plus Proxy-Connection, which some HTTP/1 clients still send.
 CONNECTION_SPECIFIC = frozenset({
@@ -29,7 +29,7 @@ CONNECTION_SPECIFIC = frozenset({
 })
 
 
-def _connection_tokens(headers: Headers) -> set[bytes]:
+def _connection_tokens(headers: Fields) -> set[bytes]:
     """Field names a ``Connection`` header declares hop-by-hop (RFC 9110 7.6.1)."""
     tokens: set[bytes] = set()
     for name, value in headers:
@@ -38,14 +38,14 @@ def _connection_tokens(headers: Headers) -> set[bytes]:
     return tokens
 
 
-def drop_connection_specific(headers: Headers, *, keep_te_trailers: bool) -> Headers:
+def drop_connection_specific(headers: Fields, *, keep_te_trailers: bool) -> Fields:
     """Drop connection-specific fields and those ``Connection`` names.
 
     ``TE`` is dropped unless ``keep_te_trailers`` and it names ``trailers``,
     which is then sent as exactly ``te: trailers`` (the only value h2 allows).
     """
     named = _connection_tokens(headers) | CONNECTION_SPECIFIC
-    out: Headers = []
+    out: Fields = []
     te_trailers = False
     for name, value in headers:
         low = name.lower()
@@ -58,17 +58,17 @@ def drop_connection_specific(headers: Headers, *, keep_te_trailers: bool) -> Hea
     return out
 
 
-def lower_names(headers: Headers) -> Headers:
+def lower_names(headers: Fields) -> Fields:
     """HTTP/2 field names are lower case (RFC 9113 8.2.1)."""
     return [(name.lower(), value) for name, value in headers]
 
 
-def join_cookies(headers: Headers) -> Headers:
+def join_cookies(headers: Fields) -> Fields:
     """Join several ``cookie`` fields into one at the first one's place (RFC 9113 8.2.3)."""
     cookies = [value for name, value in headers if name.lower() == b"cookie"]
     if len(cookies) < 2:
         return list(headers)
-    out: Headers = []
+    out: Fields = []
     for name, value in headers:
         if name.lower() != b"cookie":
             out.append((name, value))
@@ -86,18 +86,19 @@ def reason_phrase(status: int) -> bytes:
         return b""
 
 
-def h2_request_to_h1(head: RequestHead) -> tuple[bytes, bytes, Headers]:
-    """(method, target, headers) for HTTP/1: ``Host`` first, from ``:authority``.
+def h2_request_to_h1(head: RequestHead) -> RequestHead:
+    """The HTTP/1.1 head of an h2 request: ``Host`` first, from ``:authority``.
 
     A ``host`` field sent alongside ``:authority`` is replaced (RFC 9113
-    8.3.1: ``:authority`` wins). CONNECT's target is the authority.
+    8.3.1: ``:authority`` wins). The target stays (``:path``; CONNECT: the
+    authority); ``scheme`` and ``authority`` are left out, HTTP/1 has no
+    place for them in origin form.
     """
     headers = join_cookies(drop_connection_specific(head.headers, keep_te_trailers=False))
     rest = [(n, v) for n, v in headers if n.lower() != b"host"]
     host = head.authority or next((v for n, v in headers if n.lower() == b"host"), b"")
-    target = head.authority if head.method == b"CONNECT" else head.path
-    front: Headers = [(b"host", host)] if host else []
-    return head.method, target, front + rest
+    front: Fields = [(b"host", host)] if host else []
+    return RequestHead(method=head.method, target=head.target, headers=front + rest, http_version=b"1.1")
 
 
 def _split_target(target: bytes, scheme: bytes) -> tuple[bytes, bytes | None, bytes]:
@@ -110,36 +111,40 @@ def _split_target(target: bytes, scheme: bytes) -> tuple[bytes, bytes | None, by
     return scheme, None, target
 
 
-def h1_request_to_h2(method: bytes, target: bytes, headers: Headers, *, scheme: bytes) -> RequestHead:
-    """An h2 request head from an HTTP/1 request (``Host`` -> ``:authority``).
+def h1_request_to_h2(head: RequestHead, *, scheme: bytes) -> RequestHead:
+    """The h2 head of an HTTP/1 request (``Host`` -> ``:authority``).
 
     ``scheme`` is the one the request arrived under (``https`` when
-    intercepted); an absolute-form target supplies its own. ``te: trailers``
-    is kept (gRPC), ``Upgrade``/``HTTP2-Settings`` are dropped.
+    intercepted); an absolute-form target supplies its own scheme and
+    authority and leaves its path as the target. CONNECT keeps its
+    authority-form target as ``authority``. ``te: trailers`` is kept (gRPC),
+    ``Upgrade``/``HTTP2-Settings`` are dropped.
     """
-    if method == b"CONNECT":
-        return RequestHead(method=method, scheme=b"", authority=target, path=b"",
-                           headers=lower_names(drop_connection_specific(headers, keep_te_trailers=True)))
-    scheme, authority, path = _split_target(target, scheme)
-    kept = drop_connection_specific(headers, keep_te_trailers=True)
-    host = next((v for n, v in kept if n.lower() == b"host"), b"")
+    kept = drop_connection_specific(head.headers, keep_te_trailers=True)
+    if head.method == b"CONNECT":
+        return RequestHead(method=head.method, target=head.target, authority=head.target,
+                           headers=lower_names(kept), http_version=b"2")
+    scheme, authority, path = _split_target(head.target, scheme)
+    host = next((v for n, v in kept if n.lower() == b"host"), None)
     rest = [(n, v) for n, v in kept if n.lower() != b"host"]
-    return RequestHead(method=method, scheme=scheme, authority=authority or host, path=path or b"/",
-                       headers=lower_names(rest))
+    return RequestHead(method=head.method, target=path or b"/", scheme=scheme, authority=authority or host,
+                       headers=lower_names(rest), http_version=b"2")
 
 
-def h1_response_to_h2(status: int, headers: Headers) -> ResponseHead:
-    """An h2 response head from an HTTP/1 one: names lower-cased, connection fields dropped."""
-    return ResponseHead(status=status, headers=lower_names(drop_connection_specific(headers, keep_te_trailers=False)))
+def h1_response_to_h2(head: ResponseHead) -> ResponseHead:
+    """The h2 head of an HTTP/1 response: names lower-cased, connection fields dropped, no reason."""
+    return ResponseHead(status=head.status, headers=lower_names(drop_connection_specific(head.headers, keep_te_trailers=False)),
+                        http_version=b"2")
 
 
-def h2_response_to_h1(head: ResponseHead) -> tuple[int, bytes, Headers]:
-    """(status, reason, headers) for an HTTP/1 client; the reason is made up from the status."""
+def h2_response_to_h1(head: ResponseHead) -> ResponseHead:
+    """The HTTP/1.1 head of an h2 response; the reason is made up from the status."""
     headers = drop_connection_specific(head.headers, keep_te_trailers=False)
-    return head.status, head.reason or reason_phrase(head.status), headers
+    return ResponseHead(status=head.status, headers=headers, reason=head.reason or reason_phrase(head.status),
+                        http_version=b"1.1")
 
 
-def trailers_for_h1(trailers: Headers, *, chunked: bool) -> Headers | None:
+def trailers_for_h1(trailers: Fields, *, chunked: bool) -> Fields | None:
     """Trailers an HTTP/1 client can take, or None when the message is not
     chunked (the caller drops them and logs one line)."""
     if not chunked:
@@ -147,10 +152,10 @@ def trailers_for_h1(trailers: Headers, *, chunked: bool) -> Headers | None:
     return drop_connection_specific(trailers, keep_te_trailers=False)
 
 
-def strip_h2c_upgrade(headers: Headers) -> Headers:
+def strip_h2c_upgrade(headers: Fields) -> Fields:
     """Remove an ``Upgrade: h2c`` offer from an HTTP/1 request (and its
     ``HTTP2-Settings`` and ``Connection`` tokens); other upgrades are kept."""
-    out: Headers = []
+    out: Fields = []
     upgrade_left = False
     for name, value in headers:
         low = name.lower()

@@ -2,29 +2,34 @@
 
 ``H2ClientLayer``: the client speaks h2 to us (h2 in the server role);
 ``xid`` is the client's stream id. ``H2UpstreamLayer``: we speak h2 to an
-origin (h2 in the client role); the caller picks ``xid`` and the layer maps
-it to a stream id once the peer's MAX_CONCURRENT_STREAMS leaves a slot
-(requests beyond it wait in a FIFO queue). Flow control, error handling
-and pruning are common to both: see ``core/h2base.py``.
+origin (h2 in the client role); ``xid`` comes from ``start_exchange()`` and
+the layer maps it to a stream id once the peer's MAX_CONCURRENT_STREAMS
+leaves a slot (requests beyond it wait in a FIFO queue). They implement the
+seam of ``core/layers.py`` (``ClientLayer``, ``UpstreamLayer``). Flow
+control, error handling and pruning are common to both: see ``core/h2base.py``.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import h2.events
 import h2.exceptions
 
 from .h2base import H2Layer, header_list, LayerStream, split_pseudo
-from .h2events import (
+from .h2settings import ErrorCodes
+from .layers import (
+    ClientLayer,
+    Fields,
     HeadReceived,
     InformationalReceived,
     RequestHead,
     ResponseHead,
     StreamReset,
+    UpstreamLayer,
 )
-from .h2settings import ErrorCodes
 
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # RFC 9113 3.4
@@ -62,8 +67,10 @@ class H2ClientLayer(H2Layer):
             self._events.append(StreamReset(xid=event.stream_id, reason="malformed request head",
                                             code=ErrorCodes.PROTOCOL_ERROR))
             return
-        head = RequestHead(method=method, scheme=pseudo.get(b":scheme", b""), authority=pseudo.get(b":authority", b""),
-                           path=pseudo.get(b":path", b""), headers=headers)
+        authority = pseudo.get(b":authority")
+        target = (authority or b"") if method == b"CONNECT" else pseudo.get(b":path", b"")
+        head = RequestHead(method=method, target=target, scheme=pseudo.get(b":scheme"), authority=authority,
+                           headers=headers, http_version=b"2")
         self._add(LayerStream(xid=event.stream_id, sid=event.stream_id))
         self._events.append(HeadReceived(xid=event.stream_id, head=head, end_stream=event.stream_ended is not None))
 
@@ -101,8 +108,9 @@ class H2UpstreamLayer(H2Layer):
 
     def __init__(self, *, validate_inbound: bool = True) -> None:
         super().__init__(validate_inbound=validate_inbound)
-        self._queue: deque[tuple[int, RequestHead, bool]] = deque()
+        self._queue: deque[tuple[int, Fields, bool]] = deque()
         self._settings_seen = False
+        self._highest_xid = 0  # start_exchange gives out numbers above every xid seen
 
     def _side_handlers(self) -> dict[type[h2.events.Event], Callable[..., None]]:
         return {h2.events.ResponseReceived: self._on_response,
@@ -114,20 +122,40 @@ class H2UpstreamLayer(H2Layer):
         """False after GOAWAY or a failure: open another connection for new requests."""
         return not (self.going_away or self.failed)
 
+    def start_exchange(self) -> int:
+        """A fresh ``xid`` (not a stream id: the stream is picked when a slot is free)."""
+        self._highest_xid += 1
+        return self._highest_xid
+
+    def can_start_exchange(self) -> bool:
+        """True when a request sent now gets a stream at once (not going
+        away, under the origin's MAX_CONCURRENT_STREAMS); when False but
+        ``accepts_new``, it would wait in the queue."""
+        return self.accepts_new and not self._queue and self._slots() > 0
+
     @property
     def queued(self) -> int:
         """Exchanges waiting for a stream slot."""
         return len(self._queue)
 
     def send_head(self, xid: int, head: RequestHead, *, end_stream: bool = False) -> None:
-        """Start exchange ``xid`` (END_STREAM on HEADERS when ``end_stream``)."""
+        """Start exchange ``xid`` (END_STREAM on HEADERS when ``end_stream``).
+
+        ``xid`` comes from ``start_exchange()``; a caller may also name an
+        unused one of its own (a relay reusing the client's stream id). A head
+        HTTP/2 cannot carry (no ``scheme``, a target not in origin form) ends
+        the exchange with ``StreamReset``; ``h1_request_to_h2`` makes one it can.
+        """
         if xid in self._streams:
             return
-        if not self.accepts_new:
-            self._events.append(StreamReset(xid=xid, reason="connection is going away", retryable=True))
+        self._highest_xid = max(self._highest_xid, xid)
+        fields = request_fields(head)
+        if not self.accepts_new or isinstance(fields, str):
+            reason = fields if isinstance(fields, str) else "connection is going away"
+            self._events.append(StreamReset(xid=xid, reason=reason, retryable=not isinstance(fields, str)))
             return
         self._add(LayerStream(xid=xid, sid=None))
-        self._queue.append((xid, head, end_stream))
+        self._queue.append((xid, fields, end_stream))
         self._drain_queue()
 
     def _slots(self) -> int:
@@ -138,20 +166,15 @@ class H2UpstreamLayer(H2Layer):
 
     def _drain_queue(self) -> None:
         while self._queue and not self.failed and self._slots() > 0:
-            xid, head, end_stream = self._queue.popleft()
+            xid, fields, end_stream = self._queue.popleft()
             stream = self._streams.get(xid)
             if stream is not None:
-                self._open(stream, head, end_stream)
+                self._open(stream, fields, end_stream)
 
-    def _open(self, stream: LayerStream, head: RequestHead, end_stream: bool) -> None:
+    def _open(self, stream: LayerStream, fields: Fields, end_stream: bool) -> None:
         sid = self._conn.get_next_available_stream_id()
-        fields = [(b":method", head.method)]
-        if head.method != b"CONNECT":
-            fields += [(b":scheme", head.scheme), (b":path", head.path)]
-        if head.authority:
-            fields.append((b":authority", head.authority))
         try:
-            self._conn.send_headers(sid, fields + head.headers, end_stream=end_stream)
+            self._conn.send_headers(sid, fields, end_stream=end_stream)
         except h2.exceptions.ProtocolError as exc:
             self._fail(f"HTTP/2 state error: {exc}", ErrorCodes.INTERNAL_ERROR)
             return
@@ -190,7 +213,32 @@ class H2UpstreamLayer(H2Layer):
                                                       head=_response_head(header_list(event.headers))))
 
 
-def _response_head(fields: list[tuple[bytes, bytes]]) -> ResponseHead:
+def request_fields(head: RequestHead) -> Fields | str:
+    """The HEADERS fields of ``head`` (pseudo-headers first), or why HTTP/2 cannot send it.
+
+    CONNECT: ``:method`` and ``:authority`` (the authority-form target) only
+    (RFC 9113 8.5); otherwise ``:scheme`` is required and ``:path`` is the
+    origin-form target or ``*`` (8.3.1).
+    """
+    if head.method == b"CONNECT":
+        authority = head.authority or head.target
+        return [(b":method", head.method), (b":authority", authority), *head.headers]
+    if not head.scheme:
+        return "request head without a scheme (HTTP/2 needs :scheme)"
+    if not (head.target.startswith(b"/") or head.target == b"*"):
+        return "request target not in origin form (HTTP/2 needs a :path)"
+    fields = [(b":method", head.method), (b":scheme", head.scheme), (b":path", head.target)]
+    if head.authority:
+        fields.append((b":authority", head.authority))
+    return fields + head.headers
+
+
+def _response_head(fields: Fields) -> ResponseHead:
     # h2 validated :status as present and three digits (RFC 9113 8.3.2).
     pseudo, headers = split_pseudo(fields)
-    return ResponseHead(status=int(pseudo.get(b":status", b"0")), headers=headers)
+    return ResponseHead(status=int(pseudo.get(b":status", b"0")), headers=headers, http_version=b"2")
+
+
+if TYPE_CHECKING:  # mypy --strict proves the two layers satisfy the seam's Protocols
+    _client: type[ClientLayer] = H2ClientLayer
+    _upstream: type[UpstreamLayer] = H2UpstreamLayer

@@ -11,7 +11,7 @@ import h2.events
 import h2.settings
 
 from interceptkit.core.h2base import H2Layer
-from interceptkit.core.h2events import LayerEvent
+from interceptkit.core.layers import LayerEvent
 
 
 def peer(*, client_side: bool, max_streams: int | None = None, validate: bool = True) -> h2.connection.H2Connection:

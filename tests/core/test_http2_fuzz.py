@@ -24,7 +24,7 @@ from hyperframe.frame import (
 )
 
 from interceptkit.core.h2base import H2Layer
-from interceptkit.core.h2events import DataReceived, HeadReceived, LayerEvent, LayerFailed, RequestHead, ResponseHead
+from interceptkit.core.layers import DataReceived, HeadReceived, LayerEvent, LayerFailed, PeerClosed, RequestHead, ResponseHead
 from interceptkit.core.http2 import H2ClientLayer, H2UpstreamLayer
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -82,7 +82,7 @@ def frames(draw: st.DrawFn) -> bytes:
 
 def drive(layer: H2Layer, chunks: list[bytes]) -> None:
     """Feed chunks, answering and consuming like the exchange logic would."""
-    for chunk in chunks:
+    for chunk in filter(None, chunks):  # b"" is the peer's EOF: it comes last, below
         events = layer.receive_data(chunk)
         assert all(isinstance(e, LayerEvent) for e in events)
         for event in events:
@@ -99,8 +99,9 @@ def drive(layer: H2Layer, chunks: list[bytes]) -> None:
                 layer.send_trailers(event.xid, [(b"x-t", b"1")])
         layer.bytes_to_send()
         assert all(isinstance(e, LayerEvent) for e in layer.pop_events())
-    failures = [e for e in layer.connection_lost() if isinstance(e, LayerFailed)]
-    assert not failures  # connection_lost reports streams, never a second failure
+    at_eof = layer.receive_data(b"")
+    assert at_eof[-1] == PeerClosed()
+    assert not [e for e in at_eof if isinstance(e, LayerFailed)]  # EOF reports streams, never a second failure
 
 
 def client_layer() -> H2ClientLayer:
@@ -114,7 +115,7 @@ def upstream_layer() -> H2UpstreamLayer:
     layer.receive_data(SettingsFrame(0).serialize())
     for xid in (1, 2):
         layer.send_head(xid, RequestHead(
-            method=b"POST", scheme=b"https", authority=b"o.test", path=b"/"))
+            method=b"POST", scheme=b"https", authority=b"o.test", target=b"/"))
         layer.send_data(xid, b"y" * 100)
     return layer
 
@@ -157,4 +158,7 @@ def test_arbitrary_bytes_after_the_preface(data: bytes) -> None:
 def test_arbitrary_bytes_instead_of_the_preface(data: bytes) -> None:
     layer = H2ClientLayer()
     events = layer.receive_data(data)
-    assert all(isinstance(e, LayerFailed) for e in events)
+    if data:
+        assert all(isinstance(e, LayerFailed) for e in events)
+    else:
+        assert events == [PeerClosed()]  # EOF before the preface

@@ -20,7 +20,7 @@ from hyperframe.frame import (
 )
 
 from interceptkit.core.h2settings import CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW
-from interceptkit.core.h2events import (
+from interceptkit.core.layers import (
     ConnectionGoingAway,
     DataReceived,
     DataSent,
@@ -28,6 +28,7 @@ from interceptkit.core.h2events import (
     InformationalReceived,
     LayerFailed,
     MessageEnded,
+    PeerClosed,
     RequestHead,
     ResponseHead,
     StreamReset,
@@ -80,7 +81,7 @@ def test_get_without_body_keeps_end_stream_on_headers(bytewise: bool) -> None:
     pair = client_pair(bytewise)
     pair.peer.send_headers(1, REQ, end_stream=True)
     ours, _ = pair.pump().take()
-    head = RequestHead(method=b"GET", scheme=b"https", authority=b"example.test", path=b"/a?b=1",
+    head = RequestHead(method=b"GET", target=b"/a?b=1", scheme=b"https", authority=b"example.test", http_version=b"2",
                        headers=[(b"user-agent", b"t/1"), (b"cookie", b"a=1"), (b"cookie", b"b=2")])
     assert ours == [HeadReceived(xid=1, head=head, end_stream=True), MessageEnded(xid=1)]
     pair.layer.send_head(1, ResponseHead(status=204, headers=[(b"server", b"x")]), end_stream=True)
@@ -234,13 +235,13 @@ def test_informational_passes_both_ways() -> None:
     assert theirs[0].headers == [(b":status", b"103"), (b"link", b"</s.css>; rel=preload")]
 
     up = upstream_pair()
-    up.layer.send_head(7, RequestHead(method=b"GET", scheme=b"https", authority=b"o.test", path=b"/"), end_stream=True)
+    up.layer.send_head(7, RequestHead(method=b"GET", scheme=b"https", authority=b"o.test", target=b"/"), end_stream=True)
     up.pump().take()
     up.peer.send_headers(1, [(b":status", b"100")])
     up.peer.send_headers(1, [(b":status", b"200")], end_stream=True)
     ours, _ = up.pump().take()
-    assert ours == [InformationalReceived(xid=7, head=ResponseHead(status=100)),
-                    HeadReceived(xid=7, head=ResponseHead(status=200), end_stream=True), MessageEnded(xid=7)]
+    assert ours == [InformationalReceived(xid=7, head=ResponseHead(status=100, http_version=b"2")),
+                    HeadReceived(xid=7, head=ResponseHead(status=200, http_version=b"2"), end_stream=True), MessageEnded(xid=7)]
 
 
 def test_ping_answered_priority_and_unknown_frames_ignored() -> None:
@@ -282,12 +283,12 @@ def test_malformed_request_head_resets_only_that_stream() -> None:
 # -- upstream layer ----------------------------------------------------------
 
 def get(path: bytes = b"/", headers: list[tuple[bytes, bytes]] | None = None) -> RequestHead:
-    return RequestHead(method=b"GET", scheme=b"https", authority=b"o.test", path=path, headers=headers or [])
+    return RequestHead(method=b"GET", scheme=b"https", authority=b"o.test", target=path, headers=headers or [])
 
 
 def test_upstream_request_with_te_trailers_and_body(bytewise: bool) -> None:
     up = upstream_pair(bytewise)
-    head = RequestHead(method=b"POST", scheme=b"https", authority=b"o.test", path=b"/svc/M",
+    head = RequestHead(method=b"POST", scheme=b"https", authority=b"o.test", target=b"/svc/M",
                        headers=[(b"content-type", b"application/grpc"), (b"te", b"trailers")])
     up.layer.send_head(41, head)
     up.layer.send_data(41, b"\x00\x00\x00\x00\x02hi")
@@ -302,7 +303,7 @@ def test_upstream_request_with_te_trailers_and_body(bytewise: bool) -> None:
     up.peer.send_data(1, b"resp")
     up.peer.send_headers(1, [(b"grpc-status", b"0")], end_stream=True)
     ours, _ = up.pump().take()
-    assert ours == [HeadReceived(xid=41, head=ResponseHead(status=200), end_stream=False),
+    assert ours == [HeadReceived(xid=41, head=ResponseHead(status=200, http_version=b"2"), end_stream=False),
                     DataReceived(xid=41, data=b"resp"), TrailersReceived(xid=41, headers=[(b"grpc-status", b"0")]),
                     MessageEnded(xid=41)]
     up.layer.consumed(41, 4)
@@ -405,7 +406,7 @@ def test_end_to_end_slow_reader_bounds_memory() -> None:
 def test_queued_request_keeps_its_body_and_end_until_a_slot_opens() -> None:
     up = upstream_pair(max_streams=1)
     up.layer.send_head(1, get(b"/first"), end_stream=True)
-    post = RequestHead(method=b"POST", scheme=b"https", authority=b"o.test", path=b"/second")
+    post = RequestHead(method=b"POST", scheme=b"https", authority=b"o.test", target=b"/second")
     up.layer.send_head(2, post)
     assert up.layer.send_data(2, b"queued body") == 0 and up.layer.pending(2) == len(b"queued body")
     up.layer.end(2)
@@ -422,8 +423,9 @@ def test_connection_lost_ends_every_open_exchange() -> None:
     up.layer.send_head(1, get(), end_stream=True)
     up.layer.send_head(2, get(), end_stream=True)
     up.pump().take()
-    assert up.layer.connection_lost() == [StreamReset(xid=1, reason="connection closed"),
-                                          StreamReset(xid=2, reason="connection closed", retryable=True)]
+    assert up.layer.receive_data(b"") == [StreamReset(xid=1, reason="connection closed"),
+                                          StreamReset(xid=2, reason="connection closed", retryable=True),
+                                          PeerClosed()]
     assert up.layer.active == 0
 
 

@@ -16,8 +16,9 @@ import threading
 
 from tls_origin import ADDRESS, OriginPKI
 
-from interceptkit.core.h2base import H2Layer
-from interceptkit.core.h2events import (
+from interceptkit.core.http2 import H2ClientLayer, H2UpstreamLayer
+from interceptkit.core.layers import (
+    ClientLayer,
     DataReceived,
     DataSent,
     HeadReceived,
@@ -25,31 +26,63 @@ from interceptkit.core.h2events import (
     LayerEvent,
     LayerFailed,
     MessageEnded,
+    PeerClosed,
+    ProtocolLayer,
+    RequestHead,
+    ResponseHead,
     StreamReset,
     TrailersReceived,
+    UpstreamLayer,
 )
-from interceptkit.core.http2 import H2ClientLayer, H2UpstreamLayer
 
 
-def relay_event(event: LayerEvent, src: H2Layer, dst: H2Layer) -> bool:
-    """Apply one event of ``src`` to ``dst``; False when the connection is over."""
-    if isinstance(event, HeadReceived):
-        dst.send_head(event.xid, event.head, end_stream=event.end_stream)  # type: ignore[attr-defined]
-    elif isinstance(event, InformationalReceived) and isinstance(dst, H2ClientLayer):
-        dst.send_informational(event.xid, event.head)
-    elif isinstance(event, DataReceived):
-        src.consumed(event.xid, dst.send_data(event.xid, event.data))
-    elif isinstance(event, DataSent):
-        dst.consumed(event.xid, event.n)  # held bytes of dst's peer direction left: ack their source
-    elif isinstance(event, TrailersReceived):
-        dst.send_trailers(event.xid, event.headers)
-    elif isinstance(event, MessageEnded):
-        dst.end(event.xid)
-    elif isinstance(event, StreamReset):
-        dst.reset(event.xid, event.reason)
-    elif isinstance(event, LayerFailed):
-        return False
-    return True
+class Bridge:
+    """Events of one layer as calls on the other, written against the seam's
+    Protocols only. Upstream xids come from ``start_exchange()``; the two
+    maps pair them with the client's stream ids."""
+
+    def __init__(self, down: ClientLayer, up: UpstreamLayer) -> None:
+        self.down, self.up = down, up
+        self.up_of: dict[int, int] = {}  # client xid -> upstream xid
+        self.down_of: dict[int, int] = {}
+
+    def from_down(self, event: LayerEvent) -> bool:
+        """A client-side event; False when the connection is over."""
+        if isinstance(event, HeadReceived) and isinstance(event.head, RequestHead):
+            xid = self.up.start_exchange()
+            self.up_of[event.xid], self.down_of[xid] = xid, event.xid
+            self.up.send_head(xid, event.head, end_stream=event.end_stream)
+            return True
+        return self._common(event, self.down, self.up, self.up_of)
+
+    def from_up(self, event: LayerEvent) -> bool:
+        """An upstream event; False when the connection is over."""
+        if isinstance(event, HeadReceived) and isinstance(event.head, ResponseHead):
+            self.down.send_head(self.down_of[event.xid], event.head, end_stream=event.end_stream)
+        elif isinstance(event, InformationalReceived):
+            self.down.send_informational(self.down_of[event.xid], event.head)
+        else:
+            return self._common(event, self.up, self.down, self.down_of)
+        return True
+
+    @staticmethod
+    def _common(event: LayerEvent, src: ProtocolLayer, dst: ProtocolLayer, other: dict[int, int]) -> bool:
+        if isinstance(event, (LayerFailed, PeerClosed)):
+            return False
+        xid = getattr(event, "xid", None)
+        if xid not in other:
+            return True  # ConnectionGoingAway, or an exchange already over
+        if isinstance(event, DataReceived):
+            src.consumed(event.xid, dst.send_data(other[xid], event.data))
+        elif isinstance(event, DataSent):
+            dst.consumed(other[xid], event.n)  # held bytes of dst's peer direction left: ack their source
+        elif isinstance(event, TrailersReceived):
+            dst.send_trailers(other[xid], event.headers)
+        elif isinstance(event, MessageEnded):
+            dst.end(other[xid])
+        elif isinstance(event, StreamReset):
+            dst.reset(other[xid], event.reason)
+        return True
 
 
 class H2Relay:
@@ -81,12 +114,14 @@ class H2Relay:
             with self.server_ctx.wrap_socket(raw, server_side=True) as down_sock, \
                     self.client_ctx.wrap_socket(socket.create_connection((ADDRESS, self.origin_port), timeout=10),
                                                 server_hostname="localhost") as up_sock:
-                self._run({down_sock: H2ClientLayer(), up_sock: H2UpstreamLayer()}, down_sock, up_sock)
+                self._run(down_sock, up_sock)
         except (OSError, ssl.SSLError) as exc:
             self.errors.append(repr(exc))
 
-    def _run(self, layers: dict[ssl.SSLSocket, H2Layer], down: ssl.SSLSocket, up: ssl.SSLSocket) -> None:
-        other = {down: up, up: down}
+    def _run(self, down: ssl.SSLSocket, up: ssl.SSLSocket) -> None:
+        bridge = Bridge(H2ClientLayer(), H2UpstreamLayer())
+        layers: dict[ssl.SSLSocket, ProtocolLayer] = {down: bridge.down, up: bridge.up}
+        handlers = {down: (bridge.from_down, bridge.from_up), up: (bridge.from_up, bridge.from_down)}
         for _ in range(1_000_000):
             for sock, layer in layers.items():
                 sock.sendall(layer.bytes_to_send())
@@ -97,13 +132,13 @@ class H2Relay:
                 data = sock.recv(1 << 16)
                 if not data:
                     return
-                src, dst = layers[sock], layers[other[sock]]
-                for event in src.receive_data(data):
-                    if not relay_event(event, src, dst):
-                        return
-                for event in dst.pop_events():  # what our calls produced there (e.g. a refused stream)
-                    if not relay_event(event, dst, src):
-                        return
+                mine, theirs = handlers[sock]
+                other = up if sock is down else down
+                if not all(map(mine, layers[sock].receive_data(data))):
+                    return
+                # what our calls produced there (e.g. a refused stream)
+                if not all(map(theirs, layers[other].pop_events())):
+                    return
 
     def close(self) -> None:
         self.sock.close()

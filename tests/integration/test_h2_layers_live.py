@@ -19,7 +19,7 @@ from h2_origin import GrpcOrigin, H2Origin
 from origin import pattern_sha256
 from tls_origin import ADDRESS, OriginPKI, make_pki
 
-from interceptkit.core.h2events import (
+from interceptkit.core.layers import (
     DataReceived,
     HeadReceived,
     LayerEvent,
@@ -76,13 +76,15 @@ def test_upstream_layer_fetches_from_hypercorn_with_trailers_and_a_large_body(h2
                                                                               pki: OriginPKI) -> None:
     layer = H2UpstreamLayer()
     with _tls_to(h2_origin.tls_port, pki) as tls:
-        layer.send_head(1, RequestHead(method=b"GET", scheme=b"https", authority=b"localhost",
-                                       path=b"/trailers", headers=[(b"te", b"trailers")]), end_stream=True)
-        layer.send_head(2, RequestHead(method=b"GET", scheme=b"https", authority=b"localhost",
-                                       path=b"/bytes/8000000"), end_stream=True)
-        seen = _exchange(layer, tls, {1, 2})
+        first, second = layer.start_exchange(), layer.start_exchange()
+        layer.send_head(first, RequestHead(method=b"GET", scheme=b"https", authority=b"localhost",
+                                       target=b"/trailers", headers=[(b"te", b"trailers")]), end_stream=True)
+        layer.send_head(second, RequestHead(method=b"GET", scheme=b"https", authority=b"localhost",
+                                       target=b"/bytes/8000000"), end_stream=True)
+        seen = _exchange(layer, tls, {first, second})
+    assert (first, second) == (1, 2)
     assert isinstance(seen[1][0], HeadReceived) and seen[1][0].head == ResponseHead(
-        status=200, headers=seen[1][0].head.headers)
+        status=200, headers=seen[1][0].head.headers, http_version=b"2")
     assert TrailersReceived(xid=1, headers=[(b"x-checksum", b"abc123"), (b"grpc-status", b"0")]) in seen[1]
     body = b"".join(e.data for e in seen[2] if isinstance(e, DataReceived))
     assert hashlib.sha256(body).hexdigest() == pattern_sha256(8_000_000)
@@ -99,7 +101,7 @@ def test_upstream_layer_makes_a_grpc_call(pki: OriginPKI) -> None:
         layer = H2UpstreamLayer()
         with _tls_to(server.port, pki) as tls:
             head = RequestHead(method=b"POST", scheme=b"https", authority=server.target.encode(),
-                               path=b"/test.Echo/Stream",
+                               target=b"/test.Echo/Stream",
                                headers=[(b"content-type", b"application/grpc"), (b"te", b"trailers")])
             layer.send_head(7, head)
             layer.send_data(7, _grpc_frame(b"2"))
@@ -146,7 +148,7 @@ class _LayerServer:
 
     def _answer(self, layer: H2ClientLayer, event: LayerEvent, sizes: dict[int, tuple[bytes, int]]) -> None:
         if isinstance(event, HeadReceived) and isinstance(event.head, RequestHead):
-            sizes[event.xid] = (event.head.path, 0)
+            sizes[event.xid] = (event.head.target, 0)
             self.streams_seen += 1
         elif isinstance(event, DataReceived):
             path, n = sizes[event.xid]
