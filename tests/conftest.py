@@ -4,7 +4,8 @@
 proxy in the suite runs on, CLI subprocesses included: it sets
 ``INTERCEPTKIT_LOOP``, which decides what ``loop="auto"`` (the default of
 ``Proxy`` and ``--loop``) means. The default run uses asyncio's loop, the one
-every user has; ``.ci/run`` runs the transport-heavy tests again on uvloop.
+every user has; tests/test_suite_on_uvloop.py runs the transport-heavy tests
+again on uvloop, so the one test command covers both loops.
 """
 
 from __future__ import annotations
