@@ -145,6 +145,7 @@ class Proxy:
         self.confdir = Path(confdir) if confdir is not None else default_confdir()
         self.intercept = intercept
         self.certs: CertStore | None = None
+        self._replay_auth = ("interceptkit-replay", secrets.token_urlsafe(16))  # replay.py is a client too
         self._config = ProxyConfig(
             mode=mode, read_timeout=read_timeout, idle_timeout=idle_timeout,
             forwarded_for=forwarded_for, body_capture_limit=body_capture_limit,
@@ -155,7 +156,7 @@ class Proxy:
             routes=parse_routes(routes or {}), keep_host=keep_host,
             listen_context=listen_ssl_context(certfile, keyfile),
             max_request_body=max_request_body,
-            credentials=Credentials.of(proxy_auth) if proxy_auth is not None else None,
+            credentials=Credentials.of(proxy_auth).with_pair(*self._replay_auth) if proxy_auth is not None else None,
         )
         self._tls_name = tls_name
         self._settings = TransportSettings(

@@ -235,3 +235,22 @@ def test_cli_socks5_with_auth_file(tmp_path: Path, origin) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.mark.parametrize("mode", ["forward", "socks5"])
+def test_replay_passes_the_proxys_own_authentication(make, origin, tls_origin, mode) -> None:
+    proxy = make(mode=mode, proxy_auth=("ada", "pw"))
+    flag = "--proxy-user" if mode == "forward" else "--socks5-hostname"
+    where = ["--proxy", proxy.url] if mode == "forward" else [f"ada:pw@127.0.0.1:{proxy.port}"]
+    for url in (origin.url("/hello"), tls_origin.url("/hello")):
+        args = (["--proxy-user", "ada:pw", *where] if mode == "forward" else [flag, *where])
+        result = curl(*args, "--cacert", str(proxy.ca_cert_path), url, timeout=20)
+        assert result.stdout == HELLO, result.stderr
+    flows = [f for f in wait_flows_done(proxy, 2) if f.request.path == "/hello"]
+    assert len(flows) == 2
+    for flow in flows:
+        again = flow.replay(timeout=10)
+        assert again.response is not None and again.response.status == 200, again.error
+        assert again.metadata["replay_of"] == flow.id and again.proxy_user == "interceptkit-replay"
+    assert len(origin.requests) == 2 and len(tls_origin.requests) == 2
+    assert all(r.header("Proxy-Authorization") is None for r in origin.requests + tls_origin.requests)
