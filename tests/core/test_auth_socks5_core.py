@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from helpers import CLIENT, Driver, finished, of_type, opened, started, to_client, to_upstream
 
 from interceptkit.core import commands as cmd
@@ -166,3 +168,14 @@ def test_socks5_client_gone_during_the_handshake() -> None:
     d.client(encode_greeting() + encode_connect("origin.test", 80))
     out = d.client_closed(aborted=True)
     assert of_type(out, cmd.CloseClient) and CLIENT == d.conn._client_address
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=40), max_size=6), st.booleans())
+def test_any_bytes_in_socks5_mode_never_cost_an_internal_error(chunks, auth) -> None:
+    d = socks(ADA if auth else None)
+    for chunk in [encode_greeting((Method.NO_AUTH, Method.USERNAME_PASSWORD)), *chunks]:
+        d.client(chunk)
+    d.connected()
+    d.client_closed()
+    assert not [c for c in of_type(d.transcript, cmd.Log) if c.level == "error"]
