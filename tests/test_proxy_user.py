@@ -30,3 +30,18 @@ def test_save_load_and_har_keep_the_user(tmp_path: Path) -> None:
     assert document["log"]["entries"][0]["_proxyUser"] == "ada"
     assert "_proxyUser" not in document["log"]["entries"][1]
     assert [f.proxy_user for f in FlowTable.from_har(document)] == ["ada", None]
+
+
+def test_credentials_are_public_and_accepted_by_proxy() -> None:
+    import pytest
+
+    from interceptkit import Credentials, Proxy
+
+    users = Credentials.from_lines("# team\nada:pw\nbob:x:y\n")
+    assert users.check("bob", "x:y") and not users.check("bob", "x")
+    assert "pw" not in repr(users)
+    Proxy(port=0, proxy_auth=users, mode="socks5")  # not started: nothing listens
+    with pytest.raises(TypeError, match="pair of strings or a callable"):
+        Proxy(port=0, proxy_auth=["ada", "pw"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not reverse"):
+        Proxy(port=0, proxy_auth=users, mode="reverse", routes={"/": "http://127.0.0.1:1"})
