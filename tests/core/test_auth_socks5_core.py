@@ -179,3 +179,13 @@ def test_any_bytes_in_socks5_mode_never_cost_an_internal_error(chunks, auth) -> 
     d.connected()
     d.client_closed()
     assert not [c for c in of_type(d.transcript, cmd.Log) if c.level == "error"]
+
+
+def test_socks5_ipv6_address_reaches_the_upstream_bracketed_in_the_authority() -> None:
+    d = socks()
+    out = d.client(encode_greeting() + encode_connect("::1", 8443))
+    [up] = opened(out)
+    assert (up.host, up.port) == ("::1", 8443)
+    d.connected()
+    [flow] = started(d.transcript)
+    assert flow.request.authority == "[::1]:8443" and flow.request.host == "::1"
