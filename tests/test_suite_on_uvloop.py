@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TRANSPORT_HEAVY = ["test_forward.py", "test_connect.py", "test_https.py", "test_websocket.py",
+TRANSPORT_HEAVY = ["test_forward.py", "test_connect.py", "test_https.py", "test_websocket.py", "test_auth_socks5.py",
                    "test_errors.py", "test_loops.py"]
 
 
