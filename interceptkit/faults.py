@@ -5,16 +5,15 @@ Policy tier. ``proxy.fault(kind, **options_and_filters)`` builds one with
 to split) is a small pure object that takes time and bytes as inputs
 (:class:`Throttle`, :class:`Cut`, :class:`Dribble`), so it can move into the
 core's timers unchanged; what runs it today is the hook machinery (async
-hooks wait on the proxy's loop) plus a narrow :class:`ClientLink` to the
-client socket for what hooks cannot ask for: a TCP reset (SO_LINGER 0), a
-close right after a given byte, and extra body pieces.
+hooks wait on the proxy's loop). A reset is ``flow.kill(reset=True)``: the
+core asks the transport for it. A narrow :class:`ClientLink` covers what
+hooks cannot ask for: a reset at accept (no flow yet), a close right after a
+given byte, and extra body pieces.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,9 +37,6 @@ _CHOICES = {"direction": ("download", "upload"), "at": ("connect", "headers", "b
 
 class ClientLink(Protocol):
     """What a fault may do to a flow's client connection, beyond hooks."""
-
-    def reset(self, flow: Flow) -> None:
-        """Make the next close of this connection a TCP reset (RST, not FIN)."""
 
     def reset_connection(self, address: tuple[str, int] | None) -> None:
         """Reset the client connection from ``address`` now (before any request)."""
@@ -68,14 +64,10 @@ class SessionLink:
                 return session.transport  # type: ignore[no-any-return]
         return None
 
-    def reset(self, flow: Flow) -> None:
-        _linger_zero(self._transport(flow))
-
     def reset_connection(self, address: tuple[str, int] | None) -> None:
-        transport = self._by_address(address)
-        _linger_zero(transport)
-        if transport is not None:
-            transport.close()  # the core hears of it as the client going away
+        server = self._server()
+        if server is not None:  # no flow to kill yet: the transport resets the accepted socket
+            server.reset_client(address)
 
     def writable(self, flow: Flow) -> bool:
         return flow.client_tls is None and flow.request.scheme == "http" and self._transport(flow) is not None
@@ -84,12 +76,6 @@ class SessionLink:
         transport = self._transport(flow)
         if transport is not None and not transport.is_closing():
             transport.write(data)
-
-
-def _linger_zero(transport: asyncio.Transport | None) -> None:
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is not None:  # SO_LINGER on with 0 s: close() sends RST and drops unsent data
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 # -- the decisions: pure, time and bytes in ------------------------------------------------
@@ -235,8 +221,7 @@ def _throttle(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handl
 
 def _reset(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handle: HookHandle) -> list[Any]:
     def reset(flow: Flow, data: Any = None) -> None:
-        link.reset(flow)
-        flow.kill()
+        flow.kill(reset=True)  # the core asks the transport for the RST (CloseClient(reset=True))
 
     def reset_connection(address: tuple[str, int] | None) -> None:
         if chosen.times is None or handle.calls < chosen.times:

@@ -311,6 +311,8 @@ class Flow:
     #: then "done" or "error": vocab.FlowState.
     state: FlowState = "open"
     killed: bool = False
+    #: ``kill(reset=True)``: the client connection ends with a TCP reset, not a close.
+    kill_reset: bool = False
     #: For a CONNECT: a ``tunnel`` hook may set False to relay it undecrypted.
     intercept: bool | None = None
     #: For a WebSocket flow: its messages and close (core.websocket.WebSocketData).
@@ -350,9 +352,10 @@ class Flow:
         self._release()
         return response
 
-    def kill(self) -> None:
-        """Close the client connection without an answer."""
+    def kill(self, reset: bool = False) -> None:
+        """Close the client connection without an answer; ``reset=True``: with a TCP reset (RST)."""
         self.killed = True
+        self.kill_reset = reset
         self._release()
 
     def resume(self) -> None:

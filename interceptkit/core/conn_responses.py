@@ -210,10 +210,11 @@ class Responses(ConnectionBase):
         self._send_mock(ex)
 
     def _kill(self, ex: Exchange) -> None:
-        """A hook called flow.kill(): no answer, the client connection closes."""
+        """A hook called flow.kill(): no answer, the client connection closes (a reset if asked)."""
+        reset = ex.flow.kill_reset
         self._fail_exchange(ex, "killed by a hook")
         self._drop_upstream_if_busy()
-        self._close_client()
+        self._close_client(reset=reset)
 
     def _after_exchange(self, up: Upstream | None) -> None:
         if up is not None and self._upstream is up:

@@ -98,7 +98,7 @@ class Tunnels(ConnectionBase):
         if flow.killed:
             self._tunnel = None
             self._end_flow(flow, "killed by a hook")
-            self._close_client()
+            self._close_client(reset=flow.kill_reset)
             return
         if flow.response is not None:  # a hook answered the CONNECT itself (e.g. block)
             self._tunnel = None

@@ -387,6 +387,32 @@ def test_kill_in_response_chunk_closes_the_client() -> None:
     assert finished(r.transcript)[0].error == "killed by a hook"
 
 
+def resets_client(commands: list[cmd.Command]) -> bool:
+    return any(isinstance(c, cmd.CloseClient) and c.reset for c in commands)
+
+
+def test_kill_with_reset_asks_the_transport_for_a_reset() -> None:
+    r = FakeRunner({"request_headers": [lambda flow: flow.kill(reset=True)]})
+    r.client(GET)
+    assert resets_client(r.transcript) and to_client(r.transcript) == b""
+    assert finished(r.transcript)[0].error == "killed by a hook"
+
+
+def test_kill_with_reset_in_the_body_comes_after_the_head() -> None:
+    def reset(flow: Flow, data: bytes) -> None:
+        flow.kill(reset=True)
+
+    r = FakeRunner({"response_chunk": [reset]})
+    _, answer = exchange(r, response=ok(b"hello"))
+    assert status_of(answer) == 200 and body_of(answer) == b"" and resets_client(r.transcript)
+
+
+def test_a_plain_kill_is_an_orderly_close() -> None:
+    r = FakeRunner({"request_headers": [lambda flow: flow.kill()]})
+    r.client(GET)
+    assert closes_client(r.transcript) and not resets_client(r.transcript)
+
+
 # -- waiting for hooks ------------------------------------------------------------------------
 
 
@@ -585,6 +611,12 @@ def test_tunnel_hook_kill_closes_without_an_answer() -> None:
     r.client(CONNECT)
     assert to_client(r.transcript) == b"" and closes_client(r.transcript)
     assert finished(r.transcript)[0].error == "killed by a hook"
+
+
+def test_tunnel_hook_kill_with_reset_resets_before_the_200() -> None:
+    r = _intercepting(tunnel=[lambda flow: flow.kill(reset=True)])
+    r.client(CONNECT)
+    assert to_client(r.transcript) == b"" and resets_client(r.transcript)
 
 
 def test_tunnel_hook_held_keeps_early_bytes() -> None:

@@ -1,0 +1,31 @@
+"""Faults through an intercepted TLS tunnel: what a client sees is what it sees over plain HTTP.
+
+The proxy decrypts, so everything a fault does to the body or the connection
+is done by the core (a reset is a CloseClient the transport turns into RST).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from test_https import https, make, origin_pki, tls_origin  # noqa: F401 (fixtures)
+from tls_origin import TLSOrigin
+
+from interceptkit import Proxy
+
+
+def test_reset_through_tls_is_a_connection_reset(make: Callable[..., Proxy], tls_origin: TLSOrigin) -> None:
+    proxy = make()
+    fault = proxy.fault("reset", path="/hello")
+    result = https(proxy, tls_origin.url("/hello"))
+    assert result.returncode == 56 and b"reset by peer" in result.stderr
+    assert fault.calls == 1 and tls_origin.requests == []
+
+
+def test_reset_in_the_body_through_tls_after_the_head(make: Callable[..., Proxy], tls_origin: TLSOrigin) -> None:
+    proxy = make()
+    proxy.fault("reset", at="body")
+    result = https(proxy, tls_origin.url("/bytes/100000"), "-i")
+    assert result.returncode == 56 and b"reset by peer" in result.stderr
+    assert b"HTTP/1.1 200" in result.stdout
+
