@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .core.shaping import Cut
 from .flow import Flow
 from .hooks import FlowFilter, HookHandle, HookRegistry, make_filter
 
@@ -94,23 +95,6 @@ class Throttle:
             self.start = now
         self.sent += size
         return max(0.0, self.start + self.sent / self.rate - now)
-
-
-class Cut:
-    """Let ``after`` body bytes through, then nothing: ``take(data) -> (send, cut_now)``."""
-
-    def __init__(self, after: int) -> None:
-        self.left = after
-        self.done = False
-
-    def take(self, data: bytes) -> tuple[bytes, bool]:
-        if self.done:
-            return b"", False
-        if len(data) < self.left:
-            self.left -= len(data)
-            return data, False
-        self.done = True
-        return data[:self.left], True
 
 
 @dataclass(frozen=True)
@@ -260,22 +244,11 @@ def _hang(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handle: H
 
 def _truncate(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handle: HookHandle) -> list[Any]:
     after = int(options["after"])
-    cuts: dict[int, Cut] = {}
 
-    def cut(flow: Flow, data: bytes) -> bytes:
-        send, now = cuts.setdefault(flow.id, Cut(after)).take(data)
-        if not now:
-            return send
-        # The core sends one piece per chunk and may end the body in the same
-        # turn, so the last piece is written here and the flow killed (a close
-        # the client sees as a short read). Through TLS only the core can
-        # write: there the body ends at the last whole chunk before ``after``.
-        if send and link.writable(flow):
-            link.write(flow, _framed(flow, send))
-        flow.kill()
-        return b""
+    def cut(flow: Flow) -> None:
+        flow.truncate_after = after  # the core cuts the body there (a Cut) and closes: plain and TLS alike
 
-    return [("response_chunk", cut, 1)]  # after other chunk hooks: it cuts what they send
+    return [("response_headers", cut, 1)]
 
 
 def _framed(flow: Flow, piece: bytes) -> bytes:

@@ -311,8 +311,8 @@ class Flow:
     #: then "done" or "error": vocab.FlowState.
     state: FlowState = "open"
     killed: bool = False
-    #: ``kill(reset=True)``: the client connection ends with a TCP reset, not a close.
-    kill_reset: bool = False
+    kill_reset: bool = False  # kill(reset=True): the connection ends with a TCP reset, not a close
+    truncate_after: int | None = None  # set by a hook: that many response body bytes, then a close
     #: For a CONNECT: a ``tunnel`` hook may set False to relay it undecrypted.
     intercept: bool | None = None
     #: For a WebSocket flow: its messages and close (core.websocket.WebSocketData).

@@ -18,6 +18,7 @@ from .http1 import (
     reframe,
     sized,
 )
+from .shaping import Cut
 from .state import Exchange, Upstream, capture_body, set_held_body
 
 
@@ -101,6 +102,8 @@ class Responses(ConnectionBase):
             # or close-delimited for HTTP/1.0) instead of a stale length.
             fields = [(n, v) for n, v in fields if n.lower() != b"content-length"]
         fields.append((b"Via", self._config.via))
+        if ex.flow.truncate_after is not None:  # once per response: the body is cut on its way out
+            ex.body_cut = Cut(ex.flow.truncate_after)
         reason = response.reason.encode("latin-1", "replace")
         try:
             head = (h11.Response(status_code=response.status, reason=reason, headers=fields) if ex.hooked
@@ -122,12 +125,26 @@ class Responses(ConnectionBase):
                 parts, ex.response_parts = ex.response_parts, None
                 self._send_response_head(ex, None)
                 for part in parts:
-                    self._to_client(self._client.send(h11.Data(data=part)))
+                    if self._exchange is ex:
+                        self._send_body(ex, part)
         elif "response_chunk" in self._config.hooks:
             self._hook("response_chunk", ex, lambda ex_, result: self._send_chunk(ex_, data, result),
                        payload=data)
         else:
+            self._send_body(ex, data)
+
+    def _send_body(self, ex: Exchange, data: bytes) -> None:
+        cut = ex.body_cut
+        if cut is None:  # the hot path: no shaping asked for
             self._to_client(self._client.send(h11.Data(data=data)))
+            return
+        send, now = cut.take(data)
+        if send:
+            self._to_client(self._client.send(h11.Data(data=send)))
+        if now:
+            self._fail_exchange(ex, f"response body truncated after {ex.flow.truncate_after} bytes")
+            self._drop_upstream_if_busy()
+            self._close_client()  # the client sees a short read (over TLS: after close_notify)
 
     def _send_chunk(self, ex: Exchange, original: bytes, result: Any) -> None:
         """Send a chunk as the hooks left it: replaced (bytes), unchanged (None), or dropped (b"")."""
@@ -136,7 +153,7 @@ class Responses(ConnectionBase):
             return
         chunk = original if result is None else result
         if isinstance(chunk, (bytes, bytearray)) and chunk and self._exchange is ex:
-            self._to_client(self._client.send(h11.Data(data=bytes(chunk))))
+            self._send_body(ex, bytes(chunk))
 
     def _on_response_end(self, up: Upstream, event: h11.EndOfMessage) -> None:
         ex = self._exchange
@@ -174,7 +191,9 @@ class Responses(ConnectionBase):
         if self._exchange is not ex:
             return False
         if response.content and not no_body:
-            self._to_client(self._client.send(h11.Data(data=response.content)))
+            self._send_body(ex, response.content)
+            if self._exchange is not ex:
+                return False  # cut short (flow.truncate_after)
         self._to_client(self._client.send(h11.EndOfMessage()))
         return True
 

@@ -7,6 +7,7 @@ from enum import Enum, auto
 import h11
 
 from ..flow import Flow, Request, Response, TLSInfo
+from .shaping import Cut
 from .tls import TLSEndpoint
 
 UpstreamKey = tuple[str, int, bool]
@@ -76,7 +77,7 @@ class Exchange:
     __slots__ = ("flow", "upstream", "request_complete", "response_started", "response_chunked",
                  "upstream_bytes", "replay", "replay_size", "retried", "upgrade", "absolute_form",
                  "request_parts", "response_parts", "parts_size", "mocked", "hooked",
-                 "upstream_response", "discard_response", "websocket")
+                 "upstream_response", "discard_response", "websocket", "body_cut")
 
     def __init__(self, flow: Flow, *, absolute_form: bool) -> None:
         self.flow = flow
@@ -105,6 +106,8 @@ class Exchange:
         #: A hook may have changed the message: validate it before sending.
         self.hooked = False
         self.upstream_response: object = None
+        #: Where the response body ends early (flow.truncate_after), set when its head goes out.
+        self.body_cut: Cut | None = None
         #: The request asks to upgrade to WebSocket.
         self.websocket = False
 

@@ -413,6 +413,45 @@ def test_a_plain_kill_is_an_orderly_close() -> None:
     assert closes_client(r.transcript) and not resets_client(r.transcript)
 
 
+def _truncating(after: int, **hooks: list[HookFn]) -> FakeRunner:
+    def cut(flow: Flow) -> None:
+        flow.truncate_after = after
+
+    return FakeRunner({"response_headers": [cut], **hooks})
+
+
+@pytest.mark.parametrize("split", [None, 1], ids=["whole", "byte-by-byte"])
+def test_truncate_after_sends_that_many_body_bytes_then_closes(split: Split) -> None:
+    r = _truncating(4)
+    r.split = split
+    _, answer = exchange(r, response=ok(b"hello world"))
+    assert status_of(answer) == 200 and b"Content-Length: 11" in answer
+    assert answer.endswith(b"\r\n\r\nhell") and closes_client(r.transcript)
+    assert not resets_client(r.transcript)  # a short read, not a reset
+    [flow] = finished(r.transcript)
+    assert flow.state == "error" and "truncated after 4 bytes" in (flow.error or "")
+
+
+def test_truncate_after_a_longer_body_than_sent_changes_nothing() -> None:
+    r = _truncating(100)
+    _, answer = exchange(r, response=ok(b"hello"))
+    assert body_of(answer) == b"hello" and finished(r.transcript)[0].state == "done"
+
+
+def test_truncate_cuts_a_mocked_answer_and_what_chunk_hooks_send() -> None:
+    r = _truncating(3, response_chunk=[lambda flow, data: data.upper()])
+    _, answer = exchange(r, response=ok(b"hello"))
+    assert answer.endswith(b"\r\n\r\n3\r\nHEL\r\n") and closes_client(r.transcript)  # no last-chunk
+
+    def mock(flow: Flow) -> None:
+        flow.truncate_after = 2
+        flow.respond(200, text="mocked")
+
+    r = FakeRunner({"request_headers": [mock]})
+    _, answer = exchange(r)
+    assert answer.endswith(b"\r\n\r\nmo") and closes_client(r.transcript) and opened(r.transcript) == []
+
+
 # -- waiting for hooks ------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from test_https import https, make, origin_pki, tls_origin  # noqa: F401 (fixtures)
+from origin import pattern
 from tls_origin import TLSOrigin
 
 from interceptkit import Proxy
@@ -29,3 +30,11 @@ def test_reset_in_the_body_through_tls_after_the_head(make: Callable[..., Proxy]
     assert result.returncode == 56 and b"reset by peer" in result.stderr
     assert b"HTTP/1.1 200" in result.stdout
 
+
+
+def test_truncate_through_tls_is_a_short_read(make: Callable[..., Proxy], tls_origin: TLSOrigin) -> None:
+    proxy = make()
+    proxy.fault("truncate", after=1000, path="/bytes/*")
+    result = https(proxy, tls_origin.url("/bytes/100000"))
+    assert result.returncode == 18 and len(result.stdout) == 1000  # curl: partial file
+    assert result.stdout == pattern(1000)
