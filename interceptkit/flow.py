@@ -313,6 +313,7 @@ class Flow:
     killed: bool = False
     kill_reset: bool = False  # kill(reset=True): the connection ends with a TCP reset, not a close
     truncate_after: int | None = None  # set by a hook: that many response body bytes, then a close
+    pace_body: tuple[int, float] | None = None  # set by a hook: (bytes, seconds): the body in pieces, paced
     #: For a CONNECT: a ``tunnel`` hook may set False to relay it undecrypted.
     intercept: bool | None = None
     #: For a WebSocket flow: its messages and close (core.websocket.WebSocketData).

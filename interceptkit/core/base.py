@@ -57,6 +57,7 @@ class ConnectionBase:
     _pump_upstream: Callable[[Upstream], None]  # conn_responses.py
     _send_mock: Callable[[Exchange], None]  # conn_responses.py
     _kill: Callable[[Exchange], None]  # conn_responses.py
+    _on_shape_timer: Callable[[], None]  # conn_responses.py
     _client_plaintext: Callable[[bytes], tuple[bytes, bool] | None]  # conn_tunnels.py
     _enter_tunnel: Callable[[], None]  # conn_tunnels.py
     _fail_tunnel: Callable[[str, int], None]  # conn_tunnels.py

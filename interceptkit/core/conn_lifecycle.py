@@ -92,6 +92,8 @@ class Lifecycle(ConnectionBase):
         elif event.timer == "idle":
             self._idle_timer = False
             self._check_idle_timeout()
+        elif event.timer == "shape":
+            self._on_shape_timer()
         elif event.timer == "sniff" and self._phase is Phase.SNIFF and not self._early:
             self._tunnel_raw()  # the client waits for the server to speak first
 

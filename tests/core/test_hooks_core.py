@@ -413,17 +413,16 @@ def test_a_plain_kill_is_an_orderly_close() -> None:
     assert closes_client(r.transcript) and not resets_client(r.transcript)
 
 
-def _truncating(after: int, **hooks: list[HookFn]) -> FakeRunner:
+def _truncating(after: int, split: Split = None, **hooks: list[HookFn]) -> FakeRunner:
     def cut(flow: Flow) -> None:
         flow.truncate_after = after
 
-    return FakeRunner({"response_headers": [cut], **hooks})
+    return FakeRunner({"response_headers": [cut], **hooks}, split=split)
 
 
 @pytest.mark.parametrize("split", [None, 1], ids=["whole", "byte-by-byte"])
 def test_truncate_after_sends_that_many_body_bytes_then_closes(split: Split) -> None:
-    r = _truncating(4)
-    r.split = split
+    r = _truncating(4, split)
     _, answer = exchange(r, response=ok(b"hello world"))
     assert status_of(answer) == 200 and b"Content-Length: 11" in answer
     assert answer.endswith(b"\r\n\r\nhell") and closes_client(r.transcript)
@@ -450,6 +449,52 @@ def test_truncate_cuts_a_mocked_answer_and_what_chunk_hooks_send() -> None:
     r = FakeRunner({"request_headers": [mock]})
     _, answer = exchange(r)
     assert answer.endswith(b"\r\n\r\nmo") and closes_client(r.transcript) and opened(r.transcript) == []
+
+
+def _pacing(chunk: int, interval: float) -> FakeRunner:
+    def pace(flow: Flow) -> None:
+        flow.pace_body = (chunk, interval)
+
+    return FakeRunner({"response_headers": [pace]})
+
+
+def test_pace_body_sends_pieces_on_the_shape_timer_and_ends_after_the_last() -> None:
+    r = _pacing(4, 0.5)
+    _, answer = exchange(r, response=ok(b"hello world"))
+    assert answer.endswith(b"\r\n\r\nhell") and r.d.timers["shape"] == r.d.now + 0.5
+    assert finished(r.transcript) == []  # the rest waits for the timer, no sleeping
+    r.run(r.d.fire("shape"))
+    assert to_client(r.transcript).endswith(b"\r\n\r\nhello wo")
+    r.run(r.d.fire("shape"))
+    assert to_client(r.transcript).endswith(b"hello world") and finished(r.transcript) == []
+    r.run(r.d.fire("shape"))  # the queue is empty: the message ends, the exchange completes
+    [flow] = finished(r.transcript)
+    assert flow.state == "done" and body_of(to_client(r.transcript)) == b"hello world"
+    assert "shape" not in r.d.timers
+
+
+def test_pace_body_pauses_the_upstream_while_pieces_wait() -> None:
+    r = _pacing(2, 1.0)
+    out = r.client(GET)
+    out = r.connected(opened(r.transcript)[-1].upstream)
+    out = r.upstream(ok(b"abcdef")[:-2])
+    out += r.upstream(b"ef")
+    assert any(isinstance(c, cmd.PauseUpstream) for c in out)
+    for _ in range(3):
+        out += r.run(r.d.fire("shape"))
+    assert any(isinstance(c, cmd.ResumeUpstream) for c in out)
+    assert body_of(to_client(r.transcript)) == b"abcdef" and finished(r.transcript)[0].state == "done"
+
+
+def test_pace_and_cut_together_dribble_a_short_body() -> None:
+    def shape(flow: Flow) -> None:
+        flow.pace_body, flow.truncate_after = (3, 0.1), 5
+
+    r = FakeRunner({"response_headers": [shape]})
+    exchange(r, response=ok(b"hello world"))
+    r.run(r.d.fire("shape"))
+    assert to_client(r.transcript).endswith(b"\r\n\r\nhello") and closes_client(r.transcript)
+    assert "truncated" in (finished(r.transcript)[0].error or "")
 
 
 # -- waiting for hooks ------------------------------------------------------------------------

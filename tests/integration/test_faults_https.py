@@ -6,6 +6,7 @@ is done by the core (a reset is a CloseClient the transport turns into RST).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from test_https import https, make, origin_pki, tls_origin  # noqa: F401 (fixtures)
@@ -38,3 +39,17 @@ def test_truncate_through_tls_is_a_short_read(make: Callable[..., Proxy], tls_or
     result = https(proxy, tls_origin.url("/bytes/100000"))
     assert result.returncode == 18 and len(result.stdout) == 1000  # curl: partial file
     assert result.stdout == pattern(1000)
+
+
+def test_dribble_and_throttle_through_tls(make: Callable[..., Proxy], tls_origin: TLSOrigin) -> None:
+    proxy = make()
+    proxy.fault("dribble", chunk=100, interval=0.02, path="/bytes/1000")
+    proxy.fault("throttle", bytes_per_second=400_000, path="/bytes/200000")
+    started = time.monotonic()
+    result = https(proxy, tls_origin.url("/bytes/1000"))
+    assert result.returncode == 0 and result.stdout == pattern(1000)
+    assert time.monotonic() - started >= 0.18  # ten pieces, 20 ms apart
+    started = time.monotonic()
+    result = https(proxy, tls_origin.url("/bytes/200000"))
+    assert result.returncode == 0 and result.stdout == pattern(200_000)
+    assert time.monotonic() - started >= 0.45
