@@ -486,6 +486,19 @@ def test_pace_body_pauses_the_upstream_while_pieces_wait() -> None:
     assert body_of(to_client(r.transcript)) == b"abcdef" and finished(r.transcript)[0].state == "done"
 
 
+def test_a_paced_body_slower_than_the_read_timeout_is_not_a_stalled_upstream() -> None:
+    def pace(flow: Flow) -> None:
+        flow.pace_body = (2, 3.0)
+
+    r = FakeRunner({"response_headers": [pace]}, read_timeout=1.0)
+    exchange(r, response=ok(b"abcdef"))
+    for _ in range(3):
+        r.run(r.d.fire("read"))  # the read timer comes due between the pieces
+        r.run(r.d.fire("shape"))
+    [flow] = finished(r.transcript)
+    assert flow.state == "done" and body_of(to_client(r.transcript)) == b"abcdef"
+
+
 def test_pace_and_cut_together_dribble_a_short_body() -> None:
     def shape(flow: Flow) -> None:
         flow.pace_body, flow.truncate_after = (3, 0.1), 5
