@@ -355,8 +355,7 @@ class Flow:
 
     def kill(self, reset: bool = False) -> None:
         """Close the client connection without an answer; ``reset=True``: with a TCP reset (RST)."""
-        self.killed = True
-        self.kill_reset = reset
+        self.killed, self.kill_reset = True, reset
         self._release()
 
     def resume(self) -> None:
