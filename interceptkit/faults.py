@@ -4,22 +4,23 @@ Policy tier. ``proxy.fault(kind, **options_and_filters)`` builds one with
 :func:`install`. Each kind's decision (how long to wait, where to cut, how
 to split) is a small pure object that takes time and bytes as inputs
 (:class:`Throttle`, :class:`Cut`, :class:`Dribble`), so it can move into the
-core's timers unchanged; what runs it today is the hook machinery (async
-hooks wait on the proxy's loop) plus a narrow :class:`ClientLink` to the
-client socket for what hooks cannot ask for: a TCP reset (SO_LINGER 0), a
-close right after a given byte, and extra body pieces.
+core's timers. A hook attaches the fault to a flow; the core applies it: a
+reset is ``flow.kill(reset=True)``, a truncate ``flow.truncate_after``, a
+dribble or a download throttle ``flow.pace_body`` (pieces sent on the core's
+"shape" timer), so they act the same through intercepted TLS. Delay, hang
+and upload throttle still wait in async hooks on the proxy's loop. A narrow
+:class:`ClientLink` covers the one thing with no flow: a reset at accept.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .core.shaping import Cut
 from .flow import Flow
 from .hooks import FlowFilter, HookHandle, HookRegistry, make_filter
 
@@ -39,17 +40,8 @@ _CHOICES = {"direction": ("download", "upload"), "at": ("connect", "headers", "b
 class ClientLink(Protocol):
     """What a fault may do to a flow's client connection, beyond hooks."""
 
-    def reset(self, flow: Flow) -> None:
-        """Make the next close of this connection a TCP reset (RST, not FIN)."""
-
     def reset_connection(self, address: tuple[str, int] | None) -> None:
         """Reset the client connection from ``address`` now (before any request)."""
-
-    def writable(self, flow: Flow) -> bool:
-        """Whether :meth:`write` can reach this flow's client (not through TLS)."""
-
-    def write(self, flow: Flow, data: bytes) -> None:
-        """Write raw bytes to the client, in order with what the proxy writes."""
 
 
 class SessionLink:
@@ -58,38 +50,10 @@ class SessionLink:
     def __init__(self, server: Callable[[], Any]) -> None:
         self._server = server
 
-    def _transport(self, flow: Flow) -> asyncio.Transport | None:
-        return self._by_address(flow.client_address)
-
-    def _by_address(self, address: tuple[str, int] | None) -> asyncio.Transport | None:
-        server = self._server()
-        for session in list(server.sessions) if server is not None else ():
-            if session.address == address and not session.closed:
-                return session.transport  # type: ignore[no-any-return]
-        return None
-
-    def reset(self, flow: Flow) -> None:
-        _linger_zero(self._transport(flow))
-
     def reset_connection(self, address: tuple[str, int] | None) -> None:
-        transport = self._by_address(address)
-        _linger_zero(transport)
-        if transport is not None:
-            transport.close()  # the core hears of it as the client going away
-
-    def writable(self, flow: Flow) -> bool:
-        return flow.client_tls is None and flow.request.scheme == "http" and self._transport(flow) is not None
-
-    def write(self, flow: Flow, data: bytes) -> None:
-        transport = self._transport(flow)
-        if transport is not None and not transport.is_closing():
-            transport.write(data)
-
-
-def _linger_zero(transport: asyncio.Transport | None) -> None:
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is not None:  # SO_LINGER on with 0 s: close() sends RST and drops unsent data
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        server = self._server()
+        if server is not None:  # no flow to kill yet: the transport resets the accepted socket
+            server.reset_client(address)
 
 
 # -- the decisions: pure, time and bytes in ------------------------------------------------
@@ -108,23 +72,6 @@ class Throttle:
             self.start = now
         self.sent += size
         return max(0.0, self.start + self.sent / self.rate - now)
-
-
-class Cut:
-    """Let ``after`` body bytes through, then nothing: ``take(data) -> (send, cut_now)``."""
-
-    def __init__(self, after: int) -> None:
-        self.left = after
-        self.done = False
-
-    def take(self, data: bytes) -> tuple[bytes, bool]:
-        if self.done:
-            return b"", False
-        if len(data) < self.left:
-            self.left -= len(data)
-            return data, False
-        self.done = True
-        return data[:self.left], True
 
 
 @dataclass(frozen=True)
@@ -218,11 +165,10 @@ def _delay(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handle: 
 
 def _throttle(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handle: HookHandle) -> list[Any]:
     rate = float(options["bytes_per_second"])
-    pacers: dict[int, Throttle] = {}
 
-    async def pace(flow: Flow, data: bytes) -> None:
-        pacer = pacers.setdefault(flow.id, Throttle(rate))
-        await asyncio.sleep(pacer.delay(time.monotonic(), len(data)))
+    def pace(flow: Flow) -> None:  # the core sends the body in pieces on its "shape" timer
+        piece = max(1, min(16_384, int(rate / 20)))  # about 20 pieces a second
+        flow.pace_body = (piece, piece / rate)
 
     async def pace_upload(flow: Flow) -> None:
         # No per-chunk request hook exists: the held body leaves after the time it takes at ``rate``.
@@ -230,13 +176,12 @@ def _throttle(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handl
 
     if options["direction"] == "upload":
         return [("request", pace_upload, -1)]
-    return [("response_chunk", pace, 0)]
+    return [("response_headers", pace, 0)]
 
 
 def _reset(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handle: HookHandle) -> list[Any]:
     def reset(flow: Flow, data: Any = None) -> None:
-        link.reset(flow)
-        flow.kill()
+        flow.kill(reset=True)  # the core asks the transport for the RST (CloseClient(reset=True))
 
     def reset_connection(address: tuple[str, int] | None) -> None:
         if chosen.times is None or handle.calls < chosen.times:
@@ -275,42 +220,20 @@ def _hang(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handle: H
 
 def _truncate(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handle: HookHandle) -> list[Any]:
     after = int(options["after"])
-    cuts: dict[int, Cut] = {}
 
-    def cut(flow: Flow, data: bytes) -> bytes:
-        send, now = cuts.setdefault(flow.id, Cut(after)).take(data)
-        if not now:
-            return send
-        # The core sends one piece per chunk and may end the body in the same
-        # turn, so the last piece is written here and the flow killed (a close
-        # the client sees as a short read). Through TLS only the core can
-        # write: there the body ends at the last whole chunk before ``after``.
-        if send and link.writable(flow):
-            link.write(flow, _framed(flow, send))
-        flow.kill()
-        return b""
+    def cut(flow: Flow) -> None:
+        flow.truncate_after = after  # the core cuts the body there (a Cut) and closes: plain and TLS alike
 
-    return [("response_chunk", cut, 1)]  # after other chunk hooks: it cuts what they send
-
-
-def _framed(flow: Flow, piece: bytes) -> bytes:
-    """``piece`` as the core frames a streamed body: chunked to HTTP/1.1, raw to 1.0."""
-    return b"%x\r\n%s\r\n" % (len(piece), piece) if flow.request.http_version == "HTTP/1.1" else piece
+    return [("response_headers", cut, 1)]
 
 
 def _dribble(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handle: HookHandle) -> list[Any]:
     plan = Dribble(int(options["chunk"]), float(options["interval"]))
 
-    async def dribble(flow: Flow, data: bytes) -> bytes | None:
-        if not link.writable(flow):
-            await asyncio.sleep(plan.interval)  # through TLS only the core can split: whole chunks, paced
-            return None
-        for piece in plan.pieces(data):  # the core waits for this hook: nothing else is written meanwhile
-            link.write(flow, _framed(flow, piece))
-            await asyncio.sleep(plan.interval)
-        return b""
+    def dribble(flow: Flow) -> None:  # the core splits the body and sends it on its "shape" timer
+        flow.pace_body = (plan.chunk, plan.interval)
 
-    return [("response_chunk", dribble, 2)]
+    return [("response_headers", dribble, 2)]
 
 
 def _status(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handle: HookHandle) -> list[Any]:

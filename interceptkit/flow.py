@@ -314,6 +314,9 @@ class Flow:
     #: then "done" or "error": vocab.FlowState.
     state: FlowState = "open"
     killed: bool = False
+    kill_reset: bool = False  # kill(reset=True): the connection ends with a TCP reset, not a close
+    truncate_after: int | None = None  # set by a hook: that many response body bytes, then a close
+    pace_body: tuple[int, float] | None = None  # set by a hook: (bytes, seconds): the body in pieces, paced
     #: For a CONNECT: a ``tunnel`` hook may set False to relay it undecrypted.
     intercept: bool | None = None
     #: For a WebSocket flow: its messages and close (core.websocket.WebSocketData).
@@ -353,9 +356,9 @@ class Flow:
         self._release()
         return response
 
-    def kill(self) -> None:
-        """Close the client connection without an answer."""
-        self.killed = True
+    def kill(self, reset: bool = False) -> None:
+        """Close the client connection without an answer; ``reset=True``: with a TCP reset (RST)."""
+        self.killed, self.kill_reset = True, reset
         self._release()
 
     def resume(self) -> None:

@@ -18,7 +18,7 @@ HOOK_NAMES: tuple[HookName, ...] = get_args(HookName)
 
 #: The core's timers: "read" (the upstream owes an answer), "idle" (the
 #: client sends nothing), "sniff" (a tunnel's first bytes are late).
-TimerName = Literal["read", "idle", "sniff"]
+TimerName = Literal["read", "idle", "sniff", "shape"]
 TIMER_NAMES: tuple[TimerName, ...] = get_args(TimerName)
 
 #: Why the client is not being read: "pipeline" (a request waits behind the

@@ -60,6 +60,7 @@ class ConnectionBase:
     _pump_upstream: Callable[[Upstream], None]  # conn_responses.py
     _send_mock: Callable[[Exchange], None]  # conn_responses.py
     _kill: Callable[[Exchange], None]  # conn_responses.py
+    _on_shape_timer: Callable[[], None]  # conn_responses.py
     _client_plaintext: Callable[[bytes], tuple[bytes, bool] | None]  # conn_tunnels.py
     _enter_tunnel: Callable[[], None]  # conn_tunnels.py
     _fail_tunnel: Callable[[str, int], None]  # conn_tunnels.py
@@ -234,7 +235,7 @@ class ConnectionBase:
             self._set_exchange(None)
         self._end_flow(ex.flow, reason)
 
-    def _close_client(self) -> None:
+    def _close_client(self, reset: bool = False) -> None:
         if self._phase is Phase.CLOSED:
             return
         if self._exchange is not None:
@@ -242,9 +243,10 @@ class ConnectionBase:
         self._release_upstream()
         if self._client_tls is not None:
             self._flush()
-            self._send_client_raw(self._close_client_tls())
+            if not reset:  # a reset is abortive: no close_notify, as from a peer that crashed
+                self._send_client_raw(self._close_client_tls())
         self._enter(Phase.CLOSED)
-        self._emit(cmd.CloseClient())
+        self._emit(cmd.CloseClient(reset=reset))
 
     def _abort(self, reason: str) -> None:
         if self._exchange is not None:

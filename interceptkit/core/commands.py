@@ -62,7 +62,14 @@ class CloseUpstream(Command):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CloseClient(Command):
-    """Close the client connection once queued data has been written."""
+    """Close the client connection once queued data has been written.
+
+    ``reset``: end it with a TCP reset (RST, SO_LINGER 0) instead of an
+    orderly FIN; what the kernel has not yet sent is dropped, as a peer
+    that crashed would drop it.
+    """
+
+    reset: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

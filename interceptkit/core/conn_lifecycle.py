@@ -92,6 +92,8 @@ class Lifecycle(ConnectionBase):
         elif event.timer == "idle":
             self._idle_timer = False
             self._check_idle_timeout()
+        elif event.timer == "shape":
+            self._on_shape_timer()
         elif event.timer == "sniff" and self._phase is Phase.SNIFF and not self._early:
             self._tunnel_raw()  # the client waits for the server to speak first
 
@@ -105,9 +107,11 @@ class Lifecycle(ConnectionBase):
             self._upstream_failed(up, f"TLS handshake with the upstream took over {timeout:g} s", 504,
                                   timeout=True)
             return
-        if not up.ready or self._client_blocked or self._waiting is not None:
+        pace = ex.body_shape.pace if ex.body_shape is not None else None
+        if not up.ready or self._client_blocked or self._waiting is not None or (pace and pace.ticking):
             # Connecting (the transport times that), the client is not
-            # reading, or a hook runs: none of that is the upstream's delay.
+            # reading, a hook runs, or we pace the body (its upstream paused):
+            # none of that is the upstream's delay.
             self._arm_read_timer(timeout)
             return
         if waited < timeout:

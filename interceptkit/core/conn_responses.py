@@ -18,6 +18,7 @@ from .http1 import (
     reframe,
     sized,
 )
+from .shaping import Pace, Shape
 from .state import Exchange, Upstream, capture_body, set_held_body
 
 
@@ -101,6 +102,8 @@ class Responses(ConnectionBase):
             # or close-delimited for HTTP/1.0) instead of a stale length.
             fields = [(n, v) for n, v in fields if n.lower() != b"content-length"]
         fields.append((b"Via", self._config.via))
+        if ex.flow.truncate_after is not None or ex.flow.pace_body is not None:  # once per response
+            ex.body_shape = Shape(ex.flow.truncate_after, ex.flow.pace_body)
         reason = response.reason.encode("latin-1", "replace")
         try:
             head = (h11.Response(status_code=response.status, reason=reason, headers=fields) if ex.hooked
@@ -122,12 +125,59 @@ class Responses(ConnectionBase):
                 parts, ex.response_parts = ex.response_parts, None
                 self._send_response_head(ex, None)
                 for part in parts:
-                    self._to_client(self._client.send(h11.Data(data=part)))
+                    if self._exchange is ex:
+                        self._send_body(ex, part)
         elif "response_chunk" in self._config.hooks:
             self._hook("response_chunk", ex, lambda ex_, result: self._send_chunk(ex_, data, result),
                        payload=data)
         else:
+            self._send_body(ex, data)
+
+    def _send_body(self, ex: Exchange, data: bytes) -> None:
+        shape = ex.body_shape
+        if shape is None:  # the hot path: no shaping asked for
             self._to_client(self._client.send(h11.Data(data=data)))
+        elif shape.pace is not None:
+            self._pace(ex, shape.pace, data)
+        else:
+            self._send_cut(ex, shape, data)
+
+    def _send_cut(self, ex: Exchange, shape: Shape, data: bytes) -> None:
+        send, now = shape.cut.take(data) if shape.cut is not None else (data, False)
+        if send:
+            self._to_client(self._client.send(h11.Data(data=send)))
+        if now:
+            self._fail_exchange(ex, f"response body truncated after {ex.flow.truncate_after} bytes")
+            self._drop_upstream_if_busy()
+            self._close_client()  # the client sees a short read (over TLS: after close_notify)
+
+    def _pace(self, ex: Exchange, pace: Pace, data: bytes) -> None:
+        """Queue ``data`` in pieces; one goes now if no tick is due, the rest on the "shape" timer."""
+        pace.add(data)
+        if not pace.ticking:
+            self._tick(ex, pace)
+        elif ex.upstream is not None:
+            self._pause_upstream(ex.upstream)  # what is queued is all we hold: read on when it is out
+
+    def _tick(self, ex: Exchange, pace: Pace) -> None:
+        if not pace.queue:
+            pace.ticking = False
+            self._resume_upstream()
+            if pace.end is not None:
+                (up, trailers), pace.end = pace.end, None
+                self._end_response(ex, up, trailers)
+            return
+        pace.ticking = True
+        assert ex.body_shape is not None
+        self._send_cut(ex, ex.body_shape, pace.queue.popleft())
+        if self._exchange is ex:
+            self._emit(cmd.StartTimer(name="shape", delay=pace.interval))
+
+    def _on_shape_timer(self) -> None:
+        ex = self._exchange
+        pace = ex.body_shape.pace if ex is not None and ex.body_shape is not None else None
+        if ex is not None and pace is not None and pace.ticking:
+            self._tick(ex, pace)
 
     def _send_chunk(self, ex: Exchange, original: bytes, result: Any) -> None:
         """Send a chunk as the hooks left it: replaced (bytes), unchanged (None), or dropped (b"")."""
@@ -136,7 +186,7 @@ class Responses(ConnectionBase):
             return
         chunk = original if result is None else result
         if isinstance(chunk, (bytes, bytearray)) and chunk and self._exchange is ex:
-            self._to_client(self._client.send(h11.Data(data=bytes(chunk))))
+            self._send_body(ex, bytes(chunk))
 
     def _on_response_end(self, up: Upstream, event: h11.EndOfMessage) -> None:
         ex = self._exchange
@@ -154,6 +204,13 @@ class Responses(ConnectionBase):
             return
         if not (trailers and ex.response_chunked and self._client.their_http_version == b"1.1"):
             trailers = []
+        pace = ex.body_shape.pace if ex.body_shape is not None else None
+        if pace is not None and pace.ticking:
+            pace.end = (up, trailers)  # the end goes out after the last paced piece
+            return
+        self._end_response(ex, up, trailers)
+
+    def _end_response(self, ex: Exchange, up: Upstream, trailers: list[tuple[bytes, bytes]]) -> None:
         self._to_client(self._client.send(h11.EndOfMessage(headers=trailers)))
         self._complete_exchange(ex, up)
 
@@ -173,8 +230,12 @@ class Responses(ConnectionBase):
         self._send_response_head(ex, None if no_body else len(response.content))
         if self._exchange is not ex:
             return False
+        if ex.body_shape is not None:
+            ex.body_shape.pace = None  # a held or mocked body goes whole (only a cut applies)
         if response.content and not no_body:
-            self._to_client(self._client.send(h11.Data(data=response.content)))
+            self._send_body(ex, response.content)
+            if self._exchange is not ex:
+                return False  # cut short (flow.truncate_after)
         self._to_client(self._client.send(h11.EndOfMessage()))
         return True
 
@@ -210,10 +271,11 @@ class Responses(ConnectionBase):
         self._send_mock(ex)
 
     def _kill(self, ex: Exchange) -> None:
-        """A hook called flow.kill(): no answer, the client connection closes."""
+        """A hook called flow.kill(): no answer, the client connection closes (a reset if asked)."""
+        reset = ex.flow.kill_reset
         self._fail_exchange(ex, "killed by a hook")
         self._drop_upstream_if_busy()
-        self._close_client()
+        self._close_client(reset=reset)
 
     def _after_exchange(self, up: Upstream | None) -> None:
         if up is not None and self._upstream is up:

@@ -105,7 +105,7 @@ class Tunnels(ConnectionBase):
             self._end_flow(flow, "killed by a hook" if flow.killed else "refused by a hook")
             if self._socks is not None:
                 self._socks_reply(Reply.NOT_ALLOWED)
-            self._close_client()
+            self._close_client(reset=flow.kill_reset)
             return
         if flow.response is not None:  # a hook answered the CONNECT itself (e.g. block)
             self._tunnel = None

@@ -7,6 +7,7 @@ from enum import Enum, auto
 import h11
 
 from ..flow import Flow, Request, Response, TLSInfo
+from .shaping import Shape
 from .tls import TLSEndpoint
 
 UpstreamKey = tuple[str, int, bool]
@@ -79,7 +80,7 @@ class Exchange:
     __slots__ = ("flow", "upstream", "request_complete", "response_started", "response_chunked",
                  "upstream_bytes", "replay", "replay_size", "retried", "upgrade", "absolute_form",
                  "request_parts", "response_parts", "parts_size", "mocked", "hooked",
-                 "upstream_response", "discard_response", "websocket")
+                 "upstream_response", "discard_response", "websocket", "body_shape")
 
     def __init__(self, flow: Flow, *, absolute_form: bool) -> None:
         self.flow = flow
@@ -108,6 +109,9 @@ class Exchange:
         #: A hook may have changed the message: validate it before sending.
         self.hooked = False
         self.upstream_response: object = None
+        #: How the response body is cut or paced (flow.truncate_after, flow.pace_body), set
+        #: when its head goes out; None (the usual case): sent as it comes.
+        self.body_shape: Shape | None = None
         #: The request asks to upgrade to WebSocket.
         self.websocket = False
 

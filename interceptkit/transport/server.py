@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -32,6 +34,16 @@ log = logging.getLogger("interceptkit")
 READ_SIZE = 1024 * 1024
 WRITE_HIGH_WATER = 1024 * 1024
 WRITE_LOW_WATER = 256 * 1024
+
+
+def linger_zero(transport: asyncio.BaseTransport) -> None:
+    """Make the next close of ``transport`` a TCP reset: SO_LINGER on with 0 s (asyncio and uvloop)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:  # already gone: it cannot be reset, and it is closed anyway
+            pass
 
 
 class Callbacks:
@@ -287,7 +299,9 @@ class ClientSession(_Peer):
         if not self.closed:
             self.closed = True
             if self.transport is not None:
-                self.transport.close()  # flushes what is queued, then closes
+                if command is not None and command.reset:
+                    linger_zero(self.transport)
+                self.transport.close()  # flushes what is queued, then closes (RST after linger_zero)
 
     def _start_timer(self, command: cmd.StartTimer) -> None:
         old = self.timers.pop(command.name, None)
@@ -441,6 +455,18 @@ class ProxyServer:
         # asyncio's own message ("Connect call failed ...") hides the cause.
         reason = os.strerror(last.errno) if last is not None and last.errno else str(last)
         raise UpstreamConnectError(reason or "no address to connect to")
+
+    def reset_client(self, address: tuple[str, int] | None) -> bool:
+        """Reset the client connection from ``address`` (one with no flow yet: a fault at accept).
+
+        The core hears of it as the client going away. False if there is none.
+        """
+        for session in list(self.sessions):
+            if session.address == address and not session.closed and session.transport is not None:
+                linger_zero(session.transport)
+                session.transport.close()
+                return True
+        return False
 
     async def close(self) -> None:
         """Stop listening and close every connection."""

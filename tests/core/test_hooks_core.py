@@ -387,6 +387,129 @@ def test_kill_in_response_chunk_closes_the_client() -> None:
     assert finished(r.transcript)[0].error == "killed by a hook"
 
 
+def resets_client(commands: list[cmd.Command]) -> bool:
+    return any(isinstance(c, cmd.CloseClient) and c.reset for c in commands)
+
+
+def test_kill_with_reset_asks_the_transport_for_a_reset() -> None:
+    r = FakeRunner({"request_headers": [lambda flow: flow.kill(reset=True)]})
+    r.client(GET)
+    assert resets_client(r.transcript) and to_client(r.transcript) == b""
+    assert finished(r.transcript)[0].error == "killed by a hook"
+
+
+def test_kill_with_reset_in_the_body_comes_after_the_head() -> None:
+    def reset(flow: Flow, data: bytes) -> None:
+        flow.kill(reset=True)
+
+    r = FakeRunner({"response_chunk": [reset]})
+    _, answer = exchange(r, response=ok(b"hello"))
+    assert status_of(answer) == 200 and body_of(answer) == b"" and resets_client(r.transcript)
+
+
+def test_a_plain_kill_is_an_orderly_close() -> None:
+    r = FakeRunner({"request_headers": [lambda flow: flow.kill()]})
+    r.client(GET)
+    assert closes_client(r.transcript) and not resets_client(r.transcript)
+
+
+def _truncating(after: int, split: Split = None, **hooks: list[HookFn]) -> FakeRunner:
+    def cut(flow: Flow) -> None:
+        flow.truncate_after = after
+
+    return FakeRunner({"response_headers": [cut], **hooks}, split=split)
+
+
+@pytest.mark.parametrize("split", [None, 1], ids=["whole", "byte-by-byte"])
+def test_truncate_after_sends_that_many_body_bytes_then_closes(split: Split) -> None:
+    r = _truncating(4, split)
+    _, answer = exchange(r, response=ok(b"hello world"))
+    assert status_of(answer) == 200 and b"Content-Length: 11" in answer
+    assert answer.endswith(b"\r\n\r\nhell") and closes_client(r.transcript)
+    assert not resets_client(r.transcript)  # a short read, not a reset
+    [flow] = finished(r.transcript)
+    assert flow.state == "error" and "truncated after 4 bytes" in (flow.error or "")
+
+
+def test_truncate_after_a_longer_body_than_sent_changes_nothing() -> None:
+    r = _truncating(100)
+    _, answer = exchange(r, response=ok(b"hello"))
+    assert body_of(answer) == b"hello" and finished(r.transcript)[0].state == "done"
+
+
+def test_truncate_cuts_a_mocked_answer_and_what_chunk_hooks_send() -> None:
+    r = _truncating(3, response_chunk=[lambda flow, data: data.upper()])
+    _, answer = exchange(r, response=ok(b"hello"))
+    assert answer.endswith(b"\r\n\r\n3\r\nHEL\r\n") and closes_client(r.transcript)  # no last-chunk
+
+    def mock(flow: Flow) -> None:
+        flow.truncate_after = 2
+        flow.respond(200, text="mocked")
+
+    r = FakeRunner({"request_headers": [mock]})
+    _, answer = exchange(r)
+    assert answer.endswith(b"\r\n\r\nmo") and closes_client(r.transcript) and opened(r.transcript) == []
+
+
+def _pacing(chunk: int, interval: float) -> FakeRunner:
+    def pace(flow: Flow) -> None:
+        flow.pace_body = (chunk, interval)
+
+    return FakeRunner({"response_headers": [pace]})
+
+
+def test_pace_body_sends_pieces_on_the_shape_timer_and_ends_after_the_last() -> None:
+    r = _pacing(4, 0.5)
+    _, answer = exchange(r, response=ok(b"hello world"))
+    assert answer.endswith(b"\r\n\r\nhell") and r.d.timers["shape"] == r.d.now + 0.5
+    assert finished(r.transcript) == []  # the rest waits for the timer, no sleeping
+    r.run(r.d.fire("shape"))
+    assert to_client(r.transcript).endswith(b"\r\n\r\nhello wo")
+    r.run(r.d.fire("shape"))
+    assert to_client(r.transcript).endswith(b"hello world") and finished(r.transcript) == []
+    r.run(r.d.fire("shape"))  # the queue is empty: the message ends, the exchange completes
+    [flow] = finished(r.transcript)
+    assert flow.state == "done" and body_of(to_client(r.transcript)) == b"hello world"
+    assert "shape" not in r.d.timers
+
+
+def test_pace_body_pauses_the_upstream_while_pieces_wait() -> None:
+    r = _pacing(2, 1.0)
+    out = r.client(GET)
+    out = r.connected(opened(r.transcript)[-1].upstream)
+    out = r.upstream(ok(b"abcdef")[:-2])
+    out += r.upstream(b"ef")
+    assert any(isinstance(c, cmd.PauseUpstream) for c in out)
+    for _ in range(3):
+        out += r.run(r.d.fire("shape"))
+    assert any(isinstance(c, cmd.ResumeUpstream) for c in out)
+    assert body_of(to_client(r.transcript)) == b"abcdef" and finished(r.transcript)[0].state == "done"
+
+
+def test_a_paced_body_slower_than_the_read_timeout_is_not_a_stalled_upstream() -> None:
+    def pace(flow: Flow) -> None:
+        flow.pace_body = (2, 3.0)
+
+    r = FakeRunner({"response_headers": [pace]}, read_timeout=1.0)
+    exchange(r, response=ok(b"abcdef"))
+    for _ in range(3):
+        r.run(r.d.fire("read"))  # the read timer comes due between the pieces
+        r.run(r.d.fire("shape"))
+    [flow] = finished(r.transcript)
+    assert flow.state == "done" and body_of(to_client(r.transcript)) == b"abcdef"
+
+
+def test_pace_and_cut_together_dribble_a_short_body() -> None:
+    def shape(flow: Flow) -> None:
+        flow.pace_body, flow.truncate_after = (3, 0.1), 5
+
+    r = FakeRunner({"response_headers": [shape]})
+    exchange(r, response=ok(b"hello world"))
+    r.run(r.d.fire("shape"))
+    assert to_client(r.transcript).endswith(b"\r\n\r\nhello") and closes_client(r.transcript)
+    assert "truncated" in (finished(r.transcript)[0].error or "")
+
+
 # -- waiting for hooks ------------------------------------------------------------------------
 
 
@@ -585,6 +708,12 @@ def test_tunnel_hook_kill_closes_without_an_answer() -> None:
     r.client(CONNECT)
     assert to_client(r.transcript) == b"" and closes_client(r.transcript)
     assert finished(r.transcript)[0].error == "killed by a hook"
+
+
+def test_tunnel_hook_kill_with_reset_resets_before_the_200() -> None:
+    r = _intercepting(tunnel=[lambda flow: flow.kill(reset=True)])
+    r.client(CONNECT)
+    assert to_client(r.transcript) == b"" and resets_client(r.transcript)
 
 
 def test_tunnel_hook_held_keeps_early_bytes() -> None:
