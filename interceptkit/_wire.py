@@ -31,9 +31,12 @@ def format_address(host: str, port: int) -> str:
 
 def format_authority(host: str, port: int, scheme: str | None = None) -> str:
     """``host:port`` for a Host field or URL; the port is left out when it is the scheme's default."""
+    # Written out rather than through bracket/format_address: this runs for
+    # every request head and every logged URL, and the calls showed up.
+    text = f"[{host}]" if ":" in host else host
     if scheme is not None and DEFAULT_PORTS.get(scheme) == port:
-        return bracket(host)
-    return format_address(host, port)
+        return text
+    return f"{text}:{port}"
 
 
 def parse_authority(authority: bytes, default_port: int | None) -> tuple[str, int]:

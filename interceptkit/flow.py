@@ -66,7 +66,10 @@ class Message:
     def __init__(self, http_version: str, headers: Headers, content: bytes = b"") -> None:
         self.http_version = http_version
         self.headers = headers
-        self.content = content
+        # (the content setter's fields, without the property call: two messages per request)
+        self._content = content
+        self._reload = None
+        self.body_dropped = False
         #: Size of the whole body on the wire, after transfer decoding.
         self.body_size = len(content)
         self.truncated = False

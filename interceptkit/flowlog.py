@@ -100,9 +100,11 @@ class FlowFormatter:
             size = human_size(response.body_size, sep="")
         else:
             code, size = answered_status(flow), "-"
-        status = self._paint(str(code) if code is not None else "ERR", *_status_styles(code, flow))
+        status, method = str(code) if code is not None else "ERR", request.method
+        if self.color:  # (checked once here: this line is built for every exchange)
+            status, method = self._paint(status, *_status_styles(code, flow)), self._paint(method, "bold")
         duration = f"{flow.duration * 1000:.0f}ms" if flow.duration is not None else "-"
-        line = f"{self._paint(request.method, 'bold')} {request.url} {status} {size} {duration}"
+        line = f"{method} {request.url} {status} {size} {duration}"
         return f"{line} {self._paint(f'({flow.error})', 'red')}" if flow.error else line
 
     @staticmethod

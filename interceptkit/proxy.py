@@ -11,7 +11,6 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
 from ._wire import format_address
@@ -21,19 +20,19 @@ from .clientenv import client_environment, write_bundle
 from .core.config import ProxyConfig
 from .core.proxyauth import Credentials
 from .flow import Flow
-from . import faults, testkit
-from .cassette import CassetteBlock
-from .hooks import FlowFilter, HookHandle, HookRegistry, HookRunner, check_hook_name, handler_methods, make_filter
+from . import testkit
+from .hooks import FlowFilter, HookHandle, HookRegistry, check_hook_name, handler_methods, make_filter
 from .live import LiveView, status_frame
 from .loops import choose_loop, loop_factory
-from .matching import Matcher
 from .policy import host_matcher, listen_ssl_context, parse_routes, upstream_ssl_context
 from .redact import Redact
 from .replay import replay, replay_async
 from .scripts import ScriptHandle, load_script
-from .store import FlowRecorder, read_body
+from .proxy_callbacks import _ProxyCallbacks, _self_addresses
+from .proxy_testing import TestingVerbs
+from .store import FlowRecorder
 from .table import FlowTable
-from .transport import Callbacks, ProxyServer, Resolver, TransportSettings
+from .transport import ProxyServer, Resolver, TransportSettings
 
 log = logging.getLogger("interceptkit")
 
@@ -42,7 +41,7 @@ class ProxyStartError(OSError):
     """The proxy could not start (for example: the port is in use)."""
 
 
-class Proxy:
+class Proxy(TestingVerbs):
     """An HTTP(S) proxy that runs on its own thread and event loop.
 
     ``Proxy(port=0).start()`` returns once it listens (``port=0`` picks a
@@ -383,85 +382,6 @@ class Proxy:
             return lambda function: self.on(name, function, where=flow_filter, thread=thread)
         return HookHandle(self.hooks, [self.hooks.add(name, fn, flow_filter, thread)])
 
-    def mock(self, method: str | None, url: str, *, status: int = 200, json: Any = None,
-             text: str | None = None, content: bytes | None = None, headers: dict[str, str] | None = None,
-             times: int | None = None, query: dict[str, Any] | None = None,
-             match_headers: dict[str, str] | None = None, match_json: Any = None,
-             responses: list[dict[str, Any]] | None = None) -> HookHandle:
-        """Answer matching requests without contacting the upstream.
-
-        ``url`` is a glob on the full URL (``"https://api.example.com/users/*"``;
-        without its query when ``query=`` is given); ``method`` None matches any
-        method. Matchers: ``query={"page": "1"}``, ``match_headers={...}``,
-        ``match_json=...`` (the request body, semantically). ``responses=[dict(status=500),
-        dict(json={...})]`` answers in turn (the last repeats). ``times`` limits how
-        often it answers (then it removes itself). Returns a handle (``.calls``, ``.flows``).
-        """
-        response = {k: v for k, v in dict(json=json, text=text, content=content, headers=headers).items()
-                    if v is not None}
-        return self._kit.mock(method, url, times=times, query=query, match_headers=match_headers,
-                              match_json=match_json, responses=responses, status=status, **response)
-
-    def block(self, host: str | None = None, *, status: int = 403, kill: bool = False,
-              **filters: Any) -> HookHandle:
-        """Refuse matching traffic: a ``status`` answer, or a closed connection with ``kill``.
-
-        With ``host`` it also refuses CONNECT tunnels to that host, so HTTPS
-        to it is blocked before any TLS handshake.
-        """
-        return self._kit.block(host, status=status, kill=kill, **filters)
-
-    # -- for test authors (testkit.py, cassette.py, faults.py) -------------------------
-
-    def strict(self, status: int = 599) -> HookHandle:
-        """Answer every request no mock and no recording matches with ``status`` and a
-        plain-text body naming it, what it was compared with and the nearest one's
-        difference; the flow gets ``metadata["unmatched"]``. ``.remove()`` ends it."""
-        return self._kit.strict(status)
-
-    def cassette(self, path: str | os.PathLike[str], record_mode: str = "once",
-                 match_on: Iterable[Matcher] = ("method", "url"), allow_repeats: bool = False) -> CassetteBlock:
-        """``with proxy.cassette("api.har") as cas:`` records or replays (HAR 1.2, written
-        atomically at the end). Modes ``none``, ``once``, ``new_episodes``, ``all`` (VCR.py's);
-        ``match_on``: field names, ``"headers:<name>"`` or callables. See docs/testing.md."""
-        return CassetteBlock(lambda: self._kit.cassette(
-            path, record_mode=record_mode, match_on=match_on, allow_repeats=allow_repeats))
-
-    def fault(self, kind: str, *, where: FlowFilter | None = None, times: int | None = None,
-              **options_and_filters: Any) -> HookHandle:
-        """Inject a fault: ``delay``, ``throttle``, ``reset``, ``hang``, ``truncate``, ``dribble``
-        or ``status`` (options in docs/testing.md); other keywords are filters. Returns a
-        handle with ``.remove()``, ``.calls``, ``.flows``."""
-        return faults.install(self.hooks, faults.SessionLink(lambda: self._server), kind, where=where, times=times,
-                              **options_and_filters)
-
-    def redact(self, headers: Iterable[str] | None = None, query: Iterable[str] | None = None,
-               json_fields: Iterable[str] | None = None, values: Iterable[str] | None = None) -> Redact:
-        """Also hide these in cassettes, HAR, ``save=`` files and failure reports."""
-        self._save_redaction.add(headers, query, json_fields, values)
-        return self._redaction.add(headers, query, json_fields, values)
-
-    def assert_requested(self, method: str | None = None, url: str | None = None, *, times: int | None = None,
-                         json: Any = None, where: FlowFilter | None = None) -> list[Flow]:
-        """Raise AssertionError (with a table of the requests seen and the nearest one's
-        difference) unless such requests were made (``times``: exactly that many)."""
-        return testkit.assert_requested(self.flows, method, url, times=times, json=json, where=where)
-
-    def assert_all_mocks_used(self) -> None:
-        """Raise AssertionError naming each mock that never answered."""
-        testkit.assert_all_mocks_used(self._kit)
-
-    def wait_for(self, where: FlowFilter | None = None, *, timeout: float = 5.0, **filters: Any) -> Flow:
-        """The first matching flow that finishes after this call (TimeoutError if none does).
-
-        It blocks the calling thread only, so it is safe in a notebook cell."""
-        return testkit.wait_for(self.on_flow, where, timeout, filters)
-
-    async def wait_for_async(self, where: FlowFilter | None = None, *, timeout: float = 5.0,
-                             **filters: Any) -> Flow:
-        """:meth:`wait_for` for async code: ``flow = await proxy.wait_for_async(path="/x")``."""
-        return await testkit.wait_for_async(self.on_flow, where, timeout, filters)
-
     def load_script(self, path: str | os.PathLike[str], reload: bool = True) -> ScriptHandle:
         """Attach the hooks of a Python file; with ``reload`` follow its changes live.
 
@@ -540,54 +460,3 @@ class Proxy:
         if status._handle is None:  # a terminal: no display to update
             status.stop()
             print(repr(self))
-
-
-class _ProxyCallbacks(Callbacks):
-    def __init__(self, proxy: Proxy) -> None:
-        self.proxy = proxy
-        self.runner = HookRunner(proxy.hooks)
-
-    def flow_started(self, flow: Flow) -> None:
-        flow._owner = self.proxy
-        for watcher in list(self.proxy._watchers):
-            watcher.flow_started(flow)
-        self.proxy.flows._add(flow)
-
-    def run_hook(self, name: str, flow: Flow, payload: Any,
-                 done: Callable[[str | None, Any], None] | None) -> None:
-        self.runner.run(name, flow, payload, done)
-
-    def client_connected(self, address: tuple[str, int] | None) -> None:
-        if "client_connected" in self.proxy.hooks.active:
-            self.runner.run("client_connected", address, None, None)
-
-    def client_disconnected(self, address: tuple[str, int] | None) -> None:
-        if "client_disconnected" in self.proxy.hooks.active:
-            self.runner.run("client_disconnected", address, None, None)
-
-    def flow_finished(self, flow: Flow) -> None:
-        active = self.proxy.hooks.active
-        if "done" in active:
-            self.runner.run("done", flow, None, None)
-        if flow.error is not None and "error" in active:
-            self.runner.run("error", flow, None, None)
-        for listener in list(self.proxy._listeners):
-            try:
-                listener(flow)
-            except Exception:  # a listener's bug must not break the proxy
-                log.exception("flow listener %r failed", listener)
-        recorder = self.proxy._recorder
-        offset = recorder.write(flow) if recorder is not None else None
-        for watcher in list(self.proxy._watchers):
-            watcher.flow_finished(flow)
-        reload = partial(read_body, recorder.path, offset) if recorder is not None and offset is not None else None
-        self.proxy.flows._touched(flow, reload)
-
-
-def _self_addresses(addresses: list[tuple[str, int]]) -> set[tuple[str, int]]:
-    """The (host, port) pairs that mean "this proxy" in a request-target."""
-    result = set(addresses)
-    for host, port in addresses:
-        if host in ("127.0.0.1", "0.0.0.0", "::1", "::"):
-            result.update({("127.0.0.1", port), ("localhost", port), ("::1", port)})
-    return result

@@ -102,8 +102,10 @@ class FlowTable:
         with self._lock:
             if self._flows.maxlen is not None and len(self._flows) == self._flows.maxlen:
                 self.dropped += 1
-                # With max_flows=0 the new flow itself is the one that goes.
-                self._budget.forget(self._flows[0] if self._flows else flow)
+                # With max_flows=0 (the CLI) nothing is ever kept, so nothing
+                # is counted either: _touched skips the budget for it.
+                if self._flows:
+                    self._budget.forget(self._flows[0])
             self._flows.append(flow)
         self._notify(flow)
 
@@ -113,8 +115,9 @@ class FlowTable:
         ``reload(side)`` reads a body ("request" or "response") back from
         the ``save=`` file once the budget drops it.
         """
-        with self._lock:
-            self._budget.add(flow, reload)
+        if self._flows.maxlen != 0:  # max_flows=0 keeps no flow, so no body counts
+            with self._lock:
+                self._budget.add(flow, reload)
         self._notify(flow)
 
     @property
@@ -137,6 +140,8 @@ class FlowTable:
         self._notify(None)
 
     def _notify(self, flow: Flow | None) -> None:
+        if not self._watchers:  # the common case: no live view; skip the copy
+            return
         for watcher in list(self._watchers):
             try:
                 watcher(flow)

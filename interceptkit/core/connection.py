@@ -78,6 +78,9 @@ class ProxyConnection(Requests, Responses, Upstreams, Tunnels, WebSockets, Lifec
 
     def _route_client_bytes(self, data: bytes) -> None:
         """Client bytes go where the connection's phase says (the table below)."""
+        if self._phase is Phase.HTTP:  # the common case, without hashing the enum (Python code)
+            Requests._feed_client(self, data)
+            return
         route = _CLIENT_BYTES.get(self._phase)
         if route is not None:  # CLOSED: nothing is read any more
             route(self, data)

@@ -32,7 +32,7 @@ RINGS: list[frozenset[str]] = [
                "redact", "views", "budget", "arrow", "matching", "playback", "faults",
                "flowlog", "clientenv", "loops"}),
     frozenset({"table", "replay", "proxy", "cli", "__main__", "pytest_plugin", "scripts", "live", "breakpoints",
-               "cassette", "testkit", "cli_env", "cli_network"}),
+               "cassette", "testkit", "cli_env", "cli_network", "proxy_callbacks", "proxy_testing"}),
 ]
 
 

@@ -9,22 +9,12 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 from origin import HELLO, Origin, curl, pattern, wait_until
 
 from interceptkit import Proxy
-
-
-@pytest.fixture
-def origin() -> Iterator[Origin]:
-    server = Origin().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def http(proxy: Proxy, timeout: float = 5.0) -> httpx.Client:

@@ -8,22 +8,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 from origin import HELLO, Origin, curl, wait_flows_done
 
 from interceptkit import Flow, Proxy
-
-
-@pytest.fixture
-def origin() -> Iterator[Origin]:
-    server = Origin().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def http(proxy: Proxy) -> httpx.Client:
