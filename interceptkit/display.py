@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import views
 from .columns import COLUMNS, ordered
-from .flow import Flow, Message, Timings, register_service
+from .flow import Flow, Message, Timings
+from .flow_owner import register_service
 
 if TYPE_CHECKING:
     from .table import FlowTable

@@ -13,12 +13,12 @@ import json as _json
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qsl
 
 from . import export as _export
 from ._wire import format_authority, parse_absolute_url
+from .flow_owner import FlowOwner, ReplayError, lent_service, owner_of
 from .headers import HeaderFields, Headers
 from .vocab import FlowKind, FlowState
 
@@ -407,12 +407,12 @@ class Flow:
         recorded this flow; pass one to replay a flow loaded from a file.
         Raises :class:`ReplayError` (no running proxy, a truncated body, no answer).
         """
-        return _owner_of(self, proxy).replay_flow(self._replay_target(modify), timeout=timeout)
+        return owner_of(self, proxy).replay_flow(self._replay_target(modify), timeout=timeout)
 
     async def replay_async(self, *, proxy: FlowOwner | None = None,
                            modify: Callable[[Request], Any] | None = None, timeout: float = 30.0) -> Flow:
         """:meth:`replay` for async code: ``new = await flow.replay_async()``."""
-        owner = _owner_of(self, proxy)
+        owner = owner_of(self, proxy)
         return await owner.replay_flow_async(self._replay_target(modify), timeout=timeout)
 
     def _replay_target(self, modify: Callable[[Request], Any] | None) -> Flow:
@@ -446,60 +446,15 @@ class Flow:
 
     def _repr_html_(self) -> str:
         """Jupyter's rich display, drawn by the display module (it registers "html")."""
-        return str(_service("html", "display")(self))
+        return str(lent_service("html", "display")(self))
 
     def to_dict(self) -> dict[str, Any]:
         """Everything recorded about this flow as JSON-ready data (lossless)."""
-        data: dict[str, Any] = _service("to_dict", "store")(self)
+        data: dict[str, Any] = lent_service("to_dict", "store")(self)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Flow:
         """Rebuild a flow from :meth:`to_dict`'s data."""
-        flow: Flow = _service("from_dict", "store")(data)
+        flow: Flow = lent_service("from_dict", "store")(data)
         return flow
-
-
-class ReplayError(Exception):
-    """The request could not be replayed (no proxy, a truncated body, no answer)."""
-
-
-class FlowOwner(Protocol):
-    """Whoever captured a flow (a Proxy) and can send its request again.
-
-    The flow model sits below the proxy in the module order, so it reaches
-    the proxy's services through this interface instead of importing them.
-    """
-
-    def replay_flow(self, flow: Flow, *, timeout: float) -> Flow: ...
-
-    async def replay_flow_async(self, flow: Flow, *, timeout: float) -> Flow: ...
-
-    def resume_flow(self, flow: Flow) -> bool:
-        """Let a flow paused at a breakpoint go on; False if it was not paused."""
-
-
-def _owner_of(flow: Flow, proxy: FlowOwner | None) -> FlowOwner:
-    owner = proxy if proxy is not None else flow._owner
-    if owner is None:
-        raise ReplayError(f"flow #{flow.id} was not captured by a proxy here (loaded from a file?): "
-                          "pass one, flow.replay(proxy=...)")
-    return owner
-
-
-#: Services the rings above lend the flow model, by name: the display module
-#: registers "html", the store module "to_dict" and "from_dict" when they are
-#: imported (interceptkit's __init__ imports both). The same for every proxy.
-_SERVICES: dict[str, Callable[..., Any]] = {}
-
-
-def register_service(name: str, function: Callable[..., Any]) -> None:
-    """Lend ``function`` to the flow model as ``name`` (called by display and store)."""
-    _SERVICES[name] = function
-
-
-def _service(name: str, module: str) -> Callable[..., Any]:
-    try:
-        return _SERVICES[name]
-    except KeyError:
-        raise RuntimeError(f"interceptkit.{module} is not imported: import interceptkit first") from None

@@ -21,7 +21,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from .flow import Flow, Headers, Message, Request, Response, Timings, TLSInfo, register_service
+from .flow import Flow, Headers, Message, Request, Response, Timings, TLSInfo
+from .flow_owner import register_service
 
 log = logging.getLogger("interceptkit")
 
