@@ -28,6 +28,11 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
                         help="require these credentials from clients (407 otherwise; SOCKS5 too)")
     parser.add_argument("--proxy-auth-file", default=None, metavar="FILE",
                         help="require credentials from a file of user:password lines ('#' comments)")
+    add_upstream_proxy_options(parser)
+
+
+def add_upstream_proxy_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--upstream-proxy`` and ``--upstream-proxy-bypass`` to ``parser``."""
     parser.add_argument("--upstream-proxy", default=None, metavar="URL",
                         help="send everything through this proxy: http://[user:pass@]host:port")
     parser.add_argument("--upstream-proxy-bypass", action="append", default=[], metavar="PATTERN",
@@ -54,6 +59,12 @@ def network_options(args: argparse.Namespace) -> NetworkOptions:
         credentials = Credentials([parse_user_password(args.proxy_auth, "--proxy-auth")])
     elif args.proxy_auth_file:
         credentials = _read_credentials(Path(args.proxy_auth_file))
+    upstream, bypass = upstream_proxy_options(args)
+    return NetworkOptions(credentials=credentials, upstream_proxy=upstream, bypass=bypass)
+
+
+def upstream_proxy_options(args: argparse.Namespace) -> tuple[UpstreamProxy | None, Callable[[str, int], bool] | None]:
+    """The parent proxy and its bypass matcher. Raises ValueError naming the flag."""
     upstream = parse_upstream_proxy(args.upstream_proxy) if args.upstream_proxy else None
     if args.upstream_proxy_bypass and upstream is None:
         raise ValueError("--upstream-proxy-bypass needs --upstream-proxy")
@@ -61,7 +72,7 @@ def network_options(args: argparse.Namespace) -> NetworkOptions:
         bypass = host_matcher(args.upstream_proxy_bypass)
     except ValueError as exc:
         raise ValueError(f"--upstream-proxy-bypass: {exc}") from None
-    return NetworkOptions(credentials=credentials, upstream_proxy=upstream, bypass=bypass)
+    return upstream, bypass
 
 
 def _read_credentials(path: Path) -> Credentials:

@@ -19,6 +19,7 @@ from .breakpoints import Breakpoint, PausedFlows
 from .certs import CertStore, default_confdir
 from .clientenv import client_environment, write_bundle
 from .core.config import ProxyConfig
+from .core.upstreamproxy import UpstreamProxy, parse_upstream_proxy
 from .flow import Flow
 from . import faults, testkit
 from .cassette import CassetteBlock
@@ -69,6 +70,7 @@ class Proxy:
         confdir: folder of the CA (default ``$INTERCEPTKIT_HOME`` or ~/.interceptkit).
         intercept: decrypt HTTPS (CONNECT) traffic with certificates from the CA.
         ignore_hosts: glob or regex patterns of hosts relayed without decrypting.
+        upstream_proxy: a parent proxy, ``"http://[user:pass@]host:port"``; upstream_proxy_bypass: hosts reached directly.
         ssl_insecure: do not verify upstream certificates (only if you must).
         upstream_ca: a PEM file of extra CAs to trust for upstream servers.
         routes: reverse mode: ``{"/api": "http://127.0.0.1:9000", "/": {"url": "https://...",
@@ -106,6 +108,8 @@ class Proxy:
         confdir: str | os.PathLike[str] | None = None,
         intercept: bool = True,
         ignore_hosts: Iterable[str] = (),
+        upstream_proxy: str | UpstreamProxy | None = None,
+        upstream_proxy_bypass: Iterable[str] = (),
         ssl_insecure: bool = False,
         upstream_ca: str | os.PathLike[str] | None = None,
         routes: dict[str, str | dict[str, Any]] | None = None,
@@ -149,6 +153,8 @@ class Proxy:
             routes=parse_routes(routes or {}), keep_host=keep_host,
             listen_context=listen_ssl_context(certfile, keyfile),
             max_request_body=max_request_body,
+            upstream_proxy=parse_upstream_proxy(upstream_proxy) if isinstance(upstream_proxy, str) else upstream_proxy,
+            upstream_proxy_bypass=host_matcher(upstream_proxy_bypass),
         )
         self._tls_name = tls_name
         self._settings = TransportSettings(

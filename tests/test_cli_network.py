@@ -1,4 +1,4 @@
-"""Parsing of the network flags (not yet in ``interceptkit --help``) and the exposure warning."""
+"""Parsing of the network flags (the upstream-proxy pair is in ``interceptkit --help``) and the exposure warning."""
 
 from __future__ import annotations
 
@@ -79,5 +79,7 @@ def test_the_cli_prints_the_warning_for_a_non_loopback_address(tmp_path):
 
 def test_the_flags_are_not_offered_until_they_work():
     text = cli.build_parser().format_help()
-    for flag in ("--proxy-auth", "--upstream-proxy", "socks5"):
+    for flag in ("--proxy-auth", "socks5"):
         assert flag not in text
+    # The upstream proxy is wired: offered, and a bad value is refused at startup.
+    assert "--upstream-proxy URL" in text and "--upstream-proxy-bypass PATTERN" in text
