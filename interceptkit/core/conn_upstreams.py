@@ -182,11 +182,13 @@ class Upstreams(ConnectionBase):
             while isinstance(event, h11.InformationalResponse):
                 event = reader.next_event()
         except h11.RemoteProtocolError as exc:
-            self._upstream_failed(up, parent.refused(f"answered CONNECT with invalid HTTP: {exc}"))
+            what = "closed the connection without answering CONNECT" if not data else \
+                f"answered CONNECT with invalid HTTP: {exc}"
+            self._upstream_failed(up, parent.refused(what))
             return
         if event is h11.NEED_DATA:
             return
-        if isinstance(event, h11.ConnectionClosed):
+        if isinstance(event, h11.ConnectionClosed):  # closed before a byte of an answer
             self._upstream_failed(up, parent.refused("closed the connection without answering CONNECT"))
             return
         if not isinstance(event, h11.Response) or not 200 <= event.status_code < 300:
