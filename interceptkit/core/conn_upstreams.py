@@ -202,6 +202,18 @@ class Upstreams(ConnectionBase):
         if trailing and self._current_upstream(up.id) is up:
             self._on_upstream_data(ev.UpstreamDataReceived(time=self._now, upstream=up.id, data=trailing))
 
+    def _parent_refused(self, up: Upstream, response: h11.Response) -> bool:
+        """A 407 to a plain request is the parent's, not the origin's: a 502 naming it.
+
+        Relayed as is, it would ask the client for credentials for *this* proxy.
+        """
+        parent = up.parent
+        if parent is None or up.tunnel_to is not None or response.status_code != 407:
+            return False
+        what = f"{response.status_code} {response.reason.decode('latin-1')}".strip()
+        self._upstream_failed(up, parent.refused(f"answered {what}"))
+        return True
+
     def _start_upstream_tls(self, up: Upstream) -> None:
         context = self._config.upstream_context
         if context is None:

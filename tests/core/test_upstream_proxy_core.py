@@ -107,3 +107,13 @@ def test_bypassed_hosts_are_opened_directly() -> None:
     [open_] = opened(d.client(b"GET http://wiki.corp.test/ HTTP/1.1\r\nHost: wiki.corp.test\r\n\r\n"))
     assert (open_.host, open_.port) == ("wiki.corp.test", 80)
     assert to_upstream(d.connected()).startswith(b"GET / HTTP/1.1\r\n")
+
+
+def test_a_407_to_a_plain_request_is_the_parents_and_becomes_a_502() -> None:
+    d = driver()
+    d.client(b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    d.connected()
+    reply = to_client(d.upstream(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                                 b"Proxy-Authenticate: Basic realm=x\r\nContent-Length: 0\r\n\r\n"))
+    assert status_of(reply) == 502 and b"Proxy-Authenticate" not in reply
+    assert b"upstream proxy http://10.0.0.1:3128 answered 407 Proxy Authentication Required" in reply
