@@ -10,6 +10,7 @@ Start a proxy, send traffic through it, and read every exchange::
 
 from .breakpoints import Breakpoint
 from .cassette import Cassette
+from .core.proxyauth import Credentials
 from .filters import compile_filter
 from .flow import Flow, FlowOwner, Headers, ReplayError, Request, Response, Timings, TLSInfo
 from .live import LiveView
@@ -20,7 +21,7 @@ from .table import FlowTable
 from .transport import ResolveError, static_resolver
 
 __all__ = [
-    "Breakpoint", "Cassette", "Flow", "FlowOwner", "FlowTable", "Headers", "LiveView", "Proxy", "ProxyStartError",
+    "Breakpoint", "Cassette", "Credentials", "Flow", "FlowOwner", "FlowTable", "Headers", "LiveView", "Proxy", "ProxyStartError",
     "Redact", "ReplayError", "Request", "ResolveError", "Response", "ScriptHandle", "TLSInfo", "Timings",
     "compile_filter", "static_resolver",
 ]

@@ -27,6 +27,7 @@ COLUMN_TYPES: dict[str, pa.DataType] = {
     "time": pa.timestamp("us", tz="UTC"),
     "state": pa.string(),
     "client": pa.string(),
+    "proxy_user": pa.string(),
     "method": pa.string(),
     "scheme": pa.string(),
     "host": pa.string(),

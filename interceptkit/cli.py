@@ -13,7 +13,13 @@ from typing import TextIO
 from . import loops
 from .certs import CertStoreError
 from .cli_env import env_main, run_main
-from .cli_network import add_upstream_proxy_options, exposure_warning, upstream_proxy_options
+from .cli_network import (
+    add_auth_options,
+    add_upstream_proxy_options,
+    auth_options,
+    exposure_warning,
+    upstream_proxy_options,
+)
 from .filters import compile_filter
 from .flowlog import FlowFormatter, printer, use_color
 from .proxy import Proxy, ProxyStartError
@@ -30,9 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--listen-host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this machine only)")
     parser.add_argument("--listen-port", type=int, default=8080, help="port to listen on (default: 8080)")
-    parser.add_argument("--mode", choices=("forward", "reverse"), default="forward",
+    parser.add_argument("--mode", choices=("forward", "reverse", "socks5"), default="forward",
                         help="forward: clients use it as their proxy; reverse: it stands in front of "
-                             "services given with --route (default: forward)")
+                             "services given with --route; socks5: clients use it as a SOCKS5 proxy "
+                             "(default: forward)")
     parser.add_argument("--route", action="append", default=[], metavar="PREFIX=URL",
                         help="reverse mode: send paths under PREFIX to URL, e.g. /api=http://127.0.0.1:9000 "
                              "(repeatable; longest prefix wins)")
@@ -65,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not verify upstream certificates (dangerous; for test servers)")
     parser.add_argument("--upstream-ca", default=None, metavar="PEM",
                         help="also trust the CA certificates in this PEM file for upstream servers")
+    add_auth_options(parser)
     parser.add_argument("--max-request-body", type=int, default=None, metavar="BYTES",
                         help="answer 413 to request bodies over BYTES (default: no limit)")
     parser.add_argument("--save", default=None, metavar="FILE",
@@ -107,7 +115,8 @@ async def _run(proxy: Proxy) -> None:
         if proxy.mode == "reverse":
             what = "reverse proxy"
         else:
-            what = "forward proxy, " + ("intercepting HTTPS" if proxy.intercept else "HTTPS relayed")
+            what = ("SOCKS5" if proxy.mode == "socks5" else "forward") + " proxy, " + (
+                "intercepting HTTPS" if proxy.intercept else "HTTPS relayed")
         print(f"interceptkit listening on {proxy.url} ({what}; {proxy.loop} loop); Ctrl-C stops it", flush=True)
         if proxy.intercept and proxy.certs is not None:
             print(f"CA certificate: {proxy.certs.ca_cert_path} (`interceptkit ca` shows how to trust it)",
@@ -178,6 +187,7 @@ def _make_proxy(args: argparse.Namespace) -> Proxy:
         max_flows=0,  # the CLI prints each exchange; keeping them would only cost memory
         save=args.save, loop=args.loop, max_request_body=args.max_request_body,
         upstream_proxy=parent, upstream_proxy_bypass=args.upstream_proxy_bypass if bypass else (),  # checked above
+        proxy_auth=auth_options(args),
     )
 
 
@@ -220,7 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"interceptkit: {exc}", file=sys.stderr)
         return 2
-    warning = exposure_warning(args.listen_host, args.listen_port, authenticated=False)
+    warning = exposure_warning(args.listen_host, args.listen_port,
+                               authenticated=bool(args.proxy_auth or args.proxy_auth_file), auth_available=True)
     if warning:
         print(f"interceptkit: {warning}", file=sys.stderr)
     try:

@@ -22,12 +22,28 @@ from .core.upstreamproxy import UpstreamProxy, parse_upstream_proxy
 from .policy import host_matcher
 
 
-def add_network_options(parser: argparse.ArgumentParser) -> None:
-    """Add the authentication and upstream-proxy flags to ``parser``."""
+def add_auth_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--proxy-auth`` and ``--proxy-auth-file`` to ``parser`` (read them with :func:`auth_options`)."""
     parser.add_argument("--proxy-auth", default=None, metavar="USER:PASS",
                         help="require these credentials from clients (407 otherwise; SOCKS5 too)")
     parser.add_argument("--proxy-auth-file", default=None, metavar="FILE",
                         help="require credentials from a file of user:password lines ('#' comments)")
+
+
+def auth_options(args: argparse.Namespace) -> Credentials | None:
+    """The credentials ``--proxy-auth``/``--proxy-auth-file`` ask for. Raises ValueError naming the flag."""
+    if args.proxy_auth and args.proxy_auth_file:
+        raise ValueError("give --proxy-auth or --proxy-auth-file, not both")
+    if args.proxy_auth:
+        return Credentials([parse_user_password(args.proxy_auth, "--proxy-auth")])
+    if args.proxy_auth_file:
+        return _read_credentials(Path(args.proxy_auth_file))
+    return None
+
+
+def add_network_options(parser: argparse.ArgumentParser) -> None:
+    """Add the authentication and upstream-proxy flags to ``parser``."""
+    add_auth_options(parser)
     add_upstream_proxy_options(parser)
 
 
@@ -52,13 +68,7 @@ class NetworkOptions:
 
 def network_options(args: argparse.Namespace) -> NetworkOptions:
     """Validate the flags. Raises ValueError naming the flag and what is wrong."""
-    if args.proxy_auth and args.proxy_auth_file:
-        raise ValueError("give --proxy-auth or --proxy-auth-file, not both")
-    credentials = None
-    if args.proxy_auth:
-        credentials = Credentials([parse_user_password(args.proxy_auth, "--proxy-auth")])
-    elif args.proxy_auth_file:
-        credentials = _read_credentials(Path(args.proxy_auth_file))
+    credentials = auth_options(args)
     upstream, bypass = upstream_proxy_options(args)
     return NetworkOptions(credentials=credentials, upstream_proxy=upstream, bypass=bypass)
 

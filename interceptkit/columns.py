@@ -77,6 +77,7 @@ COLUMNS: dict[str, Callable[[Flow], Any]] = {
     "time": _time,
     "state": lambda f: f.state,
     "client": lambda f: _address(f.client_address),
+    "proxy_user": lambda f: f.proxy_user,
     "method": lambda f: f.request.method,
     "scheme": lambda f: f.request.scheme,
     "host": lambda f: f.request.host,

@@ -304,6 +304,9 @@ class Flow:
     timings: Timings = field(default_factory=Timings)
     client_tls: TLSInfo | None = None
     server_tls: TLSInfo | None = None
+    #: The user the client authenticated as (``Proxy(proxy_auth=...)``), on
+    #: every flow of that client connection; None without proxy authentication.
+    proxy_user: str | None = None
     #: "http" (one exchange), "tunnel" (a CONNECT), "upgrade" (a 101 relayed
     #: as bytes) or "websocket" (a 101 parsed as messages): vocab.FlowKind.
     kind: FlowKind = "http"

@@ -102,6 +102,8 @@ def _entry(flow: Flow) -> dict[str, Any]:
         entry["serverIPAddress"] = flow.server_address[0]
     if flow.client_address is not None:
         entry["connection"] = str(flow.client_address[1])
+    if flow.proxy_user is not None:
+        entry["_proxyUser"] = flow.proxy_user  # HAR 1.2 has no field for it: a custom one (4.1)
     notes = [e for e in [flow.error, *flow.hook_errors] if e]
     if notes:
         entry["comment"] = "; ".join(notes)
@@ -284,6 +286,8 @@ def _flow(entry: dict[str, Any], index: int) -> Flow:
     if address:
         flow.server_address = (str(address).strip("[]"), request.port)
     flow.metadata["source"] = "har"
+    if isinstance(entry.get("_proxyUser"), str):
+        flow.proxy_user = entry["_proxyUser"]
     for key in ("pageref", "_resourceType", "comment"):
         if entry.get(key):
             flow.metadata[key.lstrip("_")] = entry[key]

@@ -20,6 +20,7 @@ from .certs import CertStore, default_confdir
 from .clientenv import client_environment, write_bundle
 from .core.config import ProxyConfig
 from .core.upstreamproxy import UpstreamProxy, parse_upstream_proxy
+from .core.proxyauth import Credentials
 from .flow import Flow
 from . import faults, testkit
 from .cassette import CassetteBlock
@@ -53,7 +54,9 @@ class Proxy:
     Args:
         host: address to listen on; 127.0.0.1 unless you mean to expose it.
         port: port to listen on; 0 picks a free one.
-        mode: "forward" (clients configure it as their proxy).
+        mode: "forward" (clients configure it as their proxy), "reverse", or "socks5" (a SOCKS5 proxy).
+        proxy_auth: ``("user", "pass")`` or ``(user, password) -> bool``: clients must authenticate
+            (407 otherwise; RFC 1929 in socks5 mode); the user is ``flow.proxy_user``.
         read_timeout: seconds to wait for the upstream's answer (then 504).
         connect_timeout: seconds to wait for an upstream connection (then 504).
         idle_timeout: seconds an idle client connection is kept open.
@@ -121,9 +124,12 @@ class Proxy:
         redact: Redact | None = None,
         max_request_body: int | None = None,
         loop: str = "auto",
+        proxy_auth: tuple[str, str] | Callable[[str, str], bool] | Credentials | None = None,
     ) -> None:
-        if mode not in ("forward", "reverse"):
-            raise ValueError(f"unknown mode {mode!r}: use 'forward' or 'reverse'")
+        if mode not in ("forward", "reverse", "socks5"):
+            raise ValueError(f"unknown mode {mode!r}: use 'forward', 'reverse' or 'socks5'")
+        if proxy_auth is not None and mode == "reverse":
+            raise ValueError("proxy_auth applies to the forward and socks5 modes, not reverse")
         if mode == "reverse" and not routes:
             raise ValueError("reverse mode needs routes, e.g. routes={'/': 'http://127.0.0.1:9000'}")
         #: "asyncio" or "uvloop": the loop its thread runs.
@@ -143,6 +149,7 @@ class Proxy:
         self.confdir = Path(confdir) if confdir is not None else default_confdir()
         self.intercept = intercept
         self.certs: CertStore | None = None
+        self._replay_auth = ("interceptkit-replay", secrets.token_urlsafe(16))  # replay.py is a client too
         self._config = ProxyConfig(
             mode=mode, read_timeout=read_timeout, idle_timeout=idle_timeout,
             forwarded_for=forwarded_for, body_capture_limit=body_capture_limit,
@@ -155,6 +162,7 @@ class Proxy:
             max_request_body=max_request_body,
             upstream_proxy=parse_upstream_proxy(upstream_proxy) if isinstance(upstream_proxy, str) else upstream_proxy,
             upstream_proxy_bypass=host_matcher(upstream_proxy_bypass),
+            credentials=Credentials.of(proxy_auth).with_pair(*self._replay_auth) if proxy_auth is not None else None,
         )
         self._tls_name = tls_name
         self._settings = TransportSettings(
@@ -183,8 +191,9 @@ class Proxy:
 
     @property
     def url(self) -> str:
-        """``http://host:port`` (https with listening TLS): what to give clients."""
+        """``http://host:port`` (https with listening TLS, socks5 in socks5 mode): what to give clients."""
         scheme = "https" if self._config.listen_context is not None or self._tls_name else "http"
+        scheme = "socks5" if self.mode == "socks5" else scheme
         return f"{scheme}://{format_address(self.host, self.port)}"
 
     @property

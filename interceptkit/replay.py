@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, cast
 
 from ._wire import DEFAULT_PORTS, format_authority
 from .core.http1 import end_to_end_fields
+from .core.proxyauth import basic_value
+from .core.socks5 import Method, encode_connect, encode_greeting
 from .flow import Flow, ReplayError, Request
 
 if TYPE_CHECKING:
@@ -70,7 +72,8 @@ def replay(flow: Flow, proxy: Proxy | None = None, *, timeout: float = 30.0) -> 
     unwatch = proxy._watch(watcher)
     try:
         failure = _exchange(sock, request, proxy, timeout, deadline)
-        found = watcher.wait(tunnelled=_is_tls(request) and proxy.mode != "reverse", timeout=max(deadline - time.monotonic(), 0.1))
+        tunnelled = proxy.mode == "socks5" or (_is_tls(request) and proxy.mode != "reverse")
+        found = watcher.wait(tunnelled=tunnelled, timeout=max(deadline - time.monotonic(), 0.1))
     finally:
         unwatch()
     if found is None:
@@ -138,14 +141,17 @@ def _exchange(sock: socket.socket, request: Request, proxy: Proxy, timeout: floa
 
     stream: socket.socket = sock
     try:
+        if proxy.mode == "socks5":
+            _socks_connect(sock, request, proxy, deadline)
+        elif _is_tls(request) and proxy.mode != "reverse":
+            _open_tunnel(sock, request, proxy, deadline)
         if _is_tls(request) and proxy.mode != "reverse":
-            _open_tunnel(sock, request, deadline)
             context = ssl.create_default_context(cafile=str(proxy.ca_cert_path))
             stream = context.wrap_socket(sock, server_hostname=request.host)
         target = _target(request, proxy)
         connection = http.client.HTTPConnection(request.host, request.port, timeout=timeout)
         connection.sock = stream  # the connection is ours already: http.client only frames
-        _send_request(connection, request, target)
+        _send_request(connection, request, target, _auth_fields(proxy) if target == request.url else [])
         _drain(connection.getresponse(), deadline)
         return None
     except (OSError, http.client.HTTPException, ValueError, ReplayError) as exc:
@@ -159,7 +165,7 @@ def _target(request: Request, proxy: Proxy) -> str:
     """The request-target to send: origin-form inside a tunnel or to a reverse proxy."""
     if proxy.mode == "reverse":
         return _reverse_path(request, proxy)
-    return request.path if _is_tls(request) else request.url
+    return request.path if _is_tls(request) or proxy.mode == "socks5" else request.url
 
 
 def _reverse_path(request: Request, proxy: Proxy) -> str:
@@ -192,9 +198,47 @@ def _lands(route: Route, path: str, request: Request) -> bool:
             and route.target(path) == request.path)
 
 
-def _open_tunnel(sock: socket.socket, request: Request, deadline: float) -> None:
+def _auth_fields(proxy: Proxy) -> list[tuple[str, bytes]]:
+    """The proxy's own credentials, when it asks clients for some (``proxy_auth=``)."""
+    if proxy._config.credentials is None:
+        return []
+    return [("Proxy-Authorization", basic_value(*proxy._replay_auth))]
+
+
+def _socks_connect(sock: socket.socket, request: Request, proxy: Proxy, deadline: float) -> None:
+    """The SOCKS5 handshake (RFC 1928, RFC 1929 with the proxy's own credentials), up to the tunnel."""
+    auth = proxy._config.credentials is not None
+    sock.sendall(encode_greeting((Method.USERNAME_PASSWORD,) if auth else (Method.NO_AUTH,)))
+    if _recv(sock, 2, deadline)[1:] == b"\xff":
+        raise ReplayError("the SOCKS5 proxy accepted no authentication method")
+    if auth:
+        user, password = (part.encode() for part in proxy._replay_auth)
+        sock.sendall(bytes([1, len(user)]) + user + bytes([len(password)]) + password)
+        if _recv(sock, 2, deadline) != b"\x01\x00":
+            raise ReplayError("the SOCKS5 proxy refused the replay's credentials")
+    sock.sendall(encode_connect(request.host, request.port))
+    reply = _recv(sock, 4, deadline)
+    if reply[1] != 0:
+        raise ReplayError(f"the SOCKS5 proxy refused the CONNECT (reply {reply[1]})")
+    _recv(sock, {1: 4, 4: 16}.get(reply[3], 0) + 2, deadline)  # the bound address and port
+
+
+def _recv(sock: socket.socket, count: int, deadline: float) -> bytes:
+    data = b""
+    while len(data) < count:
+        if time.monotonic() > deadline:
+            raise ReplayError("the SOCKS5 proxy did not answer")
+        piece = sock.recv(count - len(data))
+        if not piece:
+            raise ReplayError("the SOCKS5 proxy closed the connection during its handshake")
+        data += piece
+    return data
+
+
+def _open_tunnel(sock: socket.socket, request: Request, proxy: Proxy, deadline: float) -> None:
     authority = format_authority(request.host, request.port, None)
-    sock.sendall(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode("ascii"))
+    auth = "".join(f"{n}: {v.decode('ascii')}\r\n" for n, v in _auth_fields(proxy))
+    sock.sendall(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{auth}\r\n".encode("ascii"))
     head = b""
     while b"\r\n\r\n" not in head:
         if len(head) > 65536 or time.monotonic() > deadline:
@@ -219,9 +263,10 @@ def _replay_fields(request: Request) -> list[tuple[str, bytes]]:
     return kept
 
 
-def _send_request(connection: http.client.HTTPConnection, request: Request, target: str) -> None:
+def _send_request(connection: http.client.HTTPConnection, request: Request, target: str,
+                  extra: list[tuple[str, bytes]]) -> None:
     connection.putrequest(request.method, target, skip_host=True, skip_accept_encoding=True)
-    for name, value in _replay_fields(request):
+    for name, value in _replay_fields(request) + extra:
         connection.putheader(name, value)
     connection.endheaders(request.content or None)
 

@@ -350,8 +350,15 @@ class FlowTable:
 
     @property
     def display_columns(self) -> tuple[str, ...]:
-        """What the views show: the selected columns, or a compact default set."""
-        return self._columns if self._selected else DEFAULT_COLUMNS
+        """What the views show: the selected columns, or a compact default set.
+
+        The default set gains ``proxy_user`` when a flow has one (the proxy asks for credentials).
+        """
+        if self._selected:
+            return self._columns
+        if any(flow.proxy_user is not None for flow in self):
+            return DEFAULT_COLUMNS[:2] + ("proxy_user",) + DEFAULT_COLUMNS[2:]
+        return DEFAULT_COLUMNS
 
     def live(self, rows: int = 20, columns: Iterable[str] | None = None,
              where: Callable[[Flow], bool] | str | None = None) -> LiveView:

@@ -1,4 +1,4 @@
-"""Parsing of the network flags (the upstream-proxy pair is in ``interceptkit --help``) and the exposure warning."""
+"""Parsing of the network flags, the ones ``interceptkit --help`` offers, and the exposure warning."""
 
 from __future__ import annotations
 
@@ -77,9 +77,32 @@ def test_the_cli_prints_the_warning_for_a_non_loopback_address(tmp_path):
     assert b"Traceback" not in result.stderr
 
 
-def test_the_flags_are_not_offered_until_they_work():
+def test_the_upstream_proxy_flags_are_offered():
     text = cli.build_parser().format_help()
-    for flag in ("--proxy-auth", "socks5"):
-        assert flag not in text
-    # The upstream proxy is wired: offered, and a bad value is refused at startup.
+    # The upstream proxy is wired: offered.
     assert "--upstream-proxy URL" in text and "--upstream-proxy-bypass PATTERN" in text
+
+
+def test_the_cli_offers_auth_and_socks5_and_passes_them_on(tmp_path):
+    text = cli.build_parser().format_help()
+    assert "--proxy-auth USER:PASS" in text and "--proxy-auth-file FILE" in text and "socks5" in text
+    args = cli.build_parser().parse_args(["--mode", "socks5", "--proxy-auth", "ada:pw", "--confdir", str(tmp_path)])
+    proxy = cli._make_proxy(args)
+    assert proxy.mode == "socks5" and proxy.url.startswith("socks5://")
+    args = cli.build_parser().parse_args(["--mode", "reverse", "--route", "/=http://127.0.0.1:1",
+                                          "--proxy-auth", "ada:pw"])
+    with pytest.raises(ValueError, match="not reverse"):
+        cli._make_proxy(args)
+
+
+def test_no_warning_with_auth_and_the_warning_says_how_to_add_it(tmp_path):
+    users = tmp_path / "users"
+    users.write_text("ada:pw\n")
+    for extra, warned in (([], True), (["--proxy-auth", "ada:pw"], False), (["--proxy-auth-file", str(users)], False)):
+        result = subprocess.run([sys.executable, "-m", "interceptkit", "--listen-host", "192.0.2.1",
+                                 "--listen-port", "0", "--confdir", str(tmp_path), *extra],
+                                capture_output=True, timeout=30, check=False)
+        assert result.returncode == 1, result.stderr
+        assert (b"without authentication" in result.stderr) is warned
+        if warned:
+            assert b"--proxy-auth USER:PASS" in result.stderr

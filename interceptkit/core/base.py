@@ -22,6 +22,7 @@ from .http1 import (
     plain_answer,
     raw_response,
 )
+from .socks5 import Reply, Socks5Handshake
 from .state import PHASE_TRANSITIONS, Exchange, Phase, Upstream, UpstreamKey
 from .tls import TLSEndpoint
 from .websocket import WebSocketMessage
@@ -41,6 +42,7 @@ class ConnectionBase:
     _client_activity: float  # conn_requests.py
     _client_blocked: bool  # conn_requests.py
     _head_request: bool  # conn_requests.py
+    _proxy_user: str | None  # conn_requests.py
     _client_tls: TLSEndpoint | None  # conn_tunnels.py
     _client_tls_info: TLSInfo | None  # conn_tunnels.py
     _early: bytes  # conn_tunnels.py
@@ -48,6 +50,7 @@ class ConnectionBase:
     _server_name: str | None  # conn_tunnels.py
     _tunnel: Flow | None  # conn_tunnels.py
     _upstream: Upstream | None  # conn_upstreams.py
+    _socks: Socks5Handshake | None  # conn_socks5.py
     _waiting: tuple[int, Exchange, Callable[[Exchange, Any], None]] | None  # conn_lifecycle.py
 
     # Methods one part offers the others.
@@ -89,6 +92,10 @@ class ConnectionBase:
     _init_upstreams: Callable[[], None]  # conn_upstreams.py
     _init_lifecycle: Callable[[], None]  # conn_lifecycle.py
     _init_websockets: Callable[[], None]  # conn_websockets.py
+    _init_socks5: Callable[[], None]  # conn_socks5.py
+    _set_proxy_user: Callable[[str], None]  # conn_requests.py
+    _begin_tunnel: Callable[[Exchange], None]  # conn_tunnels.py
+    _socks_reply: Callable[[Reply], bytes]  # conn_socks5.py
     _pump_ws: Callable[[], None]  # conn_websockets.py
     _start_websocket: Callable[[Exchange, bytes], None]  # conn_websockets.py
     _ws_client_bytes: Callable[[bytes], None]  # conn_websockets.py
@@ -123,6 +130,7 @@ class ConnectionBase:
         self._init_upstreams()
         self._init_lifecycle()
         self._init_websockets()
+        self._init_socks5()
 
     def _begin(self, now: float) -> None:
         """An event arrived at ``now`` (the core has no clock of its own)."""
@@ -212,6 +220,7 @@ class ConnectionBase:
         flow = Flow(id=self._next_flow_id(), request=request, client_address=self._client_address)
         flow.timings.start = self._now
         flow.client_tls = self._client_tls_info
+        flow.proxy_user = self._proxy_user
         return flow
 
     def _end_flow(self, flow: Flow, error: str | None) -> None:

@@ -6,6 +6,7 @@ import ssl
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 
+from .proxyauth import Credentials
 from .upstreamproxy import UpstreamProxy
 
 
@@ -46,7 +47,10 @@ class ProxyConfig:
     pays nothing for the feature.
     """
 
+    #: "forward", "reverse" or "socks5" (the client side starts with a SOCKS5 handshake).
     mode: str = "forward"
+    #: Who may use the proxy (forward and socks5 modes): None lets everyone in.
+    credentials: Credentials | None = None
     max_header_size: int = 64 * 1024
     #: Seconds without a byte from the upstream while awaiting its answer: 504.
     read_timeout: float = 60.0

@@ -14,6 +14,7 @@ from . import commands as cmd
 from . import events as ev
 from .base import ConnectionBase
 from .errors import RemoteProtocolError
+from .proxyauth import challenge_answer
 from .http1 import (
     IDEMPOTENT_METHODS,
     SUPPORTED_VERSIONS,
@@ -61,6 +62,9 @@ class Requests(ConnectionBase):
         self._client_blocked = False
         #: Follows the chunk sizes of a chunked request body (h11 takes any size).
         self._chunk_guard: ChunkSizeGuard | None = None
+        #: Who the client authenticated as; with credentials configured, None
+        #: means its next request (or SOCKS5 handshake) must authenticate.
+        self._proxy_user: str | None = None
 
     def _new_client_parser(self) -> h11.Connection:
         return h11.Connection(h11.SERVER, max_incomplete_event_size=self._config.max_header_size)
@@ -205,6 +209,11 @@ class Requests(ConnectionBase):
             # whole in a single read is measured here.
             self._answer(431, "request header block too large")
             return
+        if self._config.credentials is not None:
+            allowed = self._authenticate(fields, f"{method} {event.target[:200]!r}")
+            if allowed is None:
+                return
+            fields = allowed
         if method == "CONNECT" and self._origin is None and self._config.mode != "reverse":
             self._on_connect(event, fields)
             return
@@ -236,6 +245,41 @@ class Requests(ConnectionBase):
         self._set_exchange(ex)
         self._emit(cmd.FlowStarted(flow=ex.flow))
         self._hook("request_headers", ex, self._after_request_headers)
+
+    def _authenticate(self, fields: list[tuple[bytes, bytes]], what: str) -> list[tuple[bytes, bytes]] | None:
+        """Check ``Proxy-Authorization`` once per connection; the fields without it, or None after a 407.
+
+        The header is addressed to this proxy (RFC 9110 11.7.2): it is removed
+        here, so neither the flow (and what is saved of it) nor an upstream
+        ever sees the password.
+        """
+        credentials = self._config.credentials
+        value = next((v for n, v in fields if n.lower() == b"proxy-authorization"), None)
+        rest = fields if value is None else [(n, v) for n, v in fields if n.lower() != b"proxy-authorization"]
+        if self._proxy_user is not None or credentials is None or self._config.mode == "reverse":
+            return rest
+        try:
+            user = credentials.authenticate(value)
+        except Exception as exc:  # the user's checker: its failure refuses, never crashes
+            self._log("error", f"the proxy_auth checker raised {exc!r}; refusing the client")
+            user = None
+        if user is None:
+            self._challenge(what, "wrong user name or password" if value is not None else "no credentials")
+            return None
+        self._set_proxy_user(user)
+        return rest
+
+    def _set_proxy_user(self, user: str) -> None:
+        """The client authenticated as ``user`` (an HTTP request's header, or the SOCKS5 handshake)."""
+        self._proxy_user = user
+
+    def _challenge(self, what: str, why: str) -> None:
+        """``407`` with ``Proxy-Authenticate: Basic``, then close (a client retries on a new connection)."""
+        client = f"{self._client_address[0]}:{self._client_address[1]}" if self._client_address else "client"
+        self._log("info", f"refused {what} from {client}: 407 proxy authentication required ({why})")
+        status, fields, body = challenge_answer()
+        self._send_whole_answer(h11.Response(status_code=status, headers=fields + [(b"Connection", b"close")],
+                                             reason=b"Proxy Authentication Required"), body)
 
     def _start_chunk_guard(self) -> None:
         """Follow chunk sizes from here on, starting with the body bytes h11 already holds."""

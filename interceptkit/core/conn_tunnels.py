@@ -19,6 +19,7 @@ from .http1 import (
     parse_authority,
     sized,
 )
+from .socks5 import Reply, connect_failure_reply
 from .state import Exchange, Phase, Upstream
 from .tls import (
     TLSEndpoint,
@@ -86,18 +87,24 @@ class Tunnels(ConnectionBase):
             http_version="HTTP/" + event.http_version.decode("ascii"),
             headers=Headers.from_wire(fields), authority=event.target.decode("ascii"),
         )
-        flow = self._new_flow(request)
-        flow.kind = "tunnel"
-        flow.state = "new"
-        self._tunnel = flow
-        self._hook("tunnel", Exchange(flow, absolute_form=False), self._after_tunnel_hook)
+        self._begin_tunnel(Exchange(self._new_flow(request), absolute_form=False))
+
+    def _begin_tunnel(self, ex: Exchange) -> None:
+        """A CONNECT (HTTP or SOCKS5) asked for a tunnel: the ``tunnel`` hook decides what it becomes."""
+        ex.flow.kind = "tunnel"
+        ex.flow.state = "new"
+        self._tunnel = ex.flow
+        self._hook("tunnel", ex, self._after_tunnel_hook)
 
     def _after_tunnel_hook(self, ex: Exchange, _: Any) -> None:
         flow = ex.flow
         request = flow.request
-        if flow.killed:
+        if flow.killed or (flow.response is not None and self._socks is not None):
+            # SOCKS5 has no way to carry a hook's HTTP answer: it is refused (RFC 1928 6).
             self._tunnel = None
-            self._end_flow(flow, "killed by a hook")
+            self._end_flow(flow, "killed by a hook" if flow.killed else "refused by a hook")
+            if self._socks is not None:
+                self._socks_reply(Reply.NOT_ALLOWED)
             self._close_client()
             return
         if flow.response is not None:  # a hook answered the CONNECT itself (e.g. block)
@@ -147,12 +154,16 @@ class Tunnels(ConnectionBase):
 
     def _answer_connect(self) -> None:
         """``200 Connection established``; what the client sent after it is kept."""
-        ok = h11.Response(status_code=200, headers=[], reason=b"Connection established")
-        self._to_client(self._client.send(ok))
+        if self._socks is not None:
+            self._early = self._socks_reply(Reply.SUCCEEDED)
+        else:
+            ok = h11.Response(status_code=200, headers=[], reason=b"Connection established")
+            self._to_client(self._client.send(ok))
+            self._early = self._client.trailing_data[0]
         self._tunnel_answered = True
-        self._early = self._client.trailing_data[0]
         if self._tunnel is not None:
-            self._tunnel.response = Response(status=200, reason="Connection established")
+            reason = "SOCKS5 request granted" if self._socks is not None else "Connection established"
+            self._tunnel.response = Response(status=200, reason=reason)
             self._tunnel.timings.response_start = self._now
 
     def _start_tunnel(self, up: Upstream) -> None:
@@ -190,7 +201,10 @@ class Tunnels(ConnectionBase):
         if flow is not None:
             self._end_flow(flow, reason)
         self._enter(Phase.HTTP)  # so the answer goes out through h11
-        if self._tunnel_answered:
+        if self._socks is not None and not self._tunnel_answered:
+            self._socks_reply(connect_failure_reply(reason, status))
+            self._close_client()
+        elif self._tunnel_answered:
             self._close_client()  # the 200 is out: closing is all that is left
         else:
             self._answer(status, reason)

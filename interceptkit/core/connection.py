@@ -36,7 +36,8 @@ Layout
 The class is assembled from one mixin per concern, each in its own module:
 ``conn_requests`` (client side, request path), ``conn_responses`` (answers
 back to the client), ``conn_upstreams`` (connections towards servers),
-``conn_tunnels`` (CONNECT, interception, relays), ``conn_websockets`` and
+``conn_tunnels`` (CONNECT, interception, relays), ``conn_socks5`` (a SOCKS5
+client's handshake, up to its tunnel), ``conn_websockets`` and
 ``conn_lifecycle`` (hooks returning, timers). ``base.ConnectionBase`` holds
 the shared state, the output path and the endings, and names the methods one
 part offers the others.
@@ -52,13 +53,14 @@ from . import events as ev
 from .conn_lifecycle import Lifecycle
 from .conn_requests import Requests
 from .conn_responses import Responses
+from .conn_socks5 import Socks5Side
 from .conn_tunnels import Tunnels
 from .conn_upstreams import Upstreams
 from .conn_websockets import WebSockets
 from .state import Phase
 
 
-class ProxyConnection(Requests, Responses, Upstreams, Tunnels, WebSockets, Lifecycle):
+class ProxyConnection(Requests, Responses, Upstreams, Tunnels, WebSockets, Lifecycle, Socks5Side):
     """The proxy state machine for one client connection.
 
     ``handle(event)`` returns the commands to execute, in order. It never
@@ -82,10 +84,11 @@ class ProxyConnection(Requests, Responses, Upstreams, Tunnels, WebSockets, Lifec
 
 
 #: Who takes the client's bytes in each phase. CONNECTING: h11 holds them
-#: (its state is past the CONNECT) until the tunnel is up.
+#: (its state is past the CONNECT), or the SOCKS5 handshake, until the tunnel is up.
 _CLIENT_BYTES: dict[Phase, Callable[[ProxyConnection, bytes], None]] = {
     Phase.HTTP: Requests._feed_client,
-    Phase.CONNECTING: Requests._feed_client,
+    Phase.SOCKS: Socks5Side._socks_bytes,
+    Phase.CONNECTING: Socks5Side._connecting_bytes,
     Phase.SNIFF: Tunnels._sniff,
     Phase.TUNNEL: Tunnels._relay_to_upstream,
     Phase.WEBSOCKET: WebSockets._ws_client_bytes,

@@ -302,3 +302,18 @@ def encode_connect(host: str, port: int) -> bytes:
         kind = AddressType.IPV4 if address.version == 4 else AddressType.IPV6
         target = bytes([kind]) + address.packed
     return bytes([VERSION, Command.CONNECT, 0]) + target + port.to_bytes(2, "big")
+
+
+def connect_failure_reply(reason: str, status: int) -> Reply:
+    """The RFC 1928 REP code for an upstream that could not be reached.
+
+    The transport says why in words (``os.strerror``), a timeout as 504.
+    """
+    text = reason.lower()
+    if status == 504 or "timed out" in text:
+        return Reply.TTL_EXPIRED
+    if "refused" in text:
+        return Reply.CONNECTION_REFUSED
+    if "network is unreachable" in text:
+        return Reply.NETWORK_UNREACHABLE
+    return Reply.HOST_UNREACHABLE  # no such name, no route to the host, and the like

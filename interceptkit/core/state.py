@@ -18,6 +18,7 @@ class Phase(Enum):
     """What the client's bytes are, for one connection; moves only along PHASE_TRANSITIONS."""
 
     HTTP = auto()  # the client's bytes are HTTP/1.x requests, parsed by h11
+    SOCKS = auto()  # mode="socks5": the client's bytes are its SOCKS5 handshake
     CONNECTING = auto()  # a CONNECT waits for its upstream connection
     SNIFF = auto()  # an intercepted CONNECT was answered; its first bytes decide
     TUNNEL = auto()  # bytes are relayed both ways unchanged
@@ -27,7 +28,9 @@ class Phase(Enum):
 
 #: Which phase may follow which; ``ConnectionBase._enter`` checks it.
 PHASE_TRANSITIONS: dict[Phase, frozenset[Phase]] = {
-    Phase.HTTP: frozenset({Phase.CONNECTING, Phase.SNIFF, Phase.TUNNEL, Phase.WEBSOCKET, Phase.CLOSED}),
+    Phase.HTTP: frozenset({Phase.SOCKS, Phase.CONNECTING, Phase.SNIFF, Phase.TUNNEL, Phase.WEBSOCKET,
+                           Phase.CLOSED}),  # SOCKS: only as a SOCKS5 connection starts
+    Phase.SOCKS: frozenset({Phase.CONNECTING, Phase.SNIFF, Phase.CLOSED}),
     Phase.CONNECTING: frozenset({Phase.TUNNEL, Phase.HTTP, Phase.CLOSED}),  # HTTP: to answer a failure
     Phase.SNIFF: frozenset({Phase.HTTP, Phase.CONNECTING, Phase.CLOSED}),
     Phase.TUNNEL: frozenset({Phase.CLOSED}),

@@ -199,6 +199,28 @@ def test_reverse_mode_reaches_its_route_through_the_parent(make, origin: Origin)
     assert at_parent.request.url == origin.url("/hello")
 
 
+def test_an_authenticated_chain_each_proxy_checks_its_own_credentials(make, origin: Origin,
+                                                                      tls_origin: TLSOrigin) -> None:
+    parent = make(intercept=False, proxy_auth=("parent-user", "parent-pw"))
+    child = make(names=False, proxy_auth=("client", "client-pw"),
+                 upstream_proxy=f"http://parent-user:parent-pw@127.0.0.1:{parent.port}")
+    result = curl(origin.url("/hello"), "--proxy-user", "client:client-pw", proxy=child, timeout=15)
+    assert result.stdout == HELLO, result.stderr
+    assert https(child, tls_origin.url("/hello"), "--proxy-user", "client:client-pw") == HELLO
+    [seen] = origin.wait_for_requests(1)
+    assert seen.header("Proxy-Authorization") is None
+    assert len(tls_origin.requests) == 1
+    at_parent = wait_flows_done(parent, 2)
+    assert sorted(f.request.method for f in at_parent) == ["CONNECT", "GET"]
+    assert {f.proxy_user for f in at_parent} == {"parent-user"}  # the child's pair, not the client's
+    assert {f.proxy_user for f in requests_of(child, 3)} == {"client"}
+    # Without the parent's credentials the parent refuses, and the client hears it was the parent.
+    stranger = make(names=False, upstream_proxy=parent.url)
+    refused = curl("-i", origin.url("/hello"), proxy=stranger, timeout=15)
+    assert refused.stdout.startswith(b"HTTP/1.1 502"), refused.stdout
+    assert f"upstream proxy {parent.url} answered 407".encode() in refused.stdout
+
+
 # -- a parent that refuses, or is not there --------------------------------------------------
 
 
