@@ -13,7 +13,13 @@ from typing import TextIO
 from . import loops
 from .certs import CertStoreError
 from .cli_env import env_main, run_main
-from .cli_network import add_auth_options, auth_options, exposure_warning
+from .cli_network import (
+    add_auth_options,
+    add_upstream_proxy_options,
+    auth_options,
+    exposure_warning,
+    upstream_proxy_options,
+)
 from .filters import compile_filter
 from .flowlog import FlowFormatter, printer, use_color
 from .proxy import Proxy, ProxyStartError
@@ -61,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="relay HTTPS to matching hosts without decrypting (glob like '*.bank.com' "
                              "or a regex; repeatable; '*' passes everything through)")
     parser.add_argument("--no-intercept", action="store_true", help="never decrypt HTTPS; relay every tunnel")
+    add_upstream_proxy_options(parser)
     parser.add_argument("--ssl-insecure", action="store_true",
                         help="do not verify upstream certificates (dangerous; for test servers)")
     parser.add_argument("--upstream-ca", default=None, metavar="PEM",
@@ -168,6 +175,7 @@ def _routes(specs: list[str], strip: bool) -> dict[str, str | dict[str, object]]
 
 def _make_proxy(args: argparse.Namespace) -> Proxy:
     """The Proxy the flags describe. Raises ValueError for a bad combination."""
+    parent, bypass = upstream_proxy_options(args)
     return Proxy(
         args.listen_host, args.listen_port, read_timeout=args.read_timeout,
         connect_timeout=args.connect_timeout, idle_timeout=args.idle_timeout,
@@ -178,6 +186,7 @@ def _make_proxy(args: argparse.Namespace) -> Proxy:
         certfile=args.certfile, keyfile=args.keyfile, tls_name=args.tls_name,
         max_flows=0,  # the CLI prints each exchange; keeping them would only cost memory
         save=args.save, loop=args.loop, max_request_body=args.max_request_body,
+        upstream_proxy=parent, upstream_proxy_bypass=args.upstream_proxy_bypass if bypass else (),  # checked above
         proxy_auth=auth_options(args),
     )
 

@@ -44,6 +44,11 @@ def auth_options(args: argparse.Namespace) -> Credentials | None:
 def add_network_options(parser: argparse.ArgumentParser) -> None:
     """Add the authentication and upstream-proxy flags to ``parser``."""
     add_auth_options(parser)
+    add_upstream_proxy_options(parser)
+
+
+def add_upstream_proxy_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--upstream-proxy`` and ``--upstream-proxy-bypass`` to ``parser``."""
     parser.add_argument("--upstream-proxy", default=None, metavar="URL",
                         help="send everything through this proxy: http://[user:pass@]host:port")
     parser.add_argument("--upstream-proxy-bypass", action="append", default=[], metavar="PATTERN",
@@ -64,6 +69,12 @@ class NetworkOptions:
 def network_options(args: argparse.Namespace) -> NetworkOptions:
     """Validate the flags. Raises ValueError naming the flag and what is wrong."""
     credentials = auth_options(args)
+    upstream, bypass = upstream_proxy_options(args)
+    return NetworkOptions(credentials=credentials, upstream_proxy=upstream, bypass=bypass)
+
+
+def upstream_proxy_options(args: argparse.Namespace) -> tuple[UpstreamProxy | None, Callable[[str, int], bool] | None]:
+    """The parent proxy and its bypass matcher. Raises ValueError naming the flag."""
     upstream = parse_upstream_proxy(args.upstream_proxy) if args.upstream_proxy else None
     if args.upstream_proxy_bypass and upstream is None:
         raise ValueError("--upstream-proxy-bypass needs --upstream-proxy")
@@ -71,7 +82,7 @@ def network_options(args: argparse.Namespace) -> NetworkOptions:
         bypass = host_matcher(args.upstream_proxy_bypass)
     except ValueError as exc:
         raise ValueError(f"--upstream-proxy-bypass: {exc}") from None
-    return NetworkOptions(credentials=credentials, upstream_proxy=upstream, bypass=bypass)
+    return upstream, bypass
 
 
 def _read_credentials(path: Path) -> Credentials:

@@ -18,6 +18,7 @@ from .breakpoints import Breakpoint, PausedFlows
 from .certs import CertStore, default_confdir
 from .clientenv import client_environment, write_bundle
 from .core.config import ProxyConfig
+from .core.upstreamproxy import UpstreamProxy, parse_upstream_proxy
 from .core.proxyauth import Credentials
 from .flow import Flow
 from . import testkit
@@ -71,6 +72,7 @@ class Proxy(TestingVerbs):
         confdir: folder of the CA (default ``$INTERCEPTKIT_HOME`` or ~/.interceptkit).
         intercept: decrypt HTTPS (CONNECT) traffic with certificates from the CA.
         ignore_hosts: glob or regex patterns of hosts relayed without decrypting.
+        upstream_proxy: a parent proxy, ``"http://[user:pass@]host:port"``; upstream_proxy_bypass: hosts reached directly.
         ssl_insecure: do not verify upstream certificates (only if you must).
         upstream_ca: a PEM file of extra CAs to trust for upstream servers.
         routes: reverse mode: ``{"/api": "http://127.0.0.1:9000", "/": {"url": "https://...",
@@ -108,6 +110,8 @@ class Proxy(TestingVerbs):
         confdir: str | os.PathLike[str] | None = None,
         intercept: bool = True,
         ignore_hosts: Iterable[str] = (),
+        upstream_proxy: str | UpstreamProxy | None = None,
+        upstream_proxy_bypass: Iterable[str] = (),
         ssl_insecure: bool = False,
         upstream_ca: str | os.PathLike[str] | None = None,
         routes: dict[str, str | dict[str, Any]] | None = None,
@@ -155,6 +159,8 @@ class Proxy(TestingVerbs):
             routes=parse_routes(routes or {}), keep_host=keep_host,
             listen_context=listen_ssl_context(certfile, keyfile),
             max_request_body=max_request_body,
+            upstream_proxy=parse_upstream_proxy(upstream_proxy) if isinstance(upstream_proxy, str) else upstream_proxy,
+            upstream_proxy_bypass=host_matcher(upstream_proxy_bypass),
             credentials=Credentials.of(proxy_auth).with_pair(*self._replay_auth) if proxy_auth is not None else None,
         )
         self._tls_name = tls_name

@@ -77,10 +77,10 @@ def test_the_cli_prints_the_warning_for_a_non_loopback_address(tmp_path):
     assert b"Traceback" not in result.stderr
 
 
-def test_the_flags_are_not_offered_until_they_work():
+def test_the_upstream_proxy_flags_are_offered():
     text = cli.build_parser().format_help()
-    for flag in ("--upstream-proxy",):
-        assert flag not in text
+    # The upstream proxy is wired: offered.
+    assert "--upstream-proxy URL" in text and "--upstream-proxy-bypass PATTERN" in text
 
 
 def test_the_cli_offers_auth_and_socks5_and_passes_them_on(tmp_path):

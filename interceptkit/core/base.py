@@ -73,7 +73,9 @@ class ConnectionBase:
     _switch_protocols: Callable[[Upstream, h11.InformationalResponse], None]  # conn_tunnels.py
     _tunnel_raw: Callable[[], None]  # conn_tunnels.py
     _bind_upstream: Callable[[str, str, int], Upstream]  # conn_upstreams.py
+    _for_parent: Callable[[Upstream, Request, list[tuple[bytes, bytes]]], tuple[bytes, list[tuple[bytes, bytes]]]]  # conn_upstreams.py
     _current_upstream: Callable[[int], Upstream | None]  # conn_upstreams.py
+    _parent_refused: Callable[[Upstream, h11.Response], bool]  # conn_upstreams.py
     _drop_upstream: Callable[[Upstream], None]  # conn_upstreams.py
     _drop_upstream_if_busy: Callable[[], None]  # conn_upstreams.py
     _release_upstream: Callable[[], None]  # conn_upstreams.py

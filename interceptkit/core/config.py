@@ -7,6 +7,7 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 
 from .proxyauth import Credentials
+from .upstreamproxy import UpstreamProxy
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +104,11 @@ class ProxyConfig:
     keep_host: bool = False
     #: TLS on the listening side (reverse mode in front of a service).
     listen_context: ssl.SSLContext | None = None
+    #: Reach upstreams through this parent proxy (absolute-form for plain
+    #: HTTP, CONNECT for TLS and relayed tunnels), except hosts for which
+    #: ``upstream_proxy_bypass(host, port)`` is true.
+    upstream_proxy: UpstreamProxy | None = None
+    upstream_proxy_bypass: Callable[[str, int], bool] | None = None
 
     @property
     def via(self) -> bytes:

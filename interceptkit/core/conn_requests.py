@@ -360,6 +360,7 @@ class Requests(ConnectionBase):
         if may_be_reused and self._config.retry_idempotent and request.method in IDEMPOTENT_METHODS:
             ex.replay = []
         method, target = request.method.encode("ascii"), request.path.encode("latin-1")
+        target, fields = self._for_parent(up, request, fields)  # absolute-form to a parent proxy
         try:
             head = (h11.Request(method=method, target=target, headers=fields) if ex.hooked
                     else h11_request(method, target, fields))

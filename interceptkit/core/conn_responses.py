@@ -39,7 +39,8 @@ class Responses(ConnectionBase):
             if kind is h11.Data:
                 self._on_response_data(event.data)  # type: ignore[union-attr]
             elif kind is h11.Response:
-                self._on_response(event)  # type: ignore[arg-type]
+                if not self._parent_refused(up, event):  # type: ignore[arg-type]
+                    self._on_response(event)  # type: ignore[arg-type]
             elif kind is h11.EndOfMessage:
                 self._on_response_end(up, event)  # type: ignore[arg-type]
                 return

@@ -9,10 +9,13 @@ from itertools import count
 
 import h11
 
+from ..flow import Request
 from . import commands as cmd
 from . import events as ev
 from .base import ConnectionBase
+from .http1 import format_authority
 from .state import Exchange, Phase, Upstream, UpstreamKey, tls_info
+from .upstreamproxy import UpstreamProxy
 from .tls import (
     TLSEndpoint,
     TLSError,
@@ -92,9 +95,46 @@ class Upstreams(ConnectionBase):
         ex = self._exchange
         if ex is not None:
             ex.flow.timings.connect_start = self._now
-        self._emit(cmd.OpenUpstream(upstream=up.id, host=key[0], port=key[1], tls=key[2],
-                                    reuse=reuse and not key[2]))
+        parent = self._parent_for(key[0], key[1])
+        if parent is None:
+            self._emit(cmd.OpenUpstream(upstream=up.id, host=key[0], port=key[1], tls=key[2],
+                                        reuse=reuse and not key[2]))
+            return up
+        up.parent = parent
+        if key[2] or self._phase is Phase.CONNECTING:
+            # TLS and relayed tunnels go through a CONNECT: one tunnel per
+            # connection, never pooled (the pool only holds plain ones).
+            up.tunnel_to = (key[0], key[1])
+            self._emit(cmd.OpenUpstream(upstream=up.id, host=parent.host, port=parent.port, reuse=False))
+        else:
+            # Plain HTTP in absolute-form: any origin can share a parent
+            # connection, so the pool key is the parent's address.
+            self._emit(cmd.OpenUpstream(upstream=up.id, host=parent.host, port=parent.port, reuse=reuse))
         return up
+
+    def _parent_for(self, host: str, port: int) -> UpstreamProxy | None:
+        parent = self._config.upstream_proxy
+        bypass = self._config.upstream_proxy_bypass
+        if parent is None or (bypass is not None and bypass(host, port)):
+            return None
+        return parent
+
+    def _for_parent(self, up: Upstream, request: Request,
+                    fields: list[tuple[bytes, bytes]]) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        """The request-target and fields for ``up``: absolute-form plus the parent's credentials.
+
+        The client's own Proxy-Authorization was removed as hop-by-hop; the
+        parent's is added only here, so it never reaches an origin.
+        """
+        target = request.path.encode("latin-1")
+        if up.parent is None or up.tunnel_to is not None:
+            return target, fields
+        scheme = "http" if request.scheme in ("http", "ws") else request.scheme
+        target = (scheme.encode("ascii") + b"://" + format_authority(request.host, request.port, scheme)
+                  + (target if target.startswith(b"/") else b"/" + target))
+        if up.parent.authorization is not None:
+            fields = [*fields, up.parent.authorization]
+        return target, fields
 
     def _on_upstream_connected(self, event: ev.UpstreamConnected) -> None:
         up = self._current_upstream(event.upstream)
@@ -105,12 +145,74 @@ class Upstreams(ConnectionBase):
         up.reused = event.reused
         up.last_activity = self._now
         self._record_connect(event)
+        if up.tunnel_to is not None:
+            self._ask_parent(up, *up.tunnel_to)
+            return
+        self._connected_to_server(up)
+
+    def _connected_to_server(self, up: Upstream) -> None:
+        """``up`` reaches the server (directly or through the parent's tunnel): TLS or ready."""
         if self._phase is Phase.CONNECTING:
             self._start_tunnel(up)
         elif up.key[2]:
             self._start_upstream_tls(up)
         else:
             self._upstream_ready(up)
+
+    def _ask_parent(self, up: Upstream, host: str, port: int) -> None:
+        """Connected to the parent: ask it for a tunnel, and read its answer with h11."""
+        parent = up.parent
+        assert parent is not None
+        request = parent.connect_request(host, port)
+        up.parent_answer = h11.Connection(h11.CLIENT)
+        # h11 must know a CONNECT was sent to read the answer as one; the
+        # bytes on the wire are the builder's (the same request).
+        fields = [(b"Host", (f"[{host}]" if ":" in host else host).encode() + f":{port}".encode())]
+        target = fields[0][1]
+        up.parent_answer.send(h11.Request(method=b"CONNECT", target=target, headers=fields))
+        self._send_upstream_raw(up, request)
+
+    def _parent_answered(self, up: Upstream, data: bytes) -> None:
+        """Bytes from the parent before its tunnel is open: 2xx opens it, anything else fails."""
+        reader, parent = up.parent_answer, up.parent
+        assert reader is not None and parent is not None
+        try:
+            reader.receive_data(data)
+            event = reader.next_event()
+            while isinstance(event, h11.InformationalResponse):
+                event = reader.next_event()
+        except h11.RemoteProtocolError as exc:
+            what = "closed the connection without answering CONNECT" if not data else \
+                f"answered CONNECT with invalid HTTP: {exc}"
+            self._upstream_failed(up, parent.refused(what))
+            return
+        if event is h11.NEED_DATA:
+            return
+        if isinstance(event, h11.ConnectionClosed):  # closed before a byte of an answer
+            self._upstream_failed(up, parent.refused("closed the connection without answering CONNECT"))
+            return
+        if not isinstance(event, h11.Response) or not 200 <= event.status_code < 300:
+            what = (f"{event.status_code} {event.reason.decode('latin-1')}".strip()
+                    if isinstance(event, h11.Response) else "unexpectedly")
+            self._upstream_failed(up, parent.refused(f"answered CONNECT with {what}"))
+            return
+        trailing = reader.trailing_data[0]
+        up.parent_answer = None
+        self._connected_to_server(up)
+        if trailing and self._current_upstream(up.id) is up:
+            self._on_upstream_data(ev.UpstreamDataReceived(time=self._now, upstream=up.id, data=trailing))
+
+    def _parent_refused(self, up: Upstream, response: h11.Response) -> bool:
+        """A 407 to a plain request is the parent's, not the origin's: a 502 naming it.
+
+        Relayed as is, it would ask the client for credentials for *this* proxy.
+        """
+        parent = up.parent
+        if parent is None or up.tunnel_to is not None or response.status_code != 407:
+            return False
+        what = f"{response.status_code} {response.reason.decode('latin-1')}".strip()
+        self._upstream_failed(up, parent.refused(f"answered {what}"))
+        return True
 
     def _start_upstream_tls(self, up: Upstream) -> None:
         context = self._config.upstream_context
@@ -141,7 +243,11 @@ class Upstreams(ConnectionBase):
         if up is None:
             return
         status = 504 if event.timeout else 502
-        self._upstream_failed(up, f"cannot connect to {up.key[0]}:{up.key[1]}: {event.reason}", status)
+        if up.parent is not None:
+            reason = up.parent.refused(f"cannot be reached (for {up.key[0]}:{up.key[1]}): {event.reason}")
+        else:
+            reason = f"cannot connect to {up.key[0]}:{up.key[1]}: {event.reason}"
+        self._upstream_failed(up, reason, status)
 
     def _on_upstream_data(self, event: ev.UpstreamDataReceived) -> None:
         up = self._current_upstream(event.upstream)
@@ -149,6 +255,9 @@ class Upstreams(ConnectionBase):
             return
         up.last_activity = self._now
         data, closed = event.data, False
+        if up.parent_answer is not None:
+            self._parent_answered(up, data)
+            return
         if up.tls is not None:
             decrypted = self._decrypt_upstream(up, data)
             if decrypted is None:
@@ -198,6 +307,9 @@ class Upstreams(ConnectionBase):
         if up is None or up.eof:
             return
         up.eof = True
+        if up.parent_answer is not None:
+            self._parent_answered(up, b"")
+            return
         if self._phase is Phase.TUNNEL:
             self._finish_tunnel(None)
             return

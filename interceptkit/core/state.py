@@ -9,6 +9,7 @@ import h11
 from ..flow import Flow, Request, Response, TLSInfo
 from .shaping import Shape
 from .tls import TLSEndpoint
+from .upstreamproxy import UpstreamProxy
 
 UpstreamKey = tuple[str, int, bool]
 SentEvent = h11.Request | h11.Data | h11.EndOfMessage
@@ -47,7 +48,8 @@ class Upstream:
     """
 
     __slots__ = ("id", "key", "conn", "connected", "ready", "reused", "pending", "pending_size",
-                 "last_activity", "tls", "server_name", "eof")
+                 "last_activity", "tls", "server_name", "eof", "parent", "parent_answer",
+                 "tunnel_to")
 
     def __init__(self, upstream_id: int, key: UpstreamKey, now: float, server_name: str | None) -> None:
         self.id = upstream_id
@@ -67,6 +69,13 @@ class Upstream:
         self.server_name = server_name
         #: The server stopped sending; nothing more can arrive.
         self.eof = False
+        #: The upstream (parent) proxy this connection goes through, if any.
+        self.parent: UpstreamProxy | None = None
+        #: Reads the parent's answer to our CONNECT; None once it said 2xx
+        #: (or when there is no CONNECT to the parent).
+        self.parent_answer: h11.Connection | None = None
+        #: ``(host, port)`` the parent is asked to CONNECT to, if any.
+        self.tunnel_to: tuple[str, int] | None = None
 
 
 class Exchange:
