@@ -10,20 +10,16 @@ from collections.abc import Callable
 from itertools import count
 from typing import Any
 
-import h11
-
 from ..flow import Flow, Request, TLSInfo
 from ..vocab import HookName, PauseReason
 from . import commands as cmd
 from .config import ProxyConfig
-from .http1 import (
-    INFO_PAGE,
-    info_page_fields,
-    plain_answer,
-    raw_response,
-)
+from .exchange import Exchange, ExchangeState
+from .h1layers import H1ClientLayer
+from .http1 import INFO_PAGE, info_page_fields, plain_answer
+from .layers import LayerEvent, ResponseHead
 from .socks5 import Reply, Socks5Handshake
-from .state import PHASE_TRANSITIONS, Exchange, Phase, Upstream, UpstreamKey
+from .state import PHASE_TRANSITIONS, Phase, Upstream, UpstreamKey
 from .tls import TLSEndpoint
 from .websocket import WebSocketMessage
 
@@ -37,11 +33,10 @@ class ConnectionBase:
     """
 
     # State one part owns (creates and writes) and the others only read.
-    _client: h11.Connection  # conn_requests.py
+    _client: H1ClientLayer  # conn_requests.py
     _client_address: tuple[str, int] | None  # conn_requests.py
     _client_activity: float  # conn_requests.py
     _client_blocked: bool  # conn_requests.py
-    _head_request: bool  # conn_requests.py
     _proxy_user: str | None  # conn_requests.py
     _client_tls: TLSEndpoint | None  # conn_tunnels.py
     _client_tls_info: TLSInfo | None  # conn_tunnels.py
@@ -51,7 +46,7 @@ class ConnectionBase:
     _tunnel: Flow | None  # conn_tunnels.py
     _upstream: Upstream | None  # conn_upstreams.py
     _socks: Socks5Handshake | None  # conn_socks5.py
-    _waiting: tuple[int, Exchange, Callable[[Exchange, Any], None]] | None  # conn_lifecycle.py
+    _waiting: Exchange | None  # conn_lifecycle.py: the exchange a hook call is out for
 
     # Methods one part offers the others.
     _route_client_bytes: Callable[[bytes], None]  # connection.py
@@ -65,17 +60,17 @@ class ConnectionBase:
     _enter_tunnel: Callable[[], None]  # conn_tunnels.py
     _fail_tunnel: Callable[[str, int], None]  # conn_tunnels.py
     _finish_tunnel: Callable[[str | None], None]  # conn_tunnels.py
-    _on_connect: Callable[[h11.Request, list[tuple[bytes, bytes]]], None]  # conn_tunnels.py
+    _on_connect: Callable[[int, bytes, bytes, list[tuple[bytes, bytes]]], None]  # conn_tunnels.py
     _relay_to_client: Callable[[bytes], None]  # conn_tunnels.py
     _relay_to_upstream: Callable[[bytes], None]  # conn_tunnels.py
     _sniff: Callable[[bytes], None]  # conn_tunnels.py
     _start_tunnel: Callable[[Upstream], None]  # conn_tunnels.py
-    _switch_protocols: Callable[[Upstream, h11.InformationalResponse], None]  # conn_tunnels.py
+    _switch_protocols: Callable[[Upstream, Exchange, ResponseHead], None]  # conn_tunnels.py
     _tunnel_raw: Callable[[], None]  # conn_tunnels.py
     _bind_upstream: Callable[[str, str, int], Upstream]  # conn_upstreams.py
     _for_parent: Callable[[Upstream, Request, list[tuple[bytes, bytes]]], tuple[bytes, list[tuple[bytes, bytes]]]]  # conn_upstreams.py
     _current_upstream: Callable[[int], Upstream | None]  # conn_upstreams.py
-    _parent_refused: Callable[[Upstream, h11.Response], bool]  # conn_upstreams.py
+    _parent_refused: Callable[[Upstream, ResponseHead], bool]  # conn_upstreams.py
     _drop_upstream: Callable[[Upstream], None]  # conn_upstreams.py
     _drop_upstream_if_busy: Callable[[], None]  # conn_upstreams.py
     _release_upstream: Callable[[], None]  # conn_upstreams.py
@@ -108,9 +103,18 @@ class ConnectionBase:
     def _open_upstream(self, key: UpstreamKey, *, reuse: bool) -> Upstream:
         raise NotImplementedError
 
-    def _hook(self, name: HookName, ex: Exchange, then: Callable[[Exchange, Any], None],
-              payload: bytes | WebSocketMessage | None = None) -> None:
+    def _hook(self, name: HookName, ex: Exchange, payload: bytes | WebSocketMessage | None = None) -> None:
         raise NotImplementedError  # conn_lifecycle.py
+
+    def _client_events(self, events: list[LayerEvent]) -> None:
+        raise NotImplementedError  # connection.py
+
+    def _deliver(self, source: Upstream | None, event: LayerEvent) -> None:
+        raise NotImplementedError  # connection.py: one layer event to its handler (source None: the client)
+
+    def _after_hook(self, name: HookName, ex: Exchange, result: Any,
+                    payload: bytes | WebSocketMessage | None) -> None:
+        raise NotImplementedError  # connection.py: what follows each hook
 
     def _upstream_failed(self, up: Upstream, reason: str, status: int = 502, *, timeout: bool = False) -> None:
         raise NotImplementedError
@@ -118,7 +122,8 @@ class ConnectionBase:
     def __init__(self, config: ProxyConfig, client_address: tuple[str, int] | None = None) -> None:
         self._config = config
         self._phase = Phase.HTTP
-        self._exchange: Exchange | None = None
+        #: The exchanges in flight, by their id on the client's layer.
+        self._exchanges: dict[int, Exchange] = {}
         self._out: list[cmd.Command] = []
         self._client_buf: list[bytes] = []
         self._upstream_buf: list[bytes] = []
@@ -149,9 +154,18 @@ class ConnectionBase:
             raise RuntimeError(f"connection phase {self._phase.name} cannot become {phase.name}")
         self._phase = phase
 
-    def _set_exchange(self, ex: Exchange | None) -> None:
-        """The exchange in flight on this connection (HTTP/1: one at a time)."""
-        self._exchange = ex
+    def _add_exchange(self, ex: Exchange) -> None:
+        self._exchanges[ex.xid] = ex
+
+    def _remove_exchange(self, ex: Exchange) -> None:
+        """``ex`` is over (done, failed, or handed to a tunnel or a WebSocket)."""
+        if self._exchanges.get(ex.xid) is ex:
+            del self._exchanges[ex.xid]
+
+    def _current(self) -> Exchange | None:
+        """The exchange in flight, for what HTTP/1 has one of (timeouts, a client's error)."""
+        exchanges = self._exchanges
+        return next(iter(exchanges.values())) if exchanges else None
 
     def phase(self) -> Phase:
         return self._phase
@@ -233,15 +247,19 @@ class ConnectionBase:
         self._emit(cmd.FlowFinished(flow=flow))
 
     def _fail_exchange(self, ex: Exchange, reason: str) -> None:
-        if self._exchange is ex:
-            self._set_exchange(None)
+        if ex.live:
+            ex.enter(ExchangeState.FAILED)
+        self._remove_exchange(ex)
         self._end_flow(ex.flow, reason)
+
+    def _fail_all(self, reason: str) -> None:
+        for ex in list(self._exchanges.values()):
+            self._fail_exchange(ex, reason)
 
     def _close_client(self, reset: bool = False) -> None:
         if self._phase is Phase.CLOSED:
             return
-        if self._exchange is not None:
-            self._fail_exchange(self._exchange, "connection closed before the exchange completed")
+        self._fail_all("connection closed before the exchange completed")
         self._release_upstream()
         if self._client_tls is not None:
             self._flush()
@@ -251,8 +269,7 @@ class ConnectionBase:
         self._emit(cmd.CloseClient(reset=reset))
 
     def _abort(self, reason: str) -> None:
-        if self._exchange is not None:
-            self._fail_exchange(self._exchange, reason)
+        self._fail_all(reason)
         if self._tunnel is not None:
             self._finish_tunnel(None if self._phase is Phase.TUNNEL else reason)
         self._close_client()
@@ -264,8 +281,9 @@ class ConnectionBase:
         self._upstream_buf = []
         self._out.append(cmd.Log(level="error", message="internal error: " + "".join(
             traceback.format_exception(type(exc), exc, exc.__traceback__))))
-        if self._exchange is not None:
-            self._fail_exchange(self._exchange, f"internal error: {exc!r}")
+        for ex in list(self._exchanges.values()):
+            self._remove_exchange(ex)
+            self._end_flow(ex.flow, f"internal error: {exc!r}")
         if self._phase is not Phase.CLOSED:
             self._release_upstream()
             self._enter(Phase.CLOSED)
@@ -280,7 +298,7 @@ class ConnectionBase:
         else:
             body, ctype = INFO_PAGE.encode(), b"text/html; charset=utf-8"
         fields = info_page_fields(body, ctype) + [(b"Connection", b"close")]
-        self._send_whole_answer(h11.Response(status_code=200, headers=fields), body)
+        self._send_whole_answer(ResponseHead(status=200, reason=b"OK", headers=fields), body)
 
     def _refuse(self, status: int, reason: str, what: str) -> None:
         """Answer a request that never became a flow, and say so in the log."""
@@ -291,20 +309,10 @@ class ConnectionBase:
     def _answer(self, status: int, message: str) -> None:
         """Answer the current request ourselves, then close the connection."""
         response, body = plain_answer(status, message)
-        self._send_whole_answer(response, body)
+        head = ResponseHead(status=status, reason=response.reason, headers=response.headers.raw_items())
+        self._send_whole_answer(head, body)
 
-    def _send_whole_answer(self, response: h11.Response, body: bytes) -> None:
-        client = self._client
-        if self._head_request:
-            body = b""  # RFC 9110 9.3.2: the same head as GET, never a body
-        try:
-            parts = [client.send(response)]
-            if client.our_state is h11.SEND_BODY:
-                if body:
-                    parts.append(client.send(h11.Data(data=body)))
-                parts.append(client.send(h11.EndOfMessage()))
-            data = b"".join(p for p in parts if p)
-        except h11.LocalProtocolError:
-            data = raw_response(response, body)  # h11 is past the point of a clean answer
-        self._to_client(data)
+    def _send_whole_answer(self, head: ResponseHead, body: bytes) -> None:
+        self._client.send_whole_answer(head, body)
+        self._to_client(self._client.bytes_to_send())
         self._close_client()

@@ -7,44 +7,46 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from itertools import count
-from typing import Any
-
-import h11
-
 from . import commands as cmd
 from . import events as ev
 from .base import ConnectionBase
 from ..vocab import HookName
-from .state import Exchange, Phase
+from .exchange import Exchange, PendingHook
+from .state import Phase
 from .websocket import WebSocketMessage
 
 
 class Lifecycle(ConnectionBase):
-    """Hooks and timers: owns the hook call the connection waits for and which timers are pending.
+    """Hooks and timers: owns the hook calls that are out and which timers are pending.
 
-    Waiting for a hook is a state: ``RunHook(call=n)`` goes out, the
-    exchange waits, and ``HookReturned(call=n)`` moves it on.
+    Waiting for a hook is a state of the exchange: ``RunHook(call=n)`` goes
+    out and the exchange records it (``Exchange.waiting``); ``HookReturned(call=n)``
+    moves it on through the table of what follows each hook (connection.py).
     """
 
     def _init_lifecycle(self) -> None:
         self._read_timer = False
         self._idle_timer = False
-        #: The hook call the connection waits for: (call id, exchange, continuation).
-        self._waiting: tuple[int, Exchange, Callable[[Exchange, Any], None]] | None = None
+        #: The exchange each hook call that is out belongs to, by call id.
+        self._calls: dict[int, Exchange] = {}
+        self._waiting: Exchange | None = None
         self._hook_calls = count(1)
 
-    def _hook(self, name: HookName, ex: Exchange, then: Callable[[Exchange, Any], None],
-              payload: bytes | WebSocketMessage | None = None) -> None:
-        """Run the hooks called ``name`` on the flow, then ``then(ex, result)``.
+    def _hook(self, name: HookName, ex: Exchange, payload: bytes | WebSocketMessage | None = None) -> None:
+        """Run the hooks called ``name`` on the flow; what follows each hook runs when it returns.
 
-        With nothing attached to ``name`` this costs one set lookup.
+        With nothing attached to ``name`` this costs one set lookup, and what
+        follows runs now.
         """
         if name not in self._config.hooks:
-            then(ex, None)
+            self._after_hook(name, ex, None, payload)
             return
         ex.hooked = True
         call = next(self._hook_calls)
-        self._waiting = (call, ex, then)
+        ex.waiting = PendingHook(call, name, payload)
+        self._calls[call] = ex
+        self._waiting = ex
+        self._client.pause(ex.xid)  # HTTP/1: h11 holds what comes next until the hook returns
         self._emit(cmd.RunHook(name=name, flow=ex.flow, call=call, payload=payload))
 
     def _arm_read_timer(self, delay: float) -> None:
@@ -57,33 +59,46 @@ class Lifecycle(ConnectionBase):
             self._idle_timer = True
             self._emit(cmd.StartTimer(name="idle", delay=delay))
 
-
     def _on_hook_returned(self, event: ev.HookReturned) -> None:
-        waiting = self._waiting
-        if waiting is None or waiting[0] != event.call:
+        ex = self._calls.pop(event.call, None)
+        pending = ex.waiting if ex is not None else None
+        if ex is None or pending is None or pending.call != event.call:
             return
-        self._waiting = None
-        _, ex, then = waiting
+        ex.waiting = None
+        self._waiting = next(iter(self._calls.values()), None)
         if ex.flow.state in ("open", "new"):  # not ended while the hook ran
-            then(ex, event.result)
-        self._continue()
+            self._after_hook(pending.name, ex, event.result, pending.payload)
+        self._continue(ex)
 
-    def _continue(self) -> None:
-        """After a hook: take up what arrived meanwhile, on both sides."""
+    def _continue(self, ex: Exchange) -> None:
+        """After a hook: take up what arrived for ``ex`` meanwhile, then read on."""
+        if self._waiting is None:
+            self._resume_upstream()
+            self._resume_client("hook")
+        while ex.inbox and ex.waiting is None:
+            source, event = ex.inbox.pop(0)
+            self._deliver(source, event)
         if self._waiting is not None:
             return
+        resume = _RESUME.get(self._phase)
+        if resume is not None:
+            resume(self)
+
+    def _resume_http(self) -> None:
         self._resume_upstream()
+        self._resume_client("hook")
+        self._client.resume(0)
         up = self._upstream
-        if self._phase is Phase.WEBSOCKET:
-            self._resume_client("hook")
-            self._pump_ws()
-            return
-        if self._phase is Phase.HTTP:
-            self._resume_client("hook")
-            if up is not None:
-                self._pump_upstream(up)
-            if self._waiting is None and self._phase is Phase.HTTP:
-                self._pump_client()
+        if up is not None:
+            up.layer.resume(0)
+            self._pump_upstream(up)
+        if self._waiting is None and self._phase is Phase.HTTP:
+            self._pump_client()
+
+    def _resume_websocket(self) -> None:
+        self._resume_upstream()
+        self._resume_client("hook")
+        self._pump_ws()
 
     def _on_timer(self, event: ev.TimerFired) -> None:
         if event.timer == "read":
@@ -98,7 +113,7 @@ class Lifecycle(ConnectionBase):
             self._tunnel_raw()  # the client waits for the server to speak first
 
     def _check_read_timeout(self) -> None:
-        ex, timeout = self._exchange, self._config.read_timeout
+        ex, timeout = self._current(), self._config.read_timeout
         up = ex.upstream if ex is not None else None
         if ex is None or up is None:
             return
@@ -128,7 +143,7 @@ class Lifecycle(ConnectionBase):
         idle = self._now - self._client_activity
         if self._phase in (Phase.TUNNEL, Phase.WEBSOCKET) and self._upstream is not None:
             idle = min(idle, self._now - self._upstream.last_activity)
-        ex = self._exchange
+        ex = self._current()
         # While the upstream owes the answer, the read timer watches instead.
         awaiting_upstream = (ex is not None and ex.request_complete) or self._phase is Phase.CONNECTING
         if awaiting_upstream or idle < timeout:
@@ -136,11 +151,37 @@ class Lifecycle(ConnectionBase):
         elif ex is not None and not ex.response_started:
             self._fail_exchange(ex, "the client stopped sending its request")
             self._answer(408, "the request did not arrive in time")
-        elif self._phase is Phase.HTTP and self._client.their_state is h11.SEND_BODY:
+        else:
+            _IDLE[self._phase](self, ex)
+
+    def _idle_http(self, ex: Exchange | None) -> None:
+        if self._client.receiving_body:
             self._answer(408, "the request did not arrive in time")
-        elif self._phase is Phase.TUNNEL:
-            self._abort("idle timeout")
-        elif self._phase is Phase.WEBSOCKET:
-            self._ws_idle_close()
         else:
             self._close_client()
+
+    def _idle_tunnel(self, ex: Exchange | None) -> None:
+        self._abort("idle timeout")
+
+    def _idle_websocket(self, ex: Exchange | None) -> None:
+        self._ws_idle_close()
+
+    def _idle_close(self, ex: Exchange | None) -> None:
+        self._close_client()
+
+
+#: What reading resumes after the last hook returned, by phase (others: nothing is read).
+_RESUME: dict[Phase, Callable[[Lifecycle], None]] = {
+    Phase.HTTP: Lifecycle._resume_http,
+    Phase.WEBSOCKET: Lifecycle._resume_websocket,
+}
+
+#: What an idle timeout does, by phase.
+_IDLE: dict[Phase, Callable[[Lifecycle, Exchange | None], None]] = {
+    Phase.HTTP: Lifecycle._idle_http,
+    Phase.SOCKS: Lifecycle._idle_close,
+    Phase.CONNECTING: Lifecycle._idle_close,
+    Phase.SNIFF: Lifecycle._idle_close,
+    Phase.TUNNEL: Lifecycle._idle_tunnel,
+    Phase.WEBSOCKET: Lifecycle._idle_websocket,
+}

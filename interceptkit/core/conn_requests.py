@@ -7,25 +7,23 @@ from __future__ import annotations
 
 from typing import Any
 
-import h11
-
 from ..flow import Headers, Request
 from . import commands as cmd
 from . import events as ev
 from .base import ConnectionBase
-from .errors import RemoteProtocolError
+from .errors import ProxyError, RemoteProtocolError
+from .exchange import Exchange, ExchangeState, SentEnd, capture_body, set_held_body
+from .h1layers import H1ClientLayer
+from .layers import LayerEvent, RequestHead, ResponseHead
 from .proxyauth import challenge_answer
 from .http1 import (
     IDEMPOTENT_METHODS,
     SUPPORTED_VERSIONS,
-    ChunkSizeGuard,
     append_to_field,
     check_request_framing,
     connection_tokens,
     end_to_end_fields,
-    first_line_unversioned,
     format_authority,
-    h11_request,
     has_dot_segments,
     head_size,
     parse_absolute_url,
@@ -33,46 +31,37 @@ from .http1 import (
     replace_field,
     sized,
 )
-from .state import (
-    Exchange,
-    Phase,
-    capture_body,
-    set_held_body,
-    tls_info,
-)
+from .state import Phase, tls_info
 from .websocket import CLIENT, only_deflate_offers
 
 
 class Requests(ConnectionBase):
-    """The client side: owns the h11 SERVER connection and what is known of the client.
+    """The client side: owns the client's protocol layer and what is known of the client.
 
-    Its address, when it was last heard from, whether it stopped reading
-    (back-pressure) or sent EOF, the bytes fed since the head began, the
-    chunk-size guard of a chunked request body, and whether the request in
-    flight is a HEAD.
+    The layer (HTTP/1: ``H1ClientLayer`` over h11) frames; this part keeps
+    the client's address, when it was last heard from, whether it stopped
+    reading (back-pressure) or sent EOF, and who it authenticated as. The
+    request direction of the exchange logic lives here.
     """
 
     def _init_client_side(self, client_address: tuple[str, int] | None) -> None:
         self._client_address = client_address
-        self._client = self._new_client_parser()
-        self._head_request = False
-        self._client_bytes = 0
+        self._client = H1ClientLayer(self._config.max_header_size)
         self._client_eof = False
         self._client_activity = 0.0
         self._client_blocked = False
-        #: Follows the chunk sizes of a chunked request body (h11 takes any size).
-        self._chunk_guard: ChunkSizeGuard | None = None
+        #: True while client events are being handled: a nested ask to read
+        #: on is noted (``_pump_again``) and done by the running loop.
+        self._pumping = False
+        self._pump_again = False
+        self._queued: list[LayerEvent] = []
         #: Who the client authenticated as; with credentials configured, None
         #: means its next request (or SOCKS5 handshake) must authenticate.
         self._proxy_user: str | None = None
 
-    def _new_client_parser(self) -> h11.Connection:
-        return h11.Connection(h11.SERVER, max_incomplete_event_size=self._config.max_header_size)
-
-
     def _restart_client_parser(self) -> None:
-        """A fresh h11 SERVER connection: the decrypted content of a tunnel starts its own HTTP."""
-        self._client = self._new_client_parser()
+        """A fresh client layer: the decrypted content of a tunnel starts its own HTTP."""
+        self._client = H1ClientLayer(self._config.max_header_size)
 
     def _touch_client(self) -> None:
         """Idle time counts from now (the end of an answer)."""
@@ -91,77 +80,47 @@ class Requests(ConnectionBase):
         self._route_client_bytes(event.data)
 
     def _feed_client(self, data: bytes) -> None:
-        """Client bytes into h11 (decrypted first inside an intercepted tunnel)."""
+        """Client bytes into its layer (decrypted first inside an intercepted tunnel)."""
         plain = self._client_plaintext(data)
         if plain is None:
             return
         data, closed = plain
-        if data:
-            if self._chunk_guard is not None and not self._guard_chunks(data):
-                return
-            self._client.receive_data(data)
-            # A head over the limit needs more bytes than the limit in all:
-            # below that, measuring it would be wasted work on every request.
-            self._client_bytes += len(data)
+        events = self._client.receive_data(data) if data else []
         if closed:
-            self._client.receive_data(b"")
+            events += self._client.receive_data(b"")
         if self._waiting is not None:
-            self._pause_client("hook")  # h11 holds it until the hook returns
-        elif self._phase is Phase.HTTP:
-            self._pump_client()
-            if self._client.their_state is h11.IDLE and b"\n" in data:
-                self._refuse_simple_request()
-
-    def _guard_chunks(self, data: bytes) -> bool:
-        """Follow the chunk sizes of a chunked request body; False if one was refused."""
-        guard = self._chunk_guard
-        assert guard is not None
-        try:
-            guard.feed(data)
-        except RemoteProtocolError as exc:
-            self._chunk_guard = None
-            self._client_error(exc.status, str(exc))
-            return False
-        if guard.done:
-            self._chunk_guard = None
-        return True
-
-    def _refuse_simple_request(self) -> None:
-        """An HTTP/0.9 request line gets 400 at once, not a wait for headers."""
-        if self._phase is Phase.HTTP and first_line_unversioned(self._client.trailing_data[0]):
-            self._refuse(400, "HTTP/0.9 requests (a request line without a version) are not supported",
-                         "request line without a version")
+            self._pause_client("hook")  # the layer holds the rest until the hook returns
+        elif self._client.held_back and self._phase is Phase.HTTP:
+            # The client sent more while we still answer: pipelining or bytes
+            # after CONNECT/Upgrade. h11 holds them; stop reading.
+            self._pause_client("pipeline")
+        if events:
+            self._run_client_events(events)
 
     def _pump_client(self) -> None:
-        while self._phase is Phase.HTTP and self._waiting is None:
-            try:
-                event = self._client.next_event()
-            except h11.RemoteProtocolError as exc:
-                self._client_error(exc.error_status_hint, str(exc))
-                return
-            kind = type(event)
-            if kind is h11.Data:
-                self._on_request_data(event.data)  # type: ignore[union-attr]
-            elif kind is h11.Request:
-                self._on_request(event)  # type: ignore[arg-type]
-            elif kind is h11.EndOfMessage:
-                self._on_request_end(event)  # type: ignore[arg-type]
-                if self._exchange is not None:
-                    # The answer is pending: h11 would only say PAUSED or
-                    # NEED_DATA now. Asking its buffer directly is cheaper.
-                    if self._client.trailing_data[0]:
-                        self._pause_client("pipeline")
-                    return
-            elif event is h11.PAUSED:
-                # The client sent more while we still answer: pipelining or
-                # bytes after CONNECT/Upgrade. h11 holds them; stop reading.
-                self._pause_client("pipeline")
-                return
-            elif kind is h11.ConnectionClosed:
-                self._on_client_eof()
-                return
-            else:  # NEED_DATA
-                return
+        """Take up what the client layer holds (a pipelined request, the rest after a hook)."""
+        if self._phase is not Phase.HTTP or self._waiting is not None:
+            return
+        if self._pumping:
+            self._pump_again = True  # the running loop reads on once its events are handled
+            return
+        self._run_client_events(self._client.pop_events())
+
+    def _run_client_events(self, events: list[LayerEvent]) -> None:
+        """Handle client events in order; events and asks to read on that come meanwhile join the loop."""
+        self._queued.extend(events)
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while self._queued:
+                batch, self._queued = self._queued, []
+                self._client_events(batch)
+                if self._pump_again and self._phase is Phase.HTTP and self._waiting is None:
+                    self._pump_again = False
+                    self._queued.extend(self._client.pop_events())
+        finally:
+            self._pumping = False
 
     def _on_client_closed(self, event: ev.ConnectionClosed) -> None:
         # A second orderly EOF says nothing new; a reset after a half-close does.
@@ -176,75 +135,85 @@ class Requests(ConnectionBase):
         elif self._client_tls is not None:
             self._feed_client(b"")  # EOF through TLS: a handshake cut short says so
         else:
-            self._client.receive_data(b"")
-            self._pump_client()
+            self._run_client_events(self._client.receive_data(b""))
 
     def _on_client_eof(self) -> None:
         """An orderly EOF between messages: finish the answer in flight, then close."""
-        if self._exchange is None:
+        if not self._exchanges:
             self._close_client()
 
+    def _on_client_failed(self, status: int, message: str) -> None:
+        """The client's layer refused its bytes (h11's verdict, a chunk size, an HTTP/0.9 line)."""
+        if message.startswith("HTTP/0.9") and not self._exchanges:
+            self._refuse(status, message, "request line without a version")
+            return
+        self._client_error(status, message)
+
     def _client_error(self, status: int, message: str) -> None:
-        ex = self._exchange
+        ex = self._current()
         if ex is not None:
+            started = ex.response_started
             self._fail_exchange(ex, f"bad request from client: {message}")
-            if ex.response_started:
+            if started:
                 self._close_client()
                 return
             self._answer(status, message)
             return
         self._refuse(status, message, "unparsable request")
 
-    def _on_request(self, event: h11.Request) -> None:
-        fields = event.headers.raw_items()
-        method = event.method.decode("ascii")
-        self._head_request = method == "HEAD"
-        if event.http_version not in SUPPORTED_VERSIONS:
-            self._refuse(505, f"HTTP/{event.http_version.decode('ascii')} is not supported",
-                         f"{method} {event.target[:200]!r}")
+    def _on_request(self, xid: int, head: RequestHead) -> None:
+        fields = head.headers
+        method = head.method.decode("ascii")
+        what = f"{method} {head.target[:200]!r}"
+        if head.http_version not in SUPPORTED_VERSIONS:
+            self._refuse(505, f"HTTP/{head.http_version.decode('ascii')} is not supported", what)
             return
-        if self._client_bytes > self._config.max_header_size and (
-                head_size(event.target, fields) > self._config.max_header_size):
+        max_head = self._config.max_header_size
+        if self._client.head_bytes > max_head and head_size(head.target, fields) > max_head:
             # h11 bounds only a head that arrives in pieces; one that came
             # whole in a single read is measured here.
             self._answer(431, "request header block too large")
             return
         if self._config.credentials is not None:
-            allowed = self._authenticate(fields, f"{method} {event.target[:200]!r}")
+            allowed = self._authenticate(fields, what)
             if allowed is None:
                 return
             fields = allowed
         if method == "CONNECT" and self._origin is None and self._config.mode != "reverse":
-            self._on_connect(event, fields)
+            self._on_connect(xid, head.target, head.http_version, fields)
             return
         try:
-            length, chunked = check_request_framing(fields, event.http_version)
-            limit = self._config.max_request_body
-            if limit is not None and length is not None and length > limit:
-                raise RemoteProtocolError(f"request body over the limit of {limit} bytes", 413)
-            if chunked:
-                self._start_chunk_guard()
-            scheme, host, port, path = self._resolve_target(event.target, fields)
+            scheme, host, port, path = self._check_request(head, fields)
         except RemoteProtocolError as exc:
-            self._refuse(exc.status, str(exc), f"{method} {event.target[:200]!r}")
+            self._refuse(exc.status, str(exc), what)
             return
         if scheme == "":
             self._serve_info(path)
             return
         request = Request(
             method=method, scheme=scheme, host=host, port=port, path=path,
-            http_version="HTTP/" + event.http_version.decode("ascii"),
+            http_version="HTTP/" + head.http_version.decode("ascii"),
             headers=Headers.from_wire(fields),
         )
         reverse = self._config.mode == "reverse"
-        ex = Exchange(self._new_flow(request),
+        ex = Exchange(xid, self._new_flow(request),
                       absolute_form=(self._origin is None and not reverse) or (reverse and not self._config.keep_host))
         upgrade = next((v for n, v in fields if n.lower() == b"upgrade"), None)
         ex.upgrade = upgrade is not None and b"upgrade" in connection_tokens(fields)
         ex.websocket = ex.upgrade and upgrade is not None and b"websocket" in upgrade.lower()
-        self._set_exchange(ex)
+        self._add_exchange(ex)
         self._emit(cmd.FlowStarted(flow=ex.flow))
-        self._hook("request_headers", ex, self._after_request_headers)
+        self._hook("request_headers", ex)
+
+    def _check_request(self, head: RequestHead, fields: list[tuple[bytes, bytes]]) -> tuple[str, str, int, str]:
+        """Framing, the body limit and the target of a request; raises RemoteProtocolError to refuse it."""
+        length, chunked = check_request_framing(fields, head.http_version)
+        limit = self._config.max_request_body
+        if limit is not None and length is not None and length > limit:
+            raise RemoteProtocolError(f"request body over the limit of {limit} bytes", 413)
+        if chunked:
+            self._client.guard_chunks()  # raises for a size beyond 2^63-1 among the bytes held
+        return self._resolve_target(head.target, fields)
 
     def _authenticate(self, fields: list[tuple[bytes, bytes]], what: str) -> list[tuple[bytes, bytes]] | None:
         """Check ``Proxy-Authorization`` once per connection; the fields without it, or None after a 407.
@@ -278,14 +247,8 @@ class Requests(ConnectionBase):
         client = f"{self._client_address[0]}:{self._client_address[1]}" if self._client_address else "client"
         self._log("info", f"refused {what} from {client}: 407 proxy authentication required ({why})")
         status, fields, body = challenge_answer()
-        self._send_whole_answer(h11.Response(status_code=status, headers=fields + [(b"Connection", b"close")],
+        self._send_whole_answer(ResponseHead(status=status, headers=fields + [(b"Connection", b"close")],
                                              reason=b"Proxy Authentication Required"), body)
-
-    def _start_chunk_guard(self) -> None:
-        """Follow chunk sizes from here on, starting with the body bytes h11 already holds."""
-        guard = ChunkSizeGuard()
-        guard.feed(self._client.trailing_data[0])  # raises for a size beyond 2^63-1
-        self._chunk_guard = None if guard.done else guard
 
     def _resolve_target(self, target: bytes, fields: list[tuple[bytes, bytes]]) -> tuple[str, str, int, str]:
         """Where a request goes; scheme "" means it is addressed to the proxy itself."""
@@ -359,27 +322,28 @@ class Requests(ConnectionBase):
         may_be_reused = up.reused or not up.connected
         if may_be_reused and self._config.retry_idempotent and request.method in IDEMPOTENT_METHODS:
             ex.replay = []
-        method, target = request.method.encode("ascii"), request.path.encode("latin-1")
         target, fields = self._for_parent(up, request, fields)  # absolute-form to a parent proxy
+        head = RequestHead(method=request.method.encode("ascii"), target=target, headers=fields)
+        ex.up_xid = up.layer.start_exchange()
         try:
-            head = (h11.Request(method=method, target=target, headers=fields) if ex.hooked
-                    else h11_request(method, target, fields))
-            data = up.conn.send(head)
-        except h11.LocalProtocolError as exc:  # only a hook's change can get here
-            self._fail_exchange(ex, f"a hook made an invalid request: {exc}")
-            self._answer(502, f"a hook made an invalid request: {exc}")
+            up.layer.send_head(ex.up_xid, head, validate=ex.hooked)
+        except ProxyError as exc:  # only a hook's change can get here
+            self._fail_exchange(ex, exc.reason)
+            self._answer(exc.status, exc.reason)
             return
-        self._remember(ex, head, 0)
-        self._to_upstream(up, data)
+        ex.enter(ExchangeState.FORWARDING)
+        ex.remember(head, 0, self._config.retry_buffer_limit)
+        self._to_upstream(up, up.layer.bytes_to_send())
 
     def _after_request_headers(self, ex: Exchange, _: Any) -> None:
         if self._intervened(ex):
             return
         if "request" in self._config.hooks:
             ex.request_parts = []  # hold the body: the hook wants all of it
-            if self._client.they_are_waiting_for_100_continue:
+            if self._client.expects_continue:
                 # Nobody upstream will say "100" before it sees the head: we do.
-                self._to_client(self._client.send(h11.InformationalResponse(status_code=100, headers=[])))
+                self._client.send_informational(ex.xid, ResponseHead(status=100, reason=b"Continue"))
+                self._to_client(self._client.bytes_to_send())
         else:
             self._send_request_head(ex)
 
@@ -390,94 +354,78 @@ class Requests(ConnectionBase):
             self._kill(ex)
             return True
         if flow.response is not None and flow.response is not ex.upstream_response:
-            ex.mocked = True
+            ex.enter(ExchangeState.MOCKED)
             if ex.request_complete:
                 self._send_mock(ex)
             return True
         return False
 
-    def _on_request_data(self, data: bytes) -> None:
-        ex = self._exchange
-        if ex is None:
-            return
+    def _on_request_data(self, ex: Exchange, data: bytes) -> None:
         capture_body(ex.flow.request, data, self._config.body_capture_limit)
         limit = self._config.max_request_body
         if limit is not None and ex.flow.request.body_size > limit:
             self._client_error(413, f"request body over the limit of {limit} bytes")
             return
-        if ex.mocked:
+        if ex.state is ExchangeState.MOCKED:
             return
         if ex.request_parts is not None:
             if ex.hold(ex.request_parts, data, self._config.hook_body_limit):
                 self._stream_request(ex)
             return
-        up = ex.upstream
-        if up is None:
-            return
-        event = h11.Data(data=data)
-        self._remember(ex, event, len(data))
-        self._to_upstream(up, up.conn.send(event))
+        self._send_request_data(ex, data)
 
     def _stream_request(self, ex: Exchange) -> None:
         """The body outgrew the hook limit: send what we hold and stream the rest."""
         parts, ex.request_parts = ex.request_parts or [], None
         self._send_request_head(ex)
         for part in parts:
-            self._on_request_data_upstream(ex, part)
+            self._send_request_data(ex, part)
 
-    def _on_request_data_upstream(self, ex: Exchange, data: bytes) -> None:
+    def _send_request_data(self, ex: Exchange, data: bytes) -> None:
         up = ex.upstream
-        if up is not None:
-            event = h11.Data(data=data)
-            self._remember(ex, event, len(data))
-            self._to_upstream(up, up.conn.send(event))
+        if up is not None and ex.live:
+            up.layer.send_data(ex.up_xid, data)
+            ex.remember(data, len(data), self._config.retry_buffer_limit)
+            self._to_upstream(up, up.layer.bytes_to_send())
 
-    def _on_request_end(self, event: h11.EndOfMessage) -> None:
-        ex = self._exchange
-        if ex is None:
-            return
+    def _on_request_end(self, ex: Exchange) -> None:
         ex.request_complete = True
-        if ex.mocked:
+        if ex.state is ExchangeState.MOCKED:
             self._send_mock(ex)
             return
         if ex.request_parts is not None:
             set_held_body(ex.flow.request, ex.request_parts)
             ex.request_parts = None
-            self._hook("request", ex, self._after_request_hook)
+            self._hook("request", ex)
             return
-        self._end_request_upstream(ex, event.headers.raw_items())
+        self._end_request_upstream(ex)
 
     def _after_request_hook(self, ex: Exchange, _: Any) -> None:
         if self._intervened(ex):
             return
         body = ex.flow.request.content
+        ex.request_trailers = []  # the body is whole now, framed by its length
         self._send_request_head(ex, body_length=len(body))
-        if self._exchange is not ex:
+        if not ex.live:
             return  # the head was refused
         if body:
-            self._on_request_data_upstream(ex, body)
-        self._end_request_upstream(ex, [])
+            self._send_request_data(ex, body)
+        self._end_request_upstream(ex)
 
-    def _end_request_upstream(self, ex: Exchange, trailers: list[tuple[bytes, bytes]]) -> None:
+    def _end_request_upstream(self, ex: Exchange) -> None:
         up = ex.upstream
-        if up is None:
+        if up is None or not ex.live:
             return
-        end = h11.EndOfMessage(headers=trailers)
-        self._remember(ex, end, 0)
-        self._to_upstream(up, up.conn.send(end))
+        trailers = ex.request_trailers
+        if trailers and up.layer.can_send_trailers(ex.up_xid):
+            up.layer.send_trailers(ex.up_xid, trailers)
+        else:
+            up.layer.end(ex.up_xid)
+        ex.remember(SentEnd(trailers), 0, self._config.retry_buffer_limit)
+        self._to_upstream(up, up.layer.bytes_to_send())
         if up.ready:  # otherwise it leaves once connected: _upstream_ready stamps it
             ex.flow.timings.request_sent = self._now
         self._arm_read_timer(self._config.read_timeout)
-
-    def _remember(self, ex: Exchange, event: h11.Request | h11.Data | h11.EndOfMessage, size: int) -> None:
-        """Keep what was sent while it is small enough to resend."""
-        if ex.replay is None:
-            return
-        ex.replay_size += size
-        if ex.replay_size > self._config.retry_buffer_limit:
-            ex.replay = None
-        else:
-            ex.replay.append(event)
 
     def _on_client_backpressure(self, event: ev.ClientBackpressure) -> None:
         self._client_blocked = event.blocked

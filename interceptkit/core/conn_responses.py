@@ -7,84 +7,56 @@ from __future__ import annotations
 
 from typing import Any
 
-import h11
-
 from ..flow import Headers, Response
 from . import commands as cmd
 from .base import ConnectionBase
-from .http1 import (
-    end_to_end_fields,
-    h11_response,
-    reframe,
-    sized,
-)
+from .errors import ProxyError
+from .exchange import Exchange, ExchangeState, capture_body, set_held_body
+from .http1 import end_to_end_fields, reframe, sized
+from .layers import ResponseHead
 from .shaping import Pace, Shape
-from .state import Exchange, Upstream, capture_body, set_held_body
+from .state import Upstream
 
 
 class Responses(ConnectionBase):
-    """Answers travelling back to the client: from the upstream, from a hook (mock), or held for a hook.
+    """The response direction of the exchange logic: from the upstream, from a hook (mock), or held for a hook.
 
-    Owns no state of its own: it works on the exchange in flight.
+    Owns no state of its own: it works on the exchanges, and writes through
+    the client's layer.
     """
 
     def _pump_upstream(self, up: Upstream) -> None:
-        while self._upstream is up and self._waiting is None:
-            try:
-                event = up.conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                self._upstream_failed(up, _describe_upstream_error(up, str(exc)))
-                return
-            kind = type(event)
-            if kind is h11.Data:
-                self._on_response_data(event.data)  # type: ignore[union-attr]
-            elif kind is h11.Response:
-                if not self._parent_refused(up, event):  # type: ignore[arg-type]
-                    self._on_response(event)  # type: ignore[arg-type]
-            elif kind is h11.EndOfMessage:
-                self._on_response_end(up, event)  # type: ignore[arg-type]
-                return
-            elif kind is h11.InformationalResponse:
-                self._on_informational(up, event)  # type: ignore[arg-type]
-            elif kind is h11.ConnectionClosed:
-                self._drop_upstream(up)
-                return
-            else:  # NEED_DATA or PAUSED
-                return
-        if self._waiting is not None and self._upstream is up:
-            self._pause_upstream(up)  # bound what piles up while a hook runs
+        """Take up what ``up``'s layer holds (the rest of a response after a hook)."""
+        if self._upstream is up and self._waiting is None:
+            for event in up.layer.pop_events():
+                self._deliver(up, event)
 
-    def _on_informational(self, up: Upstream, event: h11.InformationalResponse) -> None:
-        if event.status_code == 101:
-            self._switch_protocols(up, event)
+    def _on_informational(self, up: Upstream, ex: Exchange, head: ResponseHead) -> None:
+        if head.status == 101:
+            self._switch_protocols(up, ex, head)
             return
-        if self._client.their_http_version != b"1.1":
-            return  # RFC 9110 15.2: no 1xx to an HTTP/1.0 client
-        fields, _ = end_to_end_fields(event.headers.raw_items())
-        self._to_client(self._client.send(
-            h11.InformationalResponse(status_code=event.status_code, headers=fields, reason=event.reason)
-        ))
+        fields, _ = end_to_end_fields(head.headers)
+        self._client.send_informational(ex.xid, ResponseHead(status=head.status, headers=fields,
+                                                             reason=head.reason))
+        self._to_client(self._client.bytes_to_send())
 
-    def _on_response(self, event: h11.Response) -> None:
-        ex = self._exchange
-        if ex is None:
-            return
-        raw = event.headers.raw_items()
+    def _on_response(self, ex: Exchange, head: ResponseHead) -> None:
         response = Response(
-            status=event.status_code, reason=event.reason.decode("latin-1"),
-            http_version="HTTP/" + event.http_version.decode("ascii"), headers=Headers.from_wire(raw),
+            status=head.status, reason=head.reason.decode("latin-1"),
+            http_version="HTTP/" + head.http_version.decode("ascii"), headers=Headers.from_wire(head.headers),
         )
         ex.flow.response = ex.upstream_response = response
         ex.flow.timings.response_start = self._now
-        ex.response_started = True
-        self._hook("response_headers", ex, self._after_response_headers)
+        ex.enter(ExchangeState.ANSWERING)
+        self._hook("response_headers", ex)
 
     def _after_response_headers(self, ex: Exchange, _: Any) -> None:
         flow = ex.flow
-        if flow.killed or (flow.response is not ex.upstream_response):
-            ex.discard_response = True  # the upstream's body goes nowhere now
-            if flow.killed:
-                self._kill(ex)
+        if flow.killed:
+            self._kill(ex)
+            return
+        if flow.response is not ex.upstream_response:
+            ex.enter(ExchangeState.REPLACED)  # the upstream's body goes nowhere now
             return
         response = flow.response
         if "response" in self._config.hooks and response is not None and not response.stream:
@@ -96,29 +68,28 @@ class Responses(ConnectionBase):
         response = ex.flow.response
         assert response is not None
         fields, chunked = end_to_end_fields(response.headers.fields)
-        ex.response_chunked = chunked and body_length is None
         fields = reframe(fields, chunked) if body_length is None else sized(fields, body_length)
         if body_length is None and "response_chunk" in self._config.hooks:
-            # Chunk hooks may change sizes: let h11 frame the body (chunked,
-            # or close-delimited for HTTP/1.0) instead of a stale length.
+            # Chunk hooks may change sizes: let the layer frame the body
+            # (chunked, or close-delimited for HTTP/1.0) instead of a stale length.
             fields = [(n, v) for n, v in fields if n.lower() != b"content-length"]
         fields.append((b"Via", self._config.via))
         if ex.flow.truncate_after is not None or ex.flow.pace_body is not None:  # once per response
             ex.body_shape = Shape(ex.flow.truncate_after, ex.flow.pace_body)
-        reason = response.reason.encode("latin-1", "replace")
+        head = ResponseHead(status=response.status, reason=response.reason.encode("latin-1", "replace"),
+                            headers=fields)
         try:
-            head = (h11.Response(status_code=response.status, reason=reason, headers=fields) if ex.hooked
-                    else h11_response(response.status, reason, fields))
-            self._to_client(self._client.send(head))
-        except (h11.LocalProtocolError, ValueError) as exc:  # only a hook's change can get here
-            reason_text = f"a hook made an invalid response: {exc}"
-            self._fail_exchange(ex, reason_text)
+            self._client.send_head(ex.xid, head, validate=ex.hooked)
+        except ProxyError as exc:  # only a hook's change can get here
+            self._fail_exchange(ex, exc.reason)
             self._drop_upstream_if_busy()
-            self._answer(502, reason_text)
+            self._answer(exc.status, exc.reason)
+            return
+        ex.enter(ExchangeState.RESPONDING)
+        self._to_client(self._client.bytes_to_send())
 
-    def _on_response_data(self, data: bytes) -> None:
-        ex = self._exchange
-        if ex is None or ex.flow.response is None or ex.discard_response:
+    def _on_response_data(self, ex: Exchange, data: bytes) -> None:
+        if ex.state is ExchangeState.REPLACED or ex.flow.response is None:
             return
         capture_body(ex.flow.response, data, self._config.body_capture_limit)
         if ex.response_parts is not None:
@@ -126,18 +97,18 @@ class Responses(ConnectionBase):
                 parts, ex.response_parts = ex.response_parts, None
                 self._send_response_head(ex, None)
                 for part in parts:
-                    if self._exchange is ex:
+                    if ex.live:
                         self._send_body(ex, part)
         elif "response_chunk" in self._config.hooks:
-            self._hook("response_chunk", ex, lambda ex_, result: self._send_chunk(ex_, data, result),
-                       payload=data)
+            self._hook("response_chunk", ex, payload=data)
         else:
             self._send_body(ex, data)
 
     def _send_body(self, ex: Exchange, data: bytes) -> None:
         shape = ex.body_shape
         if shape is None:  # the hot path: no shaping asked for
-            self._to_client(self._client.send(h11.Data(data=data)))
+            self._client.send_data(ex.xid, data)
+            self._to_client(self._client.bytes_to_send())
         elif shape.pace is not None:
             self._pace(ex, shape.pace, data)
         else:
@@ -146,7 +117,8 @@ class Responses(ConnectionBase):
     def _send_cut(self, ex: Exchange, shape: Shape, data: bytes) -> None:
         send, now = shape.cut.take(data) if shape.cut is not None else (data, False)
         if send:
-            self._to_client(self._client.send(h11.Data(data=send)))
+            self._client.send_data(ex.xid, send)
+            self._to_client(self._client.bytes_to_send())
         if now:
             self._fail_exchange(ex, f"response body truncated after {ex.flow.truncate_after} bytes")
             self._drop_upstream_if_busy()
@@ -165,63 +137,63 @@ class Responses(ConnectionBase):
             pace.ticking = False
             self._resume_upstream()
             if pace.end is not None:
-                (up, trailers), pace.end = pace.end, None
-                self._end_response(ex, up, trailers)
+                up, pace.end = pace.end, None
+                self._end_response(ex, up)
             return
         pace.ticking = True
         assert ex.body_shape is not None
         self._send_cut(ex, ex.body_shape, pace.queue.popleft())
-        if self._exchange is ex:
+        if ex.live:
             self._emit(cmd.StartTimer(name="shape", delay=pace.interval))
 
     def _on_shape_timer(self) -> None:
-        ex = self._exchange
+        ex = self._current()
         pace = ex.body_shape.pace if ex is not None and ex.body_shape is not None else None
         if ex is not None and pace is not None and pace.ticking:
             self._tick(ex, pace)
 
-    def _send_chunk(self, ex: Exchange, original: bytes, result: Any) -> None:
+    def _after_chunk_hook(self, ex: Exchange, result: Any, original: Any) -> None:
         """Send a chunk as the hooks left it: replaced (bytes), unchanged (None), or dropped (b"")."""
         if ex.flow.killed:
             self._kill(ex)
             return
         chunk = original if result is None else result
-        if isinstance(chunk, (bytes, bytearray)) and chunk and self._exchange is ex:
+        if isinstance(chunk, (bytes, bytearray)) and chunk and ex.live:
             self._send_body(ex, bytes(chunk))
 
-    def _on_response_end(self, up: Upstream, event: h11.EndOfMessage) -> None:
-        ex = self._exchange
-        if ex is None:
-            return
-        trailers = event.headers.raw_items()
-        if ex.discard_response:
+    def _on_response_end(self, up: Upstream, ex: Exchange) -> None:
+        if ex.state is ExchangeState.REPLACED:
             self._finish_mocked_after_upstream(ex, up)
             return
         if ex.response_parts is not None:
             assert ex.flow.response is not None
             set_held_body(ex.flow.response, ex.response_parts)
             ex.response_parts = None
-            self._hook("response", ex, lambda ex_, _: self._after_response_hook(ex_, up))
+            ex.response_trailers = []
+            self._hook("response", ex)
             return
-        if not (trailers and ex.response_chunked and self._client.their_http_version == b"1.1"):
-            trailers = []
         pace = ex.body_shape.pace if ex.body_shape is not None else None
         if pace is not None and pace.ticking:
-            pace.end = (up, trailers)  # the end goes out after the last paced piece
+            pace.end = up  # the end goes out after the last paced piece
             return
-        self._end_response(ex, up, trailers)
+        self._end_response(ex, up)
 
-    def _end_response(self, ex: Exchange, up: Upstream, trailers: list[tuple[bytes, bytes]]) -> None:
-        self._to_client(self._client.send(h11.EndOfMessage(headers=trailers)))
+    def _end_response(self, ex: Exchange, up: Upstream | None) -> None:
+        trailers = ex.response_trailers
+        if trailers and self._client.can_send_trailers(ex.xid):
+            self._client.send_trailers(ex.xid, trailers)
+        else:
+            self._client.end(ex.xid)
+        self._to_client(self._client.bytes_to_send())
         self._complete_exchange(ex, up)
 
-    def _after_response_hook(self, ex: Exchange, up: Upstream) -> None:
+    def _after_response_hook(self, ex: Exchange, _: Any) -> None:
         flow = ex.flow
         if flow.killed:
             self._kill(ex)
             return
         if self._send_held_response(ex):
-            self._complete_exchange(ex, up)
+            self._complete_exchange(ex, ex.upstream)
 
     def _send_held_response(self, ex: Exchange) -> bool:
         """Send ``flow.response`` with its whole body; False if its head was refused."""
@@ -229,22 +201,24 @@ class Responses(ConnectionBase):
         assert response is not None
         no_body = ex.flow.request.method == "HEAD" or response.status in (204, 304)
         self._send_response_head(ex, None if no_body else len(response.content))
-        if self._exchange is not ex:
+        if not ex.live:
             return False
         if ex.body_shape is not None:
             ex.body_shape.pace = None  # a held or mocked body goes whole (only a cut applies)
         if response.content and not no_body:
             self._send_body(ex, response.content)
-            if self._exchange is not ex:
+            if not ex.live:
                 return False  # cut short (flow.truncate_after)
-        self._to_client(self._client.send(h11.EndOfMessage()))
+        self._client.end(ex.xid)
+        self._to_client(self._client.bytes_to_send())
         return True
 
     def _complete_exchange(self, ex: Exchange, up: Upstream | None) -> None:
         flow = ex.flow
         flow.timings.end = self._now
         flow.state = "done"
-        self._set_exchange(None)
+        ex.enter(ExchangeState.DONE)
+        self._remove_exchange(ex)
         self._touch_client()  # idle time counts from the end of the answer
         self._emit(cmd.FlowFinished(flow=flow))
         self._after_exchange(up)
@@ -255,17 +229,15 @@ class Responses(ConnectionBase):
         if not self._send_held_response(ex):
             return
         up = ex.upstream
-        if up is not None and up.conn.our_state is not h11.IDLE:
+        if up is not None and up.layer.sending:
             self._drop_upstream(up)  # a half-sent request cannot be taken back
             up = None
         self._complete_exchange(ex, up)
 
     def _finish_mocked_after_upstream(self, ex: Exchange, up: Upstream) -> None:
         """A response hook replaced the upstream's answer: send the replacement."""
-        ex.discard_response = False
         ex.upstream = None
-        if up.conn.our_state is h11.DONE and up.conn.their_state is h11.DONE:
-            up.conn.start_next_cycle()
+        if up.layer.next_cycle():
             up.reused = True
         else:
             self._drop_upstream(up)
@@ -280,28 +252,12 @@ class Responses(ConnectionBase):
 
     def _after_exchange(self, up: Upstream | None) -> None:
         if up is not None and self._upstream is up:
-            reusable = up.conn.our_state is h11.DONE and up.conn.their_state is h11.DONE
-            # Bytes after a complete response answer nothing we asked: a
-            # connection that sends them cannot be trusted with the next request.
-            if reusable and not up.conn.trailing_data[0]:
-                up.conn.start_next_cycle()
+            if up.layer.next_cycle():
                 up.reused = True
             else:
                 self._drop_upstream(up)
-        client = self._client
-        if client.our_state is not h11.DONE or client.their_state is not h11.DONE:
+        if not self._client.next_cycle():
             self._close_client()  # Connection: close, HTTP/1.0, or an unread request body
             return
-        client.start_next_cycle()
         self._resume_client("pipeline")
-        pipelined, closed = client.trailing_data
-        if pipelined or closed:
-            self._pump_client()
-
-
-def _describe_upstream_error(up: Upstream, detail: str) -> str:
-    if up.conn.their_state is h11.SEND_RESPONSE or "ConnectionClosed" in detail:
-        return "upstream closed the connection before answering"
-    if "incomplete" in detail or "peer closed" in detail:
-        return "upstream closed the connection before the response was complete"
-    return f"invalid response from upstream: {detail}"
+        self._pump_client()

@@ -14,7 +14,8 @@ from .._wire import format_address
 from ..flow import Headers, Request
 from .base import ConnectionBase
 from .socks5 import ConnectRequested, HandshakeFailed, Reply, Socks5Handshake
-from .state import Exchange, Phase
+from .exchange import Exchange
+from .state import Phase
 
 
 class Socks5Side(ConnectionBase):
@@ -67,7 +68,7 @@ class Socks5Side(ConnectionBase):
             port=event.port, path="", http_version="SOCKS5", headers=Headers(),
             authority=format_address(event.host, event.port),
         )
-        self._begin_tunnel(Exchange(self._new_flow(request), absolute_form=False))
+        self._begin_tunnel(Exchange(0, self._new_flow(request), absolute_form=False))
 
     def _socks_reply(self, code: Reply) -> bytes:
         """Answer the CONNECT; for ``SUCCEEDED`` the client's bytes that came after it (the tunnel's)."""

@@ -7,20 +7,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import h11
-
 from ..flow import Flow, Headers, Request, Response, TLSInfo
 from . import commands as cmd
 from .base import ConnectionBase
-from .errors import RemoteProtocolError
+from .errors import ProxyError, RemoteProtocolError
+from .exchange import Exchange, ExchangeState
 from .http1 import (
     end_to_end_fields,
     looks_like_http,
     parse_authority,
     sized,
 )
+from .layers import ResponseHead
 from .socks5 import Reply, connect_failure_reply
-from .state import Exchange, Phase, Upstream
+from .state import Phase, Upstream
 from .tls import (
     TLSEndpoint,
     TLSError,
@@ -76,25 +76,25 @@ class Tunnels(ConnectionBase):
         self._enter_tunnel()
         self._relay_to_client(upstream_rest)
 
-    def _on_connect(self, event: h11.Request, fields: list[tuple[bytes, bytes]]) -> None:
+    def _on_connect(self, xid: int, target: bytes, http_version: bytes, fields: list[tuple[bytes, bytes]]) -> None:
         try:
-            host, port = parse_authority(event.target, None)
+            host, port = parse_authority(target, None)
         except RemoteProtocolError as exc:
-            self._refuse(400, f"bad CONNECT target: {exc}", f"CONNECT {event.target[:200]!r}")
+            self._refuse(400, f"bad CONNECT target: {exc}", f"CONNECT {target[:200]!r}")
             return
         request = Request(
             method="CONNECT", scheme="https" if port == 443 else "tcp", host=host, port=port, path="",
-            http_version="HTTP/" + event.http_version.decode("ascii"),
-            headers=Headers.from_wire(fields), authority=event.target.decode("ascii"),
+            http_version="HTTP/" + http_version.decode("ascii"),
+            headers=Headers.from_wire(fields), authority=target.decode("ascii"),
         )
-        self._begin_tunnel(Exchange(self._new_flow(request), absolute_form=False))
+        self._begin_tunnel(Exchange(xid, self._new_flow(request), absolute_form=False))
 
     def _begin_tunnel(self, ex: Exchange) -> None:
         """A CONNECT (HTTP or SOCKS5) asked for a tunnel: the ``tunnel`` hook decides what it becomes."""
         ex.flow.kind = "tunnel"
         ex.flow.state = "new"
         self._tunnel = ex.flow
-        self._hook("tunnel", ex, self._after_tunnel_hook)
+        self._hook("tunnel", ex)
 
     def _after_tunnel_hook(self, ex: Exchange, _: Any) -> None:
         flow = ex.flow
@@ -134,17 +134,19 @@ class Tunnels(ConnectionBase):
         response = flow.response
         assert response is not None
         fields = sized(response.headers.fields, len(response.content)) + [(b"Connection", b"close")]
+        head = ResponseHead(status=response.status, headers=fields,
+                            reason=response.reason.encode("latin-1", "replace"))
         try:
-            head = h11.Response(status_code=response.status, headers=fields,
-                                reason=response.reason.encode("latin-1", "replace"))
-        except h11.LocalProtocolError as exc:
-            self._end_flow(flow, f"a hook made an invalid response: {exc}")
+            self._client.send_whole_answer(head, response.content)
+        except ProxyError as exc:
+            self._end_flow(flow, exc.reason)
             self._close_client()
             return
         flow.state = "open"
         self._emit(cmd.FlowStarted(flow=flow))
         self._end_flow(flow, None)
-        self._send_whole_answer(head, response.content)
+        self._to_client(self._client.bytes_to_send())
+        self._close_client()
 
     def _should_intercept(self, host: str, port: int) -> bool:
         config = self._config
@@ -157,9 +159,9 @@ class Tunnels(ConnectionBase):
         if self._socks is not None:
             self._early = self._socks_reply(Reply.SUCCEEDED)
         else:
-            ok = h11.Response(status_code=200, headers=[], reason=b"Connection established")
-            self._to_client(self._client.send(ok))
-            self._early = self._client.trailing_data[0]
+            self._client.send_head(0, ResponseHead(status=200, reason=b"Connection established"), validate=False)
+            self._to_client(self._client.bytes_to_send())
+            self._early = self._client.take_trailing()
         self._tunnel_answered = True
         if self._tunnel is not None:
             reason = "SOCKS5 request granted" if self._socks is not None else "Connection established"
@@ -307,20 +309,18 @@ class Tunnels(ConnectionBase):
             self._client_tls_done(tls)
         return result.plaintext, result.closed
 
-    def _switch_protocols(self, up: Upstream, event: h11.InformationalResponse) -> None:
-        ex = self._exchange
-        assert ex is not None
-        fields, _ = end_to_end_fields(event.headers.raw_items(), keep_upgrade=True)
-        self._to_client(self._client.send(
-            h11.InformationalResponse(status_code=101, headers=fields, reason=event.reason)
-        ))
+    def _switch_protocols(self, up: Upstream, ex: Exchange, head: ResponseHead) -> None:
+        fields, _ = end_to_end_fields(head.headers, keep_upgrade=True)
+        self._client.send_informational(ex.xid, ResponseHead(status=101, headers=fields, reason=head.reason))
+        self._to_client(self._client.bytes_to_send())
         ex.flow.response = Response(
-            status=101, reason=event.reason.decode("latin-1"), headers=Headers.from_wire(event.headers.raw_items())
+            status=101, reason=head.reason.decode("latin-1"), headers=Headers.from_wire(head.headers)
         )
         ex.flow.timings.response_start = self._now
-        self._set_exchange(None)
-        self._early = self._client.trailing_data[0]
-        upstream_rest = up.conn.trailing_data[0]
+        ex.enter(ExchangeState.UPGRADED)
+        self._remove_exchange(ex)
+        self._early = self._client.take_trailing()
+        upstream_rest = up.layer.take_trailing()
         if ex.websocket:
             self._start_websocket(ex, upstream_rest)
             return

@@ -13,8 +13,10 @@ from ..flow import Request
 from . import commands as cmd
 from . import events as ev
 from .base import ConnectionBase
+from .exchange import Exchange, ExchangeState, SentEnd
 from .http1 import format_authority
-from .state import Exchange, Phase, Upstream, UpstreamKey, tls_info
+from .layers import RequestHead, ResponseHead
+from .state import Phase, Upstream, UpstreamKey, tls_info
 from .upstreamproxy import UpstreamProxy
 from .tls import (
     TLSEndpoint,
@@ -56,6 +58,7 @@ class Upstreams(ConnectionBase):
         if self._upstream is up:
             self._flush()
             self._upstream = None
+            self._upstream_paused = False
             self._out.append(cmd.CloseUpstream(upstream=up.id))
 
     def _release_upstream(self) -> None:
@@ -66,14 +69,16 @@ class Upstreams(ConnectionBase):
         self._flush()
         # A relayed tunnel's connection carries bytes h11 never saw: never pool it.
         relayed = self._phase in (Phase.TUNNEL, Phase.CONNECTING, Phase.SNIFF, Phase.WEBSOCKET)
-        idle = (up.ready and up.tls is None and not relayed and up.conn.our_state is h11.IDLE
-                and up.conn.their_state is h11.IDLE)
+        idle = up.ready and up.tls is None and not relayed and up.layer.idle
+        if idle and self._upstream_paused:
+            self._out.append(cmd.ResumeUpstream(upstream=up.id))  # the pool must get a connection it reads
         self._upstream = None
+        self._upstream_paused = False
         self._out.append(cmd.CloseUpstream(upstream=up.id, reusable=idle))
 
     def _drop_upstream_if_busy(self) -> None:
         up = self._upstream
-        if up is not None and up.conn.our_state is not h11.IDLE:
+        if up is not None and up.layer.sending:
             self._drop_upstream(up)
 
 
@@ -81,7 +86,7 @@ class Upstreams(ConnectionBase):
         key = (host, port, scheme in ("https", "wss"))
         up = self._upstream
         if up is not None:
-            if up.key == key and up.conn.our_state is h11.IDLE and up.conn.their_state is h11.IDLE:
+            if up.key == key and up.layer.idle:
                 return up
             self._release_upstream()
         return self._open_upstream(key, reuse=True)
@@ -92,7 +97,7 @@ class Upstreams(ConnectionBase):
         # TLS sessions live in the core, so TLS connections are never pooled.
         up = Upstream(next(self._upstream_ids), key, self._now, server_name)
         self._upstream = up
-        ex = self._exchange
+        ex = self._current()
         if ex is not None:
             ex.flow.timings.connect_start = self._now
         parent = self._parent_for(key[0], key[1])
@@ -202,15 +207,15 @@ class Upstreams(ConnectionBase):
         if trailing and self._current_upstream(up.id) is up:
             self._on_upstream_data(ev.UpstreamDataReceived(time=self._now, upstream=up.id, data=trailing))
 
-    def _parent_refused(self, up: Upstream, response: h11.Response) -> bool:
+    def _parent_refused(self, up: Upstream, response: ResponseHead) -> bool:
         """A 407 to a plain request is the parent's, not the origin's: a 502 naming it.
 
         Relayed as is, it would ask the client for credentials for *this* proxy.
         """
         parent = up.parent
-        if parent is None or up.tunnel_to is not None or response.status_code != 407:
+        if parent is None or up.tunnel_to is not None or response.status != 407:
             return False
-        what = f"{response.status_code} {response.reason.decode('latin-1')}".strip()
+        what = f"{response.status} {response.reason.decode('latin-1')}".strip()
         self._upstream_failed(up, parent.refused(f"answered {what}"))
         return True
 
@@ -224,7 +229,7 @@ class Upstreams(ConnectionBase):
 
     def _upstream_ready(self, up: Upstream) -> None:
         up.ready = True
-        ex = self._exchange
+        ex = self._current()
         if ex is not None and ex.request_complete and ex.flow.timings.request_sent is None:
             ex.flow.timings.request_sent = self._now
         if up.pending:
@@ -233,7 +238,8 @@ class Upstreams(ConnectionBase):
         self._resume_client("pending")
 
     def _record_connect(self, event: ev.UpstreamConnected) -> None:
-        flow = self._exchange.flow if self._exchange is not None else self._tunnel
+        ex = self._current()
+        flow = ex.flow if ex is not None else self._tunnel
         if flow is not None:
             flow.timings.connect_end = self._now
             flow.server_address = event.address
@@ -263,26 +269,32 @@ class Upstreams(ConnectionBase):
             if decrypted is None:
                 return
             data, closed = decrypted
-        if self._phase is Phase.TUNNEL:
-            self._relay_to_client(data)
-            return
-        if self._phase is Phase.WEBSOCKET:
-            self._ws_receive(SERVER, data if data or not closed else None)
-            if closed and data:
-                self._ws_receive(SERVER, None)
-            return
-        ex = self._exchange
+        _UPSTREAM_BYTES.get(self._phase, Upstreams._http_response_bytes)(self, up, data, closed)
+
+    def _http_response_bytes(self, up: Upstream, data: bytes, closed: bool) -> None:
+        ex = self._current()
         if ex is None or ex.upstream is not up:
             # Nobody asked this connection anything (a server's "408" before
             # it closes an idle connection, say): it cannot be trusted again.
             self._drop_upstream(up)
             return
         ex.upstream_bytes += len(data)
-        if data:
-            up.conn.receive_data(data)
+        if self._waiting is not None:
+            up.layer.pause(ex.up_xid)  # the layer holds the rest until the hook returns
+            self._pause_upstream(up)  # and bound what piles up meanwhile
+        events = up.layer.receive_data(data) if data else []
         if closed:
-            up.conn.receive_data(b"")
-        self._pump_upstream(up)
+            events += up.layer.receive_data(b"")
+        for event in events:
+            self._deliver(up, event)
+
+    def _tunnel_bytes(self, up: Upstream, data: bytes, closed: bool) -> None:
+        self._relay_to_client(data)
+
+    def _websocket_bytes(self, up: Upstream, data: bytes, closed: bool) -> None:
+        self._ws_receive(SERVER, data if data or not closed else None)
+        if closed and data:
+            self._ws_receive(SERVER, None)
 
     def _decrypt_upstream(self, up: Upstream, data: bytes) -> tuple[bytes, bool] | None:
         tls = up.tls
@@ -295,7 +307,8 @@ class Upstreams(ConnectionBase):
             return None
         self._send_upstream_raw(up, result.to_send)
         if result.handshake_done:
-            flow = self._exchange.flow if self._exchange is not None else None
+            ex = self._current()
+            flow = ex.flow if ex is not None else None
             if flow is not None:
                 flow.timings.tls_end = self._now
                 flow.server_tls = tls_info(up)
@@ -310,14 +323,17 @@ class Upstreams(ConnectionBase):
         if up.parent_answer is not None:
             self._parent_answered(up, b"")
             return
-        if self._phase is Phase.TUNNEL:
-            self._finish_tunnel(None)
-            return
-        if self._phase is Phase.WEBSOCKET:
-            self._ws_receive(SERVER, None)
-            return
-        up.conn.receive_data(b"")
-        self._pump_upstream(up)
+        _UPSTREAM_CLOSED.get(self._phase, Upstreams._http_upstream_closed)(self, up)
+
+    def _http_upstream_closed(self, up: Upstream) -> None:
+        for event in up.layer.receive_data(b""):
+            self._deliver(up, event)
+
+    def _tunnel_upstream_closed(self, up: Upstream) -> None:
+        self._finish_tunnel(None)
+
+    def _websocket_upstream_closed(self, up: Upstream) -> None:
+        self._ws_receive(SERVER, None)
 
     def _upstream_failed(self, up: Upstream, reason: str, status: int = 502, *, timeout: bool = False) -> None:
         """The upstream of the exchange failed: retry, answer ``status``, or close.
@@ -329,14 +345,15 @@ class Upstreams(ConnectionBase):
         if self._phase is Phase.CONNECTING:
             self._fail_tunnel(reason, status)
             return
-        ex = self._exchange
+        ex = self._current()
         if ex is None or ex.upstream is not up:
             return  # an idle connection went away: nothing was lost
         if ex.replay is not None and up.reused and ex.upstream_bytes == 0 and not ex.retried and not timeout:
             self._retry(ex)
             return
+        started = ex.response_started
         self._fail_exchange(ex, reason)
-        if ex.response_started:
+        if started:
             # Never let a truncated answer look complete: close instead.
             self._close_client()
         else:
@@ -345,8 +362,8 @@ class Upstreams(ConnectionBase):
     def _retry(self, ex: Exchange) -> None:
         """Resend an idempotent request on a fresh connection (RFC 9110 9.2.2).
 
-        The h11 events are replayed, not the bytes, so the new connection's
-        h11 state sees the same request the old one did.
+        What was sent is replayed through the new connection's layer, not as
+        bytes, so its framing state sees the same request the old one did.
         """
         replay = ex.replay or []
         ex.retried, ex.replay = True, None
@@ -354,7 +371,34 @@ class Upstreams(ConnectionBase):
         self._log("debug", f"reused upstream connection was closed; retrying {request.url}")
         key = (request.host, request.port, request.scheme in ("https", "wss"))
         up = ex.upstream = self._open_upstream(key, reuse=False)
-        for event in replay:
-            self._to_upstream(up, up.conn.send(event))
+        ex.up_xid = up.layer.start_exchange()
+        ex.enter(ExchangeState.FORWARDING)
+        for part in replay:
+            _resend(up, ex.up_xid, part)
+        self._to_upstream(up, up.layer.bytes_to_send())
         if ex.request_complete:
             self._arm_read_timer(self._config.read_timeout)  # the retry is timed like the first try
+
+
+def _resend(up: Upstream, xid: int, part: RequestHead | bytes | SentEnd) -> None:
+    """One part of a request, again, on a fresh connection's layer (parts were valid the first time)."""
+    if isinstance(part, RequestHead):
+        up.layer.send_head(xid, part, validate=False)
+    elif not isinstance(part, SentEnd):
+        up.layer.send_data(xid, part)
+    elif part.trailers:
+        up.layer.send_trailers(xid, part.trailers)
+    else:
+        up.layer.end(xid)
+
+
+#: Who takes an upstream's (decrypted) bytes in each phase; others: the HTTP response path.
+_UPSTREAM_BYTES = {
+    Phase.TUNNEL: Upstreams._tunnel_bytes,
+    Phase.WEBSOCKET: Upstreams._websocket_bytes,
+}
+#: What an upstream's EOF means in each phase; others: the end of an HTTP response, or an error.
+_UPSTREAM_CLOSED = {
+    Phase.TUNNEL: Upstreams._tunnel_upstream_closed,
+    Phase.WEBSOCKET: Upstreams._websocket_upstream_closed,
+}

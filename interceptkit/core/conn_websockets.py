@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from .base import ConnectionBase
-from .state import Exchange, Phase
+from .exchange import Exchange
+from .state import Phase
 from .websocket import (
     CLIENT,
     SERVER,
@@ -127,12 +128,12 @@ class WebSockets(ConnectionBase):
         elif hooked:
             ex = self._ws_exchange
             assert ex is not None
-            self._hook("websocket_message", ex, lambda ex_, result: self._ws_after_hook(message, result),
-                       payload=message)
+            self._hook("websocket_message", ex, payload=message)
         else:
             self._ws_forward(message)
 
-    def _ws_after_hook(self, message: WebSocketMessage, result: Any) -> None:
+    def _ws_after_hook(self, message: Any, result: Any) -> None:
+        assert isinstance(message, WebSocketMessage)
         if isinstance(result, (str, bytes)):
             message.content = result
         self._ws_forward(message)

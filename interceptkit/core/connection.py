@@ -48,8 +48,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..vocab import HookName
 from . import commands as cmd
 from . import events as ev
+from . import layers as ly
 from .conn_lifecycle import Lifecycle
 from .conn_requests import Requests
 from .conn_responses import Responses
@@ -57,7 +59,9 @@ from .conn_socks5 import Socks5Side
 from .conn_tunnels import Tunnels
 from .conn_upstreams import Upstreams
 from .conn_websockets import WebSockets
-from .state import Phase
+from .exchange import Exchange
+from .state import Phase, Upstream
+from .websocket import WebSocketMessage
 
 
 class ProxyConnection(Requests, Responses, Upstreams, Tunnels, WebSockets, Lifecycle, Socks5Side):
@@ -84,6 +88,43 @@ class ProxyConnection(Requests, Responses, Upstreams, Tunnels, WebSockets, Lifec
         route = _CLIENT_BYTES.get(self._phase)
         if route is not None:  # CLOSED: nothing is read any more
             route(self, data)
+
+    def _client_events(self, events: list[ly.LayerEvent]) -> None:
+        for event in events:
+            if self._phase is not Phase.HTTP:
+                return  # a CONNECT or an upgrade took the stream over: the rest is not HTTP
+            self._deliver(None, event)
+
+    def _deliver(self, source: Upstream | None, event: ly.LayerEvent) -> None:
+        """One layer event to its handler; to its exchange's inbox while that waits for a hook."""
+        xid = getattr(event, "xid", None)
+        ex = None
+        if xid is not None:
+            ex = self._exchanges.get(xid) if source is None else self._of_upstream(source, xid)
+            if ex is not None and ex.waiting is not None:
+                self._hold_for_hook(source, ex, event)
+                return
+        if source is None:
+            _FROM_CLIENT[type(event)](self, ex, event)
+        elif self._upstream is source:
+            _FROM_UPSTREAM[type(event)](self, source, ex, event)
+
+    def _hold_for_hook(self, source: Upstream | None, ex: Exchange, event: ly.LayerEvent) -> None:
+        """``ex`` waits for a hook: keep ``event`` for after it, and read no more from its source meanwhile."""
+        ex.inbox.append((source, event))
+        if source is None:
+            self._pause_client("hook")
+        else:
+            source.layer.pause(ex.up_xid)
+            self._pause_upstream(source)
+
+    def _of_upstream(self, up: Upstream, up_xid: int) -> Exchange | None:
+        ex = self._current()
+        return ex if ex is not None and ex.upstream is up and ex.up_xid == up_xid else None
+
+    def _after_hook(self, name: HookName, ex: Exchange, result: Any,
+                    payload: bytes | WebSocketMessage | None) -> None:
+        _AFTER_HOOK[name](self, ex, result, payload)
 
 
 #: Who takes the client's bytes in each phase. CONNECTING: h11 holds them
@@ -121,3 +162,123 @@ def _on_closed(self: ProxyConnection, event: ev.ConnectionClosed) -> None:
 _HANDLERS[ev.ConnectionClosed] = _on_closed
 
 
+
+
+# -- what each layer event does (ex: its exchange, None if it has none or is over) -------------------
+
+
+def _request_head(self: ProxyConnection, ex: Exchange | None, event: ly.HeadReceived) -> None:
+    assert isinstance(event.head, ly.RequestHead)
+    self._on_request(event.xid, event.head)
+
+
+def _request_data(self: ProxyConnection, ex: Exchange | None, event: ly.DataReceived) -> None:
+    if ex is not None:
+        self._on_request_data(ex, event.data)
+
+
+def _request_trailers(self: ProxyConnection, ex: Exchange | None, event: ly.TrailersReceived) -> None:
+    if ex is not None:
+        ex.request_trailers = event.headers
+
+
+def _request_end(self: ProxyConnection, ex: Exchange | None, event: ly.MessageEnded) -> None:
+    if ex is not None:
+        self._on_request_end(ex)
+        if self._exchanges and self._client.pipelined:
+            self._pause_client("pipeline")  # the answer is pending: read no more meanwhile
+
+
+def _client_failed(self: ProxyConnection, ex: Exchange | None, event: ly.LayerFailed) -> None:
+    self._on_client_failed(event.status_hint, event.reason)
+
+
+def _client_closed(self: ProxyConnection, ex: Exchange | None, event: ly.PeerClosed) -> None:
+    self._on_client_eof()
+
+
+def _ignored(self: ProxyConnection, ex: Exchange | None, event: ly.LayerEvent) -> None:
+    """Events HTTP/1 towards the client does not produce."""
+
+
+_FROM_CLIENT: dict[type[ly.LayerEvent], Callable[[ProxyConnection, Exchange | None, Any], None]] = {
+    ly.HeadReceived: _request_head,
+    ly.DataReceived: _request_data,
+    ly.TrailersReceived: _request_trailers,
+    ly.MessageEnded: _request_end,
+    ly.LayerFailed: _client_failed,
+    ly.PeerClosed: _client_closed,
+    ly.InformationalReceived: _ignored,
+    ly.DataSent: _ignored,
+    ly.StreamReset: _ignored,
+    ly.ConnectionGoingAway: _ignored,
+}
+
+
+def _response_head(self: ProxyConnection, up: Upstream, ex: Exchange | None, event: ly.HeadReceived) -> None:
+    assert isinstance(event.head, ly.ResponseHead)
+    if ex is not None and not self._parent_refused(up, event.head):
+        self._on_response(ex, event.head)
+
+
+def _informational(self: ProxyConnection, up: Upstream, ex: Exchange | None,
+                   event: ly.InformationalReceived) -> None:
+    if ex is not None:
+        self._on_informational(up, ex, event.head)
+
+
+def _response_data(self: ProxyConnection, up: Upstream, ex: Exchange | None, event: ly.DataReceived) -> None:
+    if ex is not None:
+        self._on_response_data(ex, event.data)
+
+
+def _response_trailers(self: ProxyConnection, up: Upstream, ex: Exchange | None,
+                       event: ly.TrailersReceived) -> None:
+    if ex is not None:
+        ex.response_trailers = event.headers
+
+
+def _response_end(self: ProxyConnection, up: Upstream, ex: Exchange | None, event: ly.MessageEnded) -> None:
+    if ex is not None:
+        self._on_response_end(up, ex)
+
+
+def _upstream_layer_failed(self: ProxyConnection, up: Upstream, ex: Exchange | None,
+                           event: ly.LayerFailed) -> None:
+    self._upstream_failed(up, event.reason, event.status_hint)
+
+
+def _upstream_peer_closed(self: ProxyConnection, up: Upstream, ex: Exchange | None,
+                          event: ly.PeerClosed) -> None:
+    self._drop_upstream(up)
+
+
+def _upstream_ignored(self: ProxyConnection, up: Upstream, ex: Exchange | None, event: ly.LayerEvent) -> None:
+    """Events HTTP/1 towards an upstream does not produce."""
+
+
+_FROM_UPSTREAM: dict[type[ly.LayerEvent], Callable[[ProxyConnection, Upstream, Exchange | None, Any], None]] = {
+    ly.HeadReceived: _response_head,
+    ly.InformationalReceived: _informational,
+    ly.DataReceived: _response_data,
+    ly.TrailersReceived: _response_trailers,
+    ly.MessageEnded: _response_end,
+    ly.LayerFailed: _upstream_layer_failed,
+    ly.PeerClosed: _upstream_peer_closed,
+    ly.DataSent: _upstream_ignored,
+    ly.StreamReset: _upstream_ignored,
+    ly.ConnectionGoingAway: _upstream_ignored,
+}
+
+AfterHook = Callable[[ProxyConnection, Exchange, Any, Any], None]
+
+#: What follows each hook: the exchange moves on from the state the hook held it in.
+_AFTER_HOOK: dict[HookName, AfterHook] = {
+    "request_headers": lambda self, ex, result, payload: self._after_request_headers(ex, result),
+    "request": lambda self, ex, result, payload: self._after_request_hook(ex, result),
+    "response_headers": lambda self, ex, result, payload: self._after_response_headers(ex, result),
+    "response": lambda self, ex, result, payload: self._after_response_hook(ex, result),
+    "response_chunk": lambda self, ex, result, payload: self._after_chunk_hook(ex, result, payload),
+    "tunnel": lambda self, ex, result, payload: self._after_tunnel_hook(ex, result),
+    "websocket_message": lambda self, ex, result, payload: self._ws_after_hook(payload, result),
+}
