@@ -173,6 +173,26 @@ def test_bad_handshakes_get_reply_codes_and_a_close(make, origin) -> None:
     assert all(f.error for f in flows)
 
 
+def _refused_port() -> int:
+    """A loopback port nothing listens on (bound, never listening, then let go)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_curl_and_httpx_hear_connection_refused_from_the_socks5_reply(make) -> None:
+    proxy = make(mode="socks5", intercept=False)
+    port = _refused_port()
+    result = curl("--socks5", f"127.0.0.1:{proxy.port}", f"http://127.0.0.1:{port}/hello", timeout=20)
+    # curl names the REP byte it got: 5 is "connection refused" (RFC 1928).
+    assert result.returncode == 97 and b"(5)" in result.stderr, result.stderr
+    with httpx.Client(proxy=f"socks5://127.0.0.1:{proxy.port}", timeout=10, trust_env=False) as client, \
+            pytest.raises(httpx.ProxyError, match="(?i)connection refused"):
+        client.get(f"http://127.0.0.1:{port}/hello")
+    flows = wait_flows_done(proxy, 2)
+    assert len(flows) == 2 and all("Connection refused" in (f.error or "") for f in flows)
+
+
 def test_a_blocking_hook_gets_not_allowed(make, origin) -> None:
     proxy = make(mode="socks5")
     proxy.on("tunnel", lambda flow: flow.respond(403, text="no"))
