@@ -37,3 +37,10 @@ FLOW_STATES: tuple[FlowState, ...] = get_args(FlowState)
 #: "upgrade" (a 101 relayed as bytes), "websocket" (a 101 parsed as messages).
 FlowKind = Literal["http", "tunnel", "upgrade", "websocket"]
 FLOW_KINDS: tuple[FlowKind, ...] = get_args(FlowKind)
+
+#: Why an upstream could not be connected to, as the transport saw it:
+#: "refused" (nothing listens there), "unreachable" (no route to the host),
+#: "network_unreachable" (no route to its network), "timeout" (no answer in
+#: time), "resolve" (the name has no address), "other" (anything else).
+ConnectCause = Literal["refused", "unreachable", "network_unreachable", "timeout", "resolve", "other"]
+CONNECT_CAUSES: tuple[ConnectCause, ...] = get_args(ConnectCause)

@@ -59,6 +59,7 @@ class ConnectionBase:
     _client_plaintext: Callable[[bytes], tuple[bytes, bool] | None]  # conn_tunnels.py
     _enter_tunnel: Callable[[], None]  # conn_tunnels.py
     _fail_tunnel: Callable[[str, int], None]  # conn_tunnels.py
+    _connect_failed: Callable[[Upstream, str, int, Any], None]  # conn_tunnels.py (Any: a vocab.ConnectCause)
     _finish_tunnel: Callable[[str | None], None]  # conn_tunnels.py
     _on_connect: Callable[[int, bytes, bytes, list[tuple[bytes, bytes]]], None]  # conn_tunnels.py
     _relay_to_client: Callable[[bytes], None]  # conn_tunnels.py

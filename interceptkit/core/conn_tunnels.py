@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..flow import Flow, Headers, Request, Response, TLSInfo
+from ..vocab import ConnectCause
 from . import commands as cmd
 from .base import ConnectionBase
 from .errors import ProxyError, RemoteProtocolError
@@ -54,6 +55,8 @@ class Tunnels(ConnectionBase):
         #: Bytes of a tunnel not yet consumed: early data, or the sniffed start.
         self._early = b""
         self._tunnel_answered = False
+        #: Why the upstream being opened could not be reached (only while that failure is handled).
+        self._connect_cause: ConnectCause = "other"
         if self._config.listen_context is not None:  # TLS from the first byte (reverse mode)
             self._client_tls = TLSEndpoint(self._config.listen_context, server_side=True)
             self._client_tls.start()
@@ -198,13 +201,22 @@ class Tunnels(ConnectionBase):
             self._end_flow(flow, error)
         self._close_client()
 
+    def _connect_failed(self, up: Upstream, reason: str, status: int, cause: ConnectCause) -> None:
+        """An upstream could not be opened: fail it as any other, ``cause`` kept for a SOCKS5 reply."""
+        self._connect_cause = cause
+        try:
+            self._upstream_failed(up, reason, status)
+        finally:
+            self._connect_cause = "other"  # any later failure has a cause of its own
+
     def _fail_tunnel(self, reason: str, status: int) -> None:
         flow, self._tunnel = self._tunnel, None
         if flow is not None:
             self._end_flow(flow, reason)
         self._enter(Phase.HTTP)  # so the answer goes out through h11
         if self._socks is not None and not self._tunnel_answered:
-            self._socks_reply(connect_failure_reply(reason, status))
+            # A 504 is a timeout whoever saw it (the transport, or the core's TLS handshake timer).
+            self._socks_reply(connect_failure_reply("timeout" if status == 504 else self._connect_cause))
             self._close_client()
         elif self._tunnel_answered:
             self._close_client()  # the 200 is out: closing is all that is left

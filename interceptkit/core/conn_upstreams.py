@@ -253,7 +253,7 @@ class Upstreams(ConnectionBase):
             reason = up.parent.refused(f"cannot be reached (for {up.key[0]}:{up.key[1]}): {event.reason}")
         else:
             reason = f"cannot connect to {up.key[0]}:{up.key[1]}: {event.reason}"
-        self._upstream_failed(up, reason, status)
+        self._connect_failed(up, reason, status, event.cause)
 
     def _on_upstream_data(self, event: ev.UpstreamDataReceived) -> None:
         up = self._current_upstream(event.upstream)

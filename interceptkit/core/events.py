@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..vocab import TimerName
+from ..vocab import ConnectCause, TimerName
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,11 +58,16 @@ class UpstreamConnected(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UpstreamConnectFailed(Event):
-    """An :class:`OpenUpstream` failed; ``timeout`` distinguishes 504 from 502."""
+    """An :class:`OpenUpstream` failed; ``timeout`` distinguishes 504 from 502.
+
+    ``reason`` is for people (logs, the flow's error); ``cause`` is for code
+    (a SOCKS5 reply code), set by the transport from the exception it caught.
+    """
 
     upstream: int
     reason: str
     timeout: bool = False
+    cause: ConnectCause = "other"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -22,6 +22,8 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..vocab import ConnectCause
+
 VERSION = 5
 AUTH_VERSION = 1  # RFC 1929 section 2
 
@@ -304,16 +306,17 @@ def encode_connect(host: str, port: int) -> bytes:
     return bytes([VERSION, Command.CONNECT, 0]) + target + port.to_bytes(2, "big")
 
 
-def connect_failure_reply(reason: str, status: int) -> Reply:
-    """The RFC 1928 REP code for an upstream that could not be reached.
+#: RFC 1928 section 6's REP code for each reason an upstream could not be reached.
+_FAILURE_REPLIES: dict[ConnectCause, Reply] = {
+    "refused": Reply.CONNECTION_REFUSED,
+    "unreachable": Reply.HOST_UNREACHABLE,
+    "resolve": Reply.HOST_UNREACHABLE,  # a name with no address: no such host, as far as the client can tell
+    "network_unreachable": Reply.NETWORK_UNREACHABLE,
+    "timeout": Reply.TTL_EXPIRED,
+    "other": Reply.GENERAL_FAILURE,
+}
 
-    The transport says why in words (``os.strerror``), a timeout as 504.
-    """
-    text = reason.lower()
-    if status == 504 or "timed out" in text:
-        return Reply.TTL_EXPIRED
-    if "refused" in text:
-        return Reply.CONNECTION_REFUSED
-    if "network is unreachable" in text:
-        return Reply.NETWORK_UNREACHABLE
-    return Reply.HOST_UNREACHABLE  # no such name, no route to the host, and the like
+
+def connect_failure_reply(cause: ConnectCause) -> Reply:
+    """The RFC 1928 REP code for an upstream that could not be reached, by the transport's typed cause."""
+    return _FAILURE_REPLIES[cause]

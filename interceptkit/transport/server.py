@@ -25,6 +25,7 @@ from ..core.config import ProxyConfig
 from ..core.connection import ProxyConnection
 from ..vocab import TimerName
 from ..flow import Flow
+from .connecterror import UpstreamConnectError, connect_cause
 from .pool import UpstreamPool
 from .resolver import Resolver, ResolveError, system_resolver
 
@@ -269,7 +270,7 @@ class ClientSession(_Peer):
             upstream = await self.server.connect(command.host, command.port)
         except UpstreamConnectError as exc:
             self.feed(ev.UpstreamConnectFailed(time=time.time(), upstream=command.upstream,
-                                               reason=str(exc), timeout=exc.timeout))
+                                               reason=str(exc), timeout=exc.timeout, cause=exc.cause))
             return
         if self.closed:
             upstream.close()
@@ -394,12 +395,6 @@ class ClientSession(_Peer):
             self.transport.abort()
 
 
-class UpstreamConnectError(Exception):
-    def __init__(self, message: str, *, timeout: bool = False) -> None:
-        super().__init__(message)
-        self.timeout = timeout
-
-
 class ProxyServer:
     """Listens, accepts, and keeps what all sessions share (pool, tasks)."""
 
@@ -432,7 +427,7 @@ class ProxyServer:
                                              timeout=True)
             except UpstreamConnectError as exc:
                 error = exc
-            if attempt >= settings.connect_retries or isinstance(error.__cause__, ResolveError):
+            if attempt >= settings.connect_retries or error.cause == "resolve":
                 raise error
             await asyncio.sleep(settings.retry_backoff * (2 ** attempt))
             attempt += 1
@@ -441,8 +436,8 @@ class ProxyServer:
         loop = asyncio.get_running_loop()
         try:
             addresses = await self.settings.resolver(host, port)
-        except ResolveError as exc:
-            raise UpstreamConnectError(str(exc)) from exc
+        except (ResolveError, socket.gaierror) as exc:  # an injected resolver may let getaddrinfo's through
+            raise UpstreamConnectError(str(exc), cause=connect_cause(exc)) from exc
         last: OSError | None = None
         for address in addresses:
             try:
@@ -454,7 +449,7 @@ class ProxyServer:
             return protocol
         # asyncio's own message ("Connect call failed ...") hides the cause.
         reason = os.strerror(last.errno) if last is not None and last.errno else str(last)
-        raise UpstreamConnectError(reason or "no address to connect to")
+        raise UpstreamConnectError(reason or "no address to connect to", cause=connect_cause(last))
 
     def reset_client(self, address: tuple[str, int] | None) -> bool:
         """Reset the client connection from ``address`` (one with no flow yet: a fault at accept).

@@ -17,6 +17,7 @@ from interceptkit.core import events as ev
 from interceptkit.core.config import ProxyConfig
 from interceptkit.core.connection import ProxyConnection
 from interceptkit.flow import Flow
+from interceptkit.vocab import ConnectCause
 
 #: How to cut bytes before feeding them: None (whole), an int (pieces of that
 #: size; 1 is byte by byte), or a sequence of cut offsets.
@@ -99,8 +100,9 @@ class Driver:
         return self.feed(ev.UpstreamConnected, upstream=upstream, reused=reused, address=address)
 
     def connect_failed(self, upstream: int = 1, reason: str = "connection refused",
-                       timeout: bool = False) -> list[cmd.Command]:
-        return self.feed(ev.UpstreamConnectFailed, upstream=upstream, reason=reason, timeout=timeout)
+                       timeout: bool = False, cause: ConnectCause = "other") -> list[cmd.Command]:
+        return self.feed(ev.UpstreamConnectFailed, upstream=upstream, reason=reason, timeout=timeout,
+                         cause=cause)
 
     def client_closed(self, aborted: bool = False) -> list[cmd.Command]:
         return self.feed(ev.ConnectionClosed, upstream=None, aborted=aborted)

@@ -104,18 +104,36 @@ def test_socks5_connect_becomes_a_relayed_tunnel(split) -> None:
     assert flow.kind == "tunnel" and flow.request.authority == "origin.test:7000" and flow.error is None
 
 
-@pytest.mark.parametrize("reason, timeout, code", [
-    ("Connection refused", False, Reply.CONNECTION_REFUSED),
-    ("connect timed out after 5 s", True, Reply.TTL_EXPIRED),
-    ("cannot resolve nowhere.test", False, Reply.HOST_UNREACHABLE),
+@pytest.mark.parametrize("cause, timeout, code", [
+    ("refused", False, 0x05),
+    ("unreachable", False, 0x04),
+    ("resolve", False, 0x04),
+    ("network_unreachable", False, 0x03),
+    ("timeout", True, 0x06),
+    ("other", False, 0x01),
 ])
-def test_socks5_connect_failures_get_their_reply_code(reason, timeout, code) -> None:
+def test_socks5_connect_failures_get_their_reply_code(cause, timeout, code) -> None:
     d = socks()
     d.client(encode_greeting() + encode_connect("origin.test", 7000))
-    out = d.connect_failed(reason=reason, timeout=timeout)
+    # The same words for every cause: the reply follows the cause, not the text.
+    out = d.connect_failed(reason="it did not work", timeout=timeout, cause=cause)
     assert to_client(out)[:2] == bytes([5, code]) and of_type(out, cmd.CloseClient)
     [flow] = finished(out)
-    assert reason in (flow.error or "")
+    assert "it did not work" in (flow.error or "")
+
+
+def test_socks5_reply_codes_no_longer_read_the_reason_text() -> None:
+    d = socks()
+    d.client(encode_greeting() + encode_connect("origin.test", 7000))
+    out = d.connect_failed(reason="Connection refused")  # no cause given: the default
+    assert to_client(out)[:2] == bytes([5, Reply.GENERAL_FAILURE])
+
+
+def test_a_timeout_given_without_a_cause_is_still_ttl_expired() -> None:
+    d = socks()
+    d.client(encode_greeting() + encode_connect("origin.test", 7000))
+    out = d.connect_failed(reason="connect timed out after 5 s", timeout=True)  # an older transport: no cause
+    assert to_client(out)[:2] == bytes([5, Reply.TTL_EXPIRED])
 
 
 def test_socks5_plain_http_inside_is_parsed_when_intercepting() -> None:

@@ -11,16 +11,23 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from origin import PROXY_ENV, RESOLVER_TABLE, EchoServer, Origin
+from tls_origin import OriginPKI, TLSOrigin, make_pki
 
 from interceptkit import Proxy, static_resolver
 
+if TYPE_CHECKING:
+    from h2_origin import H2Origin
+
 _CONFDIR: list[Path] = []
+#: What ``make``'s proxies resolve: the TLS origin's certificate names, both on 127.0.0.1.
+RESOLVE = {**RESOLVER_TABLE, "localhost": "127.0.0.1"}
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -107,3 +114,53 @@ def proxy_factory() -> Iterator[Callable[..., Proxy]]:
     finally:
         for p in started:
             p.stop()
+
+
+@pytest.fixture(scope="session")
+def origin_pki(tmp_path_factory: pytest.TempPathFactory) -> OriginPKI:
+    """The test origins' own CA and certificate (for localhost and origin.test): made once, only read."""
+    return make_pki(tmp_path_factory.mktemp("origin-pki"))
+
+
+@pytest.fixture
+def tls_origin(origin_pki: OriginPKI, tmp_path: Path) -> Iterator[TLSOrigin]:
+    """A fresh HTTPS origin per test (tests read what it recorded, and some stop it)."""
+    server = TLSOrigin(origin_pki, files=tmp_path / "files").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def h2_origin(origin_pki: OriginPKI) -> Iterator[H2Origin]:
+    """The hypercorn HTTP/2 origin, one per module (it keeps no per-test state the tests read)."""
+    from h2_origin import H2Origin  # hypercorn and grpcio: only for the modules that use it
+
+    server = H2Origin(origin_pki).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def make(tmp_path: Path, origin_pki: OriginPKI) -> Iterator[Callable[..., Proxy]]:
+    """Start proxies (stopped at teardown): port 0, ``RESOLVE`` only, the test's own CA folder
+    (shared by the proxies of one test), bounded timeouts, and trust in the origins' CA.
+    Any of these can be given; a module wraps this fixture to change its defaults."""
+    started: list[Proxy] = []
+
+    def factory(**kwargs: object) -> Proxy:
+        options: dict[str, object] = {
+            "resolver": static_resolver(RESOLVE), "confdir": tmp_path / "ca", "port": 0,
+            "read_timeout": 10.0, "connect_timeout": 5.0, "upstream_ca": origin_pki.ca_path, **kwargs}
+        proxy = Proxy(**options).start()  # type: ignore[arg-type]
+        started.append(proxy)
+        return proxy
+
+    try:
+        yield factory
+    finally:
+        for proxy in started:
+            proxy.stop()

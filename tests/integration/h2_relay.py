@@ -12,9 +12,8 @@ from __future__ import annotations
 import select
 import socket
 import ssl
-import threading
 
-from tls_origin import ADDRESS, OriginPKI
+from tls_origin import ADDRESS, OriginPKI, h2_server_context, serve_connections
 
 from interceptkit.core.http2 import H2ClientLayer, H2UpstreamLayer
 from interceptkit.core.layers import (
@@ -89,24 +88,14 @@ class H2Relay:
     """``H2Relay(pki, origin_port)``: listens on 127.0.0.1 ``.port``; ``.close()``."""
 
     def __init__(self, pki: OriginPKI, origin_port: int) -> None:
-        self.server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.server_ctx.load_cert_chain(pki.chain_path, pki.key_path)
-        self.server_ctx.set_alpn_protocols(["h2"])
+        self.server_ctx = h2_server_context(pki)
         self.client_ctx = ssl.create_default_context(cafile=str(pki.ca_path))
         self.client_ctx.set_alpn_protocols(["h2"])
         self.origin_port = origin_port
         self.sock = socket.create_server((ADDRESS, 0))
         self.port: int = self.sock.getsockname()[1]
         self.errors: list[str] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                raw, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+        serve_connections(self.sock, self._serve)
 
     def _serve(self, raw: socket.socket) -> None:
         raw.settimeout(10)

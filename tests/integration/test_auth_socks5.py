@@ -10,54 +10,15 @@ import socket
 import ssl
 import struct
 import subprocess
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from origin import CURL, HELLO, clean_env, curl, read_head, read_until_closed, status_of, wait_flows_done
-from tls_origin import OriginPKI, TLSOrigin, make_pki
 
-from interceptkit import Proxy, static_resolver
+from interceptkit import Proxy
 from interceptkit.core.socks5 import encode_connect, encode_greeting
 
-RESOLVE = {"origin.test": "127.0.0.1"}
-
-
-@pytest.fixture(scope="module")
-def origin_pki(tmp_path_factory: pytest.TempPathFactory) -> OriginPKI:
-    return make_pki(tmp_path_factory.mktemp("auth-socks-pki"))
-
-
-@pytest.fixture
-def tls_origin(origin_pki: OriginPKI) -> Iterator[TLSOrigin]:
-    server = TLSOrigin(origin_pki).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def make(tmp_path: Path, origin_pki: OriginPKI) -> Iterator[Callable[..., Proxy]]:
-    started: list[Proxy] = []
-
-    def factory(**kwargs: object) -> Proxy:
-        kwargs.setdefault("resolver", static_resolver(RESOLVE))
-        kwargs.setdefault("confdir", tmp_path / "ca")
-        kwargs.setdefault("port", 0)
-        kwargs.setdefault("read_timeout", 10.0)
-        kwargs.setdefault("connect_timeout", 5.0)
-        kwargs.setdefault("upstream_ca", origin_pki.ca_path)
-        proxy = Proxy(**kwargs).start()  # type: ignore[arg-type]
-        started.append(proxy)
-        return proxy
-
-    try:
-        yield factory
-    finally:
-        for proxy in started:
-            proxy.stop()
 
 
 def http_code(result: subprocess.CompletedProcess[bytes]) -> int:
@@ -210,6 +171,26 @@ def test_bad_handshakes_get_reply_codes_and_a_close(make, origin) -> None:
     assert socks_exchange(proxy.port, greeting + encode_connect("127.0.0.1", free))[2:4] == b"\x05\x05"
     flows = wait_flows_done(proxy, 2)
     assert all(f.error for f in flows)
+
+
+def _refused_port() -> int:
+    """A loopback port nothing listens on (bound, never listening, then let go)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_curl_and_httpx_hear_connection_refused_from_the_socks5_reply(make) -> None:
+    proxy = make(mode="socks5", intercept=False)
+    port = _refused_port()
+    result = curl("--socks5", f"127.0.0.1:{proxy.port}", f"http://127.0.0.1:{port}/hello", timeout=20)
+    # curl names the REP byte it got: 5 is "connection refused" (RFC 1928).
+    assert result.returncode == 97 and b"(5)" in result.stderr, result.stderr
+    with httpx.Client(proxy=f"socks5://127.0.0.1:{proxy.port}", timeout=10, trust_env=False) as client, \
+            pytest.raises(httpx.ProxyError, match="(?i)connection refused"):
+        client.get(f"http://127.0.0.1:{port}/hello")
+    flows = wait_flows_done(proxy, 2)
+    assert len(flows) == 2 and all("Connection refused" in (f.error or "") for f in flows)
 
 
 def test_a_blocking_hook_gets_not_allowed(make, origin) -> None:

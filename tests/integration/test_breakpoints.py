@@ -16,23 +16,9 @@ from typing import Any
 
 import pytest
 from origin import HELLO, Origin, curl, opener, wait_until
-from tls_origin import OriginPKI, TLSOrigin, make_pki
+from tls_origin import OriginPKI, TLSOrigin
 
 from interceptkit import Proxy
-
-
-@pytest.fixture(scope="module")
-def origin_pki(tmp_path_factory: pytest.TempPathFactory) -> OriginPKI:
-    return make_pki(tmp_path_factory.mktemp("tls-origin-pki"))
-
-
-@pytest.fixture
-def tls_origin(origin_pki: OriginPKI) -> Iterator[TLSOrigin]:
-    server = TLSOrigin(origin_pki).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class Client:

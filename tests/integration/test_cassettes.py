@@ -13,52 +13,16 @@ import json
 import ssl
 import subprocess
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 from origin import HELLO, Origin, curl, pattern_sha256, wait_flows_done
-from tls_origin import OriginPKI, TLSOrigin, make_pki
+from tls_origin import TLSOrigin
 
-from interceptkit import Proxy, Redact, static_resolver
+from interceptkit import Proxy, Redact
 
-RESOLVE = {"origin.test": "127.0.0.1"}
-
-
-@pytest.fixture(scope="module")
-def origin_pki(tmp_path_factory: pytest.TempPathFactory) -> OriginPKI:
-    return make_pki(tmp_path_factory.mktemp("cassette-origin-pki"))
-
-
-@pytest.fixture
-def tls_origin(origin_pki: OriginPKI) -> Iterator[TLSOrigin]:
-    server = TLSOrigin(origin_pki).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def make(tmp_path: Path, origin_pki: OriginPKI) -> Iterator[Callable[..., Proxy]]:
-    started: list[Proxy] = []
-
-    def factory(**kwargs: object) -> Proxy:
-        kwargs.setdefault("resolver", static_resolver(RESOLVE))
-        kwargs.setdefault("confdir", tmp_path / "ca")
-        kwargs.setdefault("port", 0)
-        kwargs.setdefault("read_timeout", 10.0)
-        kwargs.setdefault("upstream_ca", origin_pki.ca_path)
-        proxy = Proxy(**kwargs).start()  # type: ignore[arg-type]
-        started.append(proxy)
-        return proxy
-
-    try:
-        yield factory
-    finally:
-        for proxy in started:
-            proxy.stop()
 
 
 def https_curl(proxy: Proxy, url: str, *args: str) -> subprocess.CompletedProcess[bytes]:

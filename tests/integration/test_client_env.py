@@ -13,25 +13,18 @@ import socket
 import subprocess
 import sys
 import zipfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from origin import HELLO, clean_env
-from tls_origin import OriginPKI, TLSOrigin, make_pki
+from tls_origin import OriginPKI, make_pki
 
-from interceptkit import Proxy, static_resolver
+from interceptkit import Proxy
 from interceptkit.clientenv import BUNDLE_VARIABLES
 
-RESOLVE = {"origin.test": "127.0.0.1", "localhost": "127.0.0.1"}
 FETCH = ("import sys, urllib.request\n"
          "for url in sys.argv[1:]:\n"
          "    sys.stdout.buffer.write(urllib.request.urlopen(url, timeout=10).read())\n")
-
-
-@pytest.fixture(scope="module")
-def origin_pki(tmp_path_factory: pytest.TempPathFactory) -> OriginPKI:
-    return make_pki(tmp_path_factory.mktemp("client-env-pki"))
 
 
 @pytest.fixture
@@ -42,29 +35,6 @@ def parent_trusts_origin_ca(monkeypatch: pytest.MonkeyPatch, origin_pki: OriginP
     monkeypatch.setenv("SSL_CERT_FILE", str(origin_pki.ca_path))
     monkeypatch.setenv("SSL_CERT_DIR", "/nonexistent")  # no system roots: only what the test gave
     return origin_pki.ca_path
-
-
-@pytest.fixture
-def make(tmp_path: Path, origin_pki: OriginPKI) -> Iterator[Callable[..., Proxy]]:
-    started: list[Proxy] = []
-
-    def factory(**kwargs: object) -> Proxy:
-        kwargs = {"resolver": static_resolver(RESOLVE), "confdir": tmp_path / "ca", "port": 0,
-                  "upstream_ca": origin_pki.ca_path, "read_timeout": 10.0, **kwargs}
-        proxy = Proxy(**kwargs).start()  # type: ignore[arg-type]
-        started.append(proxy)
-        return proxy
-
-    yield factory
-    for proxy in started:
-        proxy.stop()
-
-
-@pytest.fixture
-def tls_origin(origin_pki: OriginPKI, tmp_path: Path) -> Iterator[TLSOrigin]:
-    server = TLSOrigin(origin_pki, files=tmp_path / "files").start()
-    yield server
-    server.stop()
 
 
 def child_env(proxy: Proxy, **kwargs: bool) -> dict[str, str]:

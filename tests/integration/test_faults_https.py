@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from test_https import https, make, origin_pki, tls_origin  # noqa: F401 (fixtures)
+from test_https import https
 from origin import pattern
 from tls_origin import TLSOrigin
 

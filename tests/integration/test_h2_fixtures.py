@@ -15,39 +15,25 @@ import httpx
 import pytest
 from h2_origin import GrpcOrigin, H2Origin, h2_request
 from origin import pattern_sha256
-from tls_origin import OriginPKI, make_pki
+from tls_origin import OriginPKI
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> OriginPKI:
-    return make_pki(tmp_path_factory.mktemp("h2-origin-pki"))
-
-
-@pytest.fixture(scope="module")
-def h2_origin(pki: OriginPKI) -> Iterator[H2Origin]:
-    server = H2Origin(pki).start()
+def grpc_origin(origin_pki: OriginPKI) -> Iterator[GrpcOrigin]:
+    server = GrpcOrigin(origin_pki).start()
     try:
         yield server
     finally:
         server.stop()
 
 
-@pytest.fixture(scope="module")
-def grpc_origin(pki: OriginPKI) -> Iterator[GrpcOrigin]:
-    server = GrpcOrigin(pki).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def _client(pki: OriginPKI, http2: bool) -> httpx.Client:
-    return httpx.Client(http2=http2, verify=ssl.create_default_context(cafile=str(pki.ca_path)),
+def _client(origin_pki: OriginPKI, http2: bool) -> httpx.Client:
+    return httpx.Client(http2=http2, verify=ssl.create_default_context(cafile=str(origin_pki.ca_path)),
                         trust_env=False, timeout=10)
 
 
-def test_fixture_hypercorn_speaks_h2_over_tls_to_httpx(h2_origin: H2Origin, pki: OriginPKI) -> None:
-    with _client(pki, http2=True) as client:
+def test_fixture_hypercorn_speaks_h2_over_tls_to_httpx(h2_origin: H2Origin, origin_pki: OriginPKI) -> None:
+    with _client(origin_pki, http2=True) as client:
         response = client.get(h2_origin.url("/proto"), headers={"x-probe": "1"})
     assert response.http_version == "HTTP/2"
     seen = response.json()
@@ -55,16 +41,16 @@ def test_fixture_hypercorn_speaks_h2_over_tls_to_httpx(h2_origin: H2Origin, pki:
     assert ["x-probe", "1"] in seen["headers"]
 
 
-def test_fixture_hypercorn_speaks_h1_when_asked(h2_origin: H2Origin, pki: OriginPKI) -> None:
-    with _client(pki, http2=False) as client:
+def test_fixture_hypercorn_speaks_h1_when_asked(h2_origin: H2Origin, origin_pki: OriginPKI) -> None:
+    with _client(origin_pki, http2=False) as client:
         tls = client.get(h2_origin.url("/proto"))
         plain = client.get(h2_origin.url("/proto", tls=False))
     assert tls.http_version == "HTTP/1.1" and tls.json()["http_version"] == "1.1"
     assert plain.json() == {**plain.json(), "http_version": "1.1", "scheme": "http"}
 
 
-def test_fixture_hypercorn_echo_and_large_download_over_h2(h2_origin: H2Origin, pki: OriginPKI) -> None:
-    with _client(pki, http2=True) as client:
+def test_fixture_hypercorn_echo_and_large_download_over_h2(h2_origin: H2Origin, origin_pki: OriginPKI) -> None:
+    with _client(origin_pki, http2=True) as client:
         echo = client.post(h2_origin.url("/echo"), content=b"x" * 300_000)
         assert echo.content == b"x" * 300_000 and echo.headers["x-echo-length"] == "300000"
         digest = hashlib.sha256()
@@ -75,21 +61,21 @@ def test_fixture_hypercorn_echo_and_large_download_over_h2(h2_origin: H2Origin, 
     assert digest.hexdigest() == pattern_sha256(20_000_000)
 
 
-def test_fixture_hypercorn_sends_trailers_to_h2_with_te_trailers(h2_origin: H2Origin, pki: OriginPKI) -> None:
-    answer = h2_request(h2_origin.tls_port, "/trailers", pki, headers=[(b"te", b"trailers")])
+def test_fixture_hypercorn_sends_trailers_to_h2_with_te_trailers(h2_origin: H2Origin, origin_pki: OriginPKI) -> None:
+    answer = h2_request(h2_origin.tls_port, "/trailers", origin_pki, headers=[(b"te", b"trailers")])
     assert answer.alpn == "h2" and answer.status == 200
     assert answer.body == b"with trailers\n"
     assert answer.trailers == [(b"x-checksum", b"abc123"), (b"grpc-status", b"0")]
 
 
-def test_fixture_curl_http2_and_h2c_prior_knowledge(h2_origin: H2Origin, pki: OriginPKI) -> None:
+def test_fixture_curl_http2_and_h2c_prior_knowledge(h2_origin: H2Origin, origin_pki: OriginPKI) -> None:
     def curl(*args: str) -> tuple[str, dict[str, object]]:
         out = subprocess.run(["curl", "-sS", "--noproxy", "*", "-w", "\n%{http_version}", *args],
                              capture_output=True, timeout=20, check=True, text=True).stdout
         body, version = out.rsplit("\n", 1)
         return version, json.loads(body)
 
-    version, seen = curl("--http2", "--cacert", str(pki.ca_path), h2_origin.url("/proto"))
+    version, seen = curl("--http2", "--cacert", str(origin_pki.ca_path), h2_origin.url("/proto"))
     assert version == "2" and seen["http_version"] == "2"
     version, seen = curl("--http2-prior-knowledge", h2_origin.url("/proto", tls=False))
     assert version == "2" and seen["http_version"] == "2" and seen["scheme"] == "http"

@@ -10,14 +10,11 @@ import socket
 import ssl
 import struct
 import subprocess
-import threading
-from collections.abc import Iterator
 
 import httpx
-import pytest
 from h2_origin import GrpcOrigin, H2Origin
 from origin import pattern_sha256
-from tls_origin import ADDRESS, OriginPKI, make_pki
+from tls_origin import ADDRESS, OriginPKI, h2_server_context, serve_connections
 
 from interceptkit.core.layers import (
     DataReceived,
@@ -31,20 +28,8 @@ from interceptkit.core.layers import (
 from interceptkit.core.http2 import H2ClientLayer, H2UpstreamLayer
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> OriginPKI:
-    return make_pki(tmp_path_factory.mktemp("h2-live-pki"))
-
-
-@pytest.fixture(scope="module")
-def h2_origin(pki: OriginPKI) -> Iterator[H2Origin]:
-    server = H2Origin(pki).start()
-    yield server
-    server.stop()
-
-
-def _tls_to(port: int, pki: OriginPKI) -> ssl.SSLSocket:
-    context = ssl.create_default_context(cafile=str(pki.ca_path))
+def _tls_to(port: int, origin_pki: OriginPKI) -> ssl.SSLSocket:
+    context = ssl.create_default_context(cafile=str(origin_pki.ca_path))
     context.set_alpn_protocols(["h2"])
     tls = context.wrap_socket(socket.create_connection((ADDRESS, port), timeout=10), server_hostname="localhost")
     assert tls.selected_alpn_protocol() == "h2"
@@ -73,9 +58,9 @@ def _exchange(layer: H2UpstreamLayer, tls: ssl.SSLSocket, xids: set[int]) -> dic
 
 
 def test_upstream_layer_fetches_from_hypercorn_with_trailers_and_a_large_body(h2_origin: H2Origin,
-                                                                              pki: OriginPKI) -> None:
+                                                                              origin_pki: OriginPKI) -> None:
     layer = H2UpstreamLayer()
-    with _tls_to(h2_origin.tls_port, pki) as tls:
+    with _tls_to(h2_origin.tls_port, origin_pki) as tls:
         first, second = layer.start_exchange(), layer.start_exchange()
         layer.send_head(first, RequestHead(method=b"GET", scheme=b"https", authority=b"localhost",
                                        target=b"/trailers", headers=[(b"te", b"trailers")]), end_stream=True)
@@ -95,11 +80,11 @@ def _grpc_frame(message: bytes) -> bytes:
     return struct.pack(">BI", 0, len(message)) + message
 
 
-def test_upstream_layer_makes_a_grpc_call(pki: OriginPKI) -> None:
-    server = GrpcOrigin(pki).start()
+def test_upstream_layer_makes_a_grpc_call(origin_pki: OriginPKI) -> None:
+    server = GrpcOrigin(origin_pki).start()
     try:
         layer = H2UpstreamLayer()
-        with _tls_to(server.port, pki) as tls:
+        with _tls_to(server.port, origin_pki) as tls:
             head = RequestHead(method=b"POST", scheme=b"https", authority=server.target.encode(),
                                target=b"/test.Echo/Stream",
                                headers=[(b"content-type", b"application/grpc"), (b"te", b"trailers")])
@@ -119,22 +104,12 @@ class _LayerServer:
     """A TLS server on 127.0.0.1 whose every connection is an H2ClientLayer that
     answers each request with its path and body length (one thread per connection)."""
 
-    def __init__(self, pki: OriginPKI) -> None:
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.load_cert_chain(pki.chain_path, pki.key_path)
-        self.context.set_alpn_protocols(["h2"])
+    def __init__(self, origin_pki: OriginPKI) -> None:
+        self.context = h2_server_context(origin_pki)
         self.sock = socket.create_server((ADDRESS, 0))
         self.port = self.sock.getsockname()[1]
         self.streams_seen = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                raw, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+        serve_connections(self.sock, self._serve)
 
     def _serve(self, raw: socket.socket) -> None:
         raw.settimeout(10)
@@ -165,10 +140,10 @@ class _LayerServer:
         self.sock.close()
 
 
-def test_client_layer_serves_curl_http2(pki: OriginPKI) -> None:
-    server = _LayerServer(pki)
+def test_client_layer_serves_curl_http2(origin_pki: OriginPKI) -> None:
+    server = _LayerServer(origin_pki)
     try:
-        out = subprocess.run(["curl", "-sS", "--noproxy", "*", "--http2", "--cacert", str(pki.ca_path),
+        out = subprocess.run(["curl", "-sS", "--noproxy", "*", "--http2", "--cacert", str(origin_pki.ca_path),
                               "-w", "\n%{http_version}", "--data-binary", "@-",
                               f"https://localhost:{server.port}/upload"],
                              input=b"u" * 200_000, capture_output=True, timeout=20, check=True).stdout
@@ -177,13 +152,13 @@ def test_client_layer_serves_curl_http2(pki: OriginPKI) -> None:
     assert out == b"/upload 200000\n2"
 
 
-def test_client_layer_serves_50_concurrent_httpx_streams_on_one_connection(pki: OriginPKI) -> None:
+def test_client_layer_serves_50_concurrent_httpx_streams_on_one_connection(origin_pki: OriginPKI) -> None:
     import asyncio
 
-    server = _LayerServer(pki)
+    server = _LayerServer(origin_pki)
 
     async def run() -> list[httpx.Response]:
-        context = ssl.create_default_context(cafile=str(pki.ca_path))
+        context = ssl.create_default_context(cafile=str(origin_pki.ca_path))
         async with httpx.AsyncClient(http2=True, verify=context, trust_env=False, timeout=10) as client:
             return await asyncio.gather(*(client.get(f"https://localhost:{server.port}/r/{i}") for i in range(50)))
 

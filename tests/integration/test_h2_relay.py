@@ -15,28 +15,23 @@ import pytest
 from h2_origin import GrpcOrigin, H2Origin, h2_request
 from h2_relay import H2Relay
 from origin import pattern_sha256
-from tls_origin import OriginPKI, make_pki
+from tls_origin import OriginPKI
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> OriginPKI:
-    return make_pki(tmp_path_factory.mktemp("h2-relay-pki"))
-
-
-@pytest.fixture(scope="module")
-def hypercorn_relay(pki: OriginPKI) -> Iterator[H2Relay]:
-    origin = H2Origin(pki).start()
-    relay = H2Relay(pki, origin.tls_port)
+def hypercorn_relay(origin_pki: OriginPKI) -> Iterator[H2Relay]:
+    origin = H2Origin(origin_pki).start()
+    relay = H2Relay(origin_pki, origin.tls_port)
     yield relay
     relay.close()
     origin.stop()
 
 
-def test_relay_carries_grpc_unary_and_streaming_with_trailers(pki: OriginPKI) -> None:
-    origin = GrpcOrigin(pki).start()
-    relay = H2Relay(pki, origin.port)
+def test_relay_carries_grpc_unary_and_streaming_with_trailers(origin_pki: OriginPKI) -> None:
+    origin = GrpcOrigin(origin_pki).start()
+    relay = H2Relay(origin_pki, origin.port)
     try:
-        creds = grpc.ssl_channel_credentials(root_certificates=pki.ca_path.read_bytes())
+        creds = grpc.ssl_channel_credentials(root_certificates=origin_pki.ca_path.read_bytes())
         with grpc.secure_channel(f"127.0.0.1:{relay.port}", creds, options=[("grpc.enable_http_proxy", 0)]) as ch:
             reply, call = ch.unary_unary("/test.Echo/Unary").with_call(b"via relay", timeout=10)
             assert reply == b"echo:via relay" and ("x-trailer", "done") in call.trailing_metadata()
@@ -52,12 +47,12 @@ def test_relay_carries_grpc_unary_and_streaming_with_trailers(pki: OriginPKI) ->
     assert relay.errors == []
 
 
-def test_relay_keeps_trailers_and_large_bodies(hypercorn_relay: H2Relay, pki: OriginPKI) -> None:
-    answer = h2_request(hypercorn_relay.port, "/trailers", pki, headers=[(b"te", b"trailers")])
+def test_relay_keeps_trailers_and_large_bodies(hypercorn_relay: H2Relay, origin_pki: OriginPKI) -> None:
+    answer = h2_request(hypercorn_relay.port, "/trailers", origin_pki, headers=[(b"te", b"trailers")])
     assert answer.status == 200 and answer.trailers == [(b"x-checksum", b"abc123"), (b"grpc-status", b"0")]
-    echo = h2_request(hypercorn_relay.port, "/echo", pki, method="POST", body=b"e" * 50_000)
+    echo = h2_request(hypercorn_relay.port, "/echo", origin_pki, method="POST", body=b"e" * 50_000)
     assert echo.body == b"e" * 50_000
-    context = ssl.create_default_context(cafile=str(pki.ca_path))
+    context = ssl.create_default_context(cafile=str(origin_pki.ca_path))
     digest = hashlib.sha256()
     with httpx.Client(http2=True, verify=context, trust_env=False, timeout=20) as client, \
             client.stream("GET", f"https://localhost:{hypercorn_relay.port}/bytes/12000000") as response:
@@ -67,9 +62,9 @@ def test_relay_keeps_trailers_and_large_bodies(hypercorn_relay: H2Relay, pki: Or
     assert digest.hexdigest() == pattern_sha256(12_000_000)
 
 
-def test_relay_multiplexes_50_concurrent_streams(hypercorn_relay: H2Relay, pki: OriginPKI) -> None:
+def test_relay_multiplexes_50_concurrent_streams(hypercorn_relay: H2Relay, origin_pki: OriginPKI) -> None:
     async def run() -> list[httpx.Response]:
-        context = ssl.create_default_context(cafile=str(pki.ca_path))
+        context = ssl.create_default_context(cafile=str(origin_pki.ca_path))
         async with httpx.AsyncClient(http2=True, verify=context, trust_env=False, timeout=20) as client:
             return await asyncio.gather(*(client.get(f"https://localhost:{hypercorn_relay.port}/proto?i={i}")
                                           for i in range(50)))

@@ -14,14 +14,13 @@ import json
 import logging
 import threading
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from origin import (
     HELLO,
-    RESOLVER_TABLE,
     Origin,
     curl,
     opener,
@@ -31,33 +30,7 @@ from origin import (
     wait_until,
 )
 
-from interceptkit import Flow, Proxy, static_resolver
-
-
-@pytest.fixture
-def make(tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
-    started: list[Proxy] = []
-
-    def factory(**kwargs: Any) -> Proxy:
-        kwargs.setdefault("resolver", static_resolver(RESOLVER_TABLE))
-        kwargs.setdefault("confdir", tmp_path / "interceptkit-ca")
-        kwargs.setdefault("port", 0)
-        kwargs.setdefault("read_timeout", 10.0)
-        kwargs.setdefault("connect_timeout", 5.0)
-        proxy = Proxy(**kwargs).start()
-        started.append(proxy)
-        return proxy
-
-    try:
-        yield factory
-    finally:
-        for proxy in started:
-            proxy.stop()
-
-
-@pytest.fixture
-def proxy(make: Callable[..., Proxy]) -> Proxy:
-    return make()
+from interceptkit import Flow, Proxy
 
 
 def get(proxy: Proxy, url: str, *args: str) -> Any:

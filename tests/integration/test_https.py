@@ -20,7 +20,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -36,49 +36,10 @@ from origin import (
     status_of,
     wait_flows_done,
 )
-from tls_origin import OriginPKI, TLSOrigin, make_pki
+from tls_origin import OriginPKI, TLSOrigin
 
-from interceptkit import Proxy, static_resolver
+from interceptkit import Proxy
 
-RESOLVE = {"origin.test": "127.0.0.1", "localhost": "127.0.0.1"}
-
-
-@pytest.fixture(scope="session")
-def origin_pki(tmp_path_factory: pytest.TempPathFactory) -> OriginPKI:
-    return make_pki(tmp_path_factory.mktemp("tls-origin-pki"))
-
-
-@pytest.fixture
-def tls_origin(origin_pki: OriginPKI) -> Iterator[TLSOrigin]:
-    server = TLSOrigin(origin_pki).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def make(tmp_path: Path, origin_pki: OriginPKI) -> Iterator[Callable[..., Proxy]]:
-    """Started proxies with their own CA folder, the static resolver, and (unless
-    told otherwise) trust in the origin's CA."""
-    started: list[Proxy] = []
-
-    def factory(**kwargs: object) -> Proxy:
-        kwargs.setdefault("resolver", static_resolver(RESOLVE))
-        kwargs.setdefault("confdir", tmp_path / "interceptkit-ca")
-        kwargs.setdefault("port", 0)
-        kwargs.setdefault("read_timeout", 10.0)
-        kwargs.setdefault("connect_timeout", 5.0)
-        kwargs.setdefault("upstream_ca", origin_pki.ca_path)
-        proxy = Proxy(**kwargs).start()  # type: ignore[arg-type]
-        started.append(proxy)
-        return proxy
-
-    try:
-        yield factory
-    finally:
-        for proxy in started:
-            proxy.stop()
 
 
 def https(proxy: Proxy, url: str, *args: str, cacert: Path | None = None) -> subprocess.CompletedProcess[bytes]:

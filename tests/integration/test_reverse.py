@@ -69,24 +69,16 @@ def confdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def reverse(confdir: Path) -> Iterator[Callable[..., Proxy]]:
-    """Start reverse proxies (stopped at teardown)."""
-    started: list[Proxy] = []
+def reverse(make: Callable[..., Proxy], confdir: Path) -> Callable[..., Proxy]:
+    """Start reverse proxies (the shared factory: stopped at teardown) that trust no extra CA unless told."""
 
     def factory(routes: dict[str, Any], **kwargs: Any) -> Proxy:
         kwargs.setdefault("resolver", static_resolver(NAMES))
         kwargs.setdefault("confdir", confdir)
-        kwargs.setdefault("read_timeout", 10.0)
-        kwargs.setdefault("connect_timeout", 5.0)
-        proxy = Proxy(port=0, mode="reverse", routes=routes, **kwargs).start()
-        started.append(proxy)
-        return proxy
+        kwargs.setdefault("upstream_ca", None)
+        return make(mode="reverse", routes=routes, **kwargs)
 
-    try:
-        yield factory
-    finally:
-        for proxy in started:
-            proxy.stop()
+    return factory
 
 
 @pytest.fixture

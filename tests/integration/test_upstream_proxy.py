@@ -13,52 +13,31 @@ import base64
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from itertools import count
 from pathlib import Path
 
 import pytest
 from origin import HELLO, Origin, curl, wait_flows_done
-from tls_origin import OriginPKI, TLSOrigin, make_pki
+from tls_origin import OriginPKI, TLSOrigin
 
 from interceptkit import Proxy, static_resolver
 
-RESOLVE = {"origin.test": "127.0.0.1", "localhost": "127.0.0.1"}
-
-
-@pytest.fixture(scope="session")
-def origin_pki(tmp_path_factory: pytest.TempPathFactory) -> OriginPKI:
-    return make_pki(tmp_path_factory.mktemp("upstream-proxy-pki"))
-
 
 @pytest.fixture
-def tls_origin(origin_pki: OriginPKI) -> Iterator[TLSOrigin]:
-    server = TLSOrigin(origin_pki).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def make(tmp_path: Path, origin_pki: OriginPKI) -> Iterator[Callable[..., Proxy]]:
-    """Started proxies; ``names=False`` gives one that cannot resolve any name."""
-    started: list[Proxy] = []
+def make(make: Callable[..., Proxy], tmp_path: Path) -> Callable[..., Proxy]:
+    """The shared factory with a CA folder per proxy and shorter timeouts;
+    ``names=False`` gives a proxy that cannot resolve any name."""
+    made = count()
 
     def factory(names: bool = True, **kwargs: object) -> Proxy:
-        kwargs.setdefault("resolver", static_resolver(RESOLVE if names else {}))
-        kwargs.setdefault("confdir", tmp_path / f"ca-{len(started)}")
-        kwargs.setdefault("port", 0)
+        if not names:
+            kwargs.setdefault("resolver", static_resolver({}))
+        kwargs.setdefault("confdir", tmp_path / f"ca-{next(made)}")
         kwargs.setdefault("read_timeout", 5.0)
         kwargs.setdefault("connect_timeout", 3.0)
-        kwargs.setdefault("upstream_ca", origin_pki.ca_path)
-        proxy = Proxy(**kwargs).start()  # type: ignore[arg-type]
-        started.append(proxy)
-        return proxy
+        return make(**kwargs)
 
-    try:
-        yield factory
-    finally:
-        for proxy in started:
-            proxy.stop()
+    return factory
 
 
 class RawParent:

@@ -26,6 +26,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -96,6 +97,28 @@ def make_pki(folder: Path) -> OriginPKI:
                                                serialization.NoEncryption()))
     pki.key_path.chmod(0o600)
     return pki
+
+
+def h2_server_context(pki: OriginPKI) -> ssl.SSLContext:
+    """A server context with the origin's leaf that offers only h2 (ALPN)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.chain_path, pki.key_path)
+    context.set_alpn_protocols(["h2"])
+    return context
+
+
+def serve_connections(sock: socket.socket, serve: Callable[[socket.socket], None]) -> None:
+    """Accept on ``sock`` until it is closed, each connection served by ``serve`` on a thread of its own."""
+
+    def accept() -> None:
+        while True:
+            try:
+                raw, _ = sock.accept()
+            except OSError:
+                return  # closed: the server is done
+            threading.Thread(target=serve, args=(raw,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
 
 
 @dataclass
