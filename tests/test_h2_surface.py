@@ -131,3 +131,11 @@ def test_display_shows_the_alpn_of_each_side_next_to_tls() -> None:
     mocked.server_tls = None
     assert "ALPN client h2" in flow_html(mocked) and "upstream" not in flow_html(mocked).split("ALPN")[1][:40]
     assert "ALPN" not in flow_html(make_flow(3, "HTTP/1.1", "HTTP/1.1", client_alpn=None, server_alpn=None))
+
+
+def test_native_files_keep_each_sides_protocol_and_alpn(tmp_path: Path) -> None:
+    flows = FlowTable([make_flow(1, "HTTP/2", "HTTP/1.1", server_alpn="http/1.1")])
+    flows.save(tmp_path / "flows.jsonl")
+    loaded = FlowTable.load(tmp_path / "flows.jsonl")[0]
+    assert (loaded.request.http_version, loaded.response.http_version) == ("HTTP/2", "HTTP/1.1")  # type: ignore[union-attr]
+    assert (loaded.client_tls.alpn, loaded.server_tls.alpn) == ("h2", "http/1.1")  # type: ignore[union-attr]
