@@ -47,6 +47,9 @@ COLUMN_TYPES: dict[str, pa.DataType] = {
     "receive": _SECONDS,
     "tls_version": pa.string(),
     "error": pa.string(),
+    "protocol": pa.string(),
+    "client_alpn": pa.string(),
+    "server_alpn": pa.string(),
 }
 #: Columns after the table's own, always present.
 EXTRA_TYPES: dict[str, pa.DataType] = {

@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="relay HTTPS to matching hosts without decrypting (glob like '*.bank.com' "
                              "or a regex; repeatable; '*' passes everything through)")
     parser.add_argument("--no-intercept", action="store_true", help="never decrypt HTTPS; relay every tunnel")
+    parser.add_argument("--no-http2", action="store_true",
+                        help="speak HTTP/1.1 only, on both sides (ALPN never offers h2)")
     add_upstream_proxy_options(parser)
     parser.add_argument("--ssl-insecure", action="store_true",
                         help="do not verify upstream certificates (dangerous; for test servers)")
@@ -187,7 +189,7 @@ def _make_proxy(args: argparse.Namespace) -> Proxy:
         max_flows=0,  # the CLI prints each exchange; keeping them would only cost memory
         save=args.save, loop=args.loop, max_request_body=args.max_request_body,
         upstream_proxy=parent, upstream_proxy_bypass=args.upstream_proxy_bypass if bypass else (),  # checked above
-        proxy_auth=auth_options(args),
+        proxy_auth=auth_options(args), http2=not args.no_http2,
     )
 
 

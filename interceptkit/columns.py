@@ -12,6 +12,7 @@ from typing import Any
 
 from ._wire import format_address
 from .flow import Flow, Timings
+from .vocab import protocol_name
 
 _POINTS = ("start", "connect_start", "connect_end", "tls_end", "request_sent", "response_start", "end")
 
@@ -51,6 +52,19 @@ def _tls_version(flow: Flow) -> str | None:
         if info is not None and info.version:
             return info.version
     return None
+
+
+def _protocol(flow: Flow) -> str:
+    """The protocol the client spoke: its request's version (the response it got is in the same one)."""
+    return protocol_name(flow.request.http_version)
+
+
+def _alpn(side: str) -> Callable[[Flow], str | None]:
+    def get(flow: Flow) -> str | None:
+        info = flow.client_tls if side == "client" else flow.server_tls
+        return None if info is None else info.alpn
+
+    return get
 
 
 def _content_type(flow: Flow) -> str | None:
@@ -97,5 +111,9 @@ COLUMNS: dict[str, Callable[[Flow], Any]] = {
     "receive": _phase("receive"),
     "tls_version": _tls_version,
     "error": lambda f: f.error,
+    # Added after "error": the Arrow schema only grows at its end.
+    "protocol": _protocol,
+    "client_alpn": _alpn("client"),
+    "server_alpn": _alpn("server"),
 }
 _PHASES = ("connect", "tls", "send", "wait", "receive")

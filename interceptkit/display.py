@@ -366,9 +366,17 @@ def _flow_facts(flow: Flow) -> list[str]:
     tls = flow.server_tls or flow.client_tls
     if tls is not None and tls.version:
         facts.append(tls.version)
+    facts.append(_alpn_fact(flow))
     if flow.client_address:
         facts.append(f"client {flow.client_address[0]}:{flow.client_address[1]}")
     return [f for f in facts if f]
+
+
+def _alpn_fact(flow: Flow) -> str:
+    """What ALPN selected on each TLS side ("ALPN client h2, upstream http/1.1"); "" without any."""
+    sides = [(name, info.alpn) for name, info in (("client", flow.client_tls), ("upstream", flow.server_tls))
+             if info is not None and info.alpn]
+    return f"ALPN {', '.join(f'{name} {alpn}' for name, alpn in sides)}" if sides else ""
 
 
 def flow_html(flow: Flow) -> str:

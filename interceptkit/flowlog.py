@@ -14,6 +14,7 @@ from typing import TextIO
 
 from .display import human_size
 from .flow import Flow, Message
+from .vocab import protocol_name
 
 #: Bytes of a body shown at detail 3.
 PREVIEW_LIMIT = 4096
@@ -93,7 +94,8 @@ class FlowFormatter:
         return "\n".join(lines)
 
     def line(self, flow: Flow) -> str:
-        """One line: method, URL, status, response size, duration (and the error)."""
+        """One line: method, URL (and the client's protocol unless HTTP/1.1), status, response size,
+        duration (and the error)."""
         request, response = flow.request, flow.response
         if response is not None:
             code: int | None = response.status
@@ -104,7 +106,10 @@ class FlowFormatter:
         if self.color:  # (checked once here: this line is built for every exchange)
             status, method = self._paint(status, *_status_styles(code, flow)), self._paint(method, "bold")
         duration = f"{flow.duration * 1000:.0f}ms" if flow.duration is not None else "-"
-        line = f"{method} {request.url} {status} {size} {duration}"
+        protocol = protocol_name(request.http_version)
+        # HTTP/1.1 is the common case and goes unsaid; anything else is worth a word.
+        url = request.url if protocol == "HTTP/1.1" else f"{request.url} {protocol}"
+        line = f"{method} {url} {status} {size} {duration}"
         return f"{line} {self._paint(f'({flow.error})', 'red')}" if flow.error else line
 
     @staticmethod

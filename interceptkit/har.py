@@ -32,6 +32,7 @@ from .core.websocket import WebSocketData, WebSocketMessage
 from .display import body_kind
 from .flow import Flow, Headers, Message, Request, Response, Timings
 from .redact import Redact
+from .vocab import protocol_name
 
 HAR_VERSION = "1.2"
 
@@ -120,7 +121,7 @@ def _pairs(items: list[tuple[str, str]]) -> list[dict[str, str]]:
 
 def _request(request: Request) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "method": request.method, "url": request.url, "httpVersion": request.http_version,
+        "method": request.method, "url": request.url, "httpVersion": har_http_version(request.http_version),
         "cookies": _request_cookies(request.headers), "headers": _pairs(request.headers.items()),
         "queryString": _pairs(parse_qsl(request.path.partition("?")[2], keep_blank_values=True)),
         "headersSize": -1, "bodySize": request.body_size,
@@ -158,7 +159,8 @@ def _response(flow: Flow) -> dict[str, Any]:
                 "content": {"size": 0, "mimeType": "x-unknown"}, "redirectURL": "",
                 "headersSize": -1, "bodySize": -1, "_error": flow.error or "no response"}
     data: dict[str, Any] = {
-        "status": response.status, "statusText": response.reason, "httpVersion": response.http_version,
+        "status": response.status, "statusText": response.reason,
+        "httpVersion": har_http_version(response.http_version),
         "cookies": _response_cookies(response.headers), "headers": _pairs(response.headers.items()),
         "content": _content(response), "redirectURL": response.headers.get("location") or "",
         "headersSize": _head_size(response), "bodySize": response.body_size,
@@ -168,8 +170,24 @@ def _response(flow: Flow) -> dict[str, Any]:
     return data
 
 
+def har_http_version(http_version: str) -> str:
+    """``httpVersion`` as Chrome's DevTools write it: "http/2.0" for HTTP/2, "h3" for HTTP/3.
+
+    (Firefox writes "HTTP/2"; both, "h2" and the rest are read back as
+    "HTTP/2".) HTTP/1.x stays as the flow has it, e.g. "HTTP/1.1".
+    """
+    protocol = protocol_name(http_version)
+    return {"HTTP/2": "http/2.0", "HTTP/3": "h3"}.get(protocol, http_version)
+
+
 def _head_size(response: Response) -> int:
-    """Bytes of the status line and header block, CRLFs included, as HTTP/1.1 carries them."""
+    """Bytes of the status line and header block, CRLFs included, as HTTP/1.1 carries them.
+
+    -1 (unknown) for HTTP/2 and /3, as browsers write it: their heads are
+    compressed, so an HTTP/1.1 size would be made up.
+    """
+    if protocol_name(response.http_version) in ("HTTP/2", "HTTP/3"):
+        return -1
     first = f"{response.http_version} {response.status} {response.reason}\r\n"
     return len(first.encode("latin-1", "replace")) + sum(len(n) + len(v) + 4 for n, v in response.headers.fields) + 2
 
@@ -341,13 +359,12 @@ def _ws_time(value: Any) -> float:
 
 
 def _http_version(value: Any) -> str:
+    """A HAR ``httpVersion`` as a flow's: "h2", "http/2.0", "HTTP/2" ... all read as "HTTP/2"."""
     text = str(value or "").strip()
-    lower = text.lower()
-    if lower in ("h2", "http/2", "http/2.0"):
-        return "HTTP/2"
-    if lower in ("h3", "http/3", "http/3.0") or lower.startswith("h3-"):
-        return "HTTP/3"
-    if lower.startswith("http/"):
+    protocol = protocol_name(text)
+    if protocol in ("HTTP/2", "HTTP/3"):
+        return protocol
+    if text.lower().startswith("http/"):
         return "HTTP/" + text[5:]
     return "HTTP/1.1"
 

@@ -6,9 +6,10 @@ import fnmatch
 import os
 import re
 import ssl
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from .core.alpn import HTTP1_ONLY, SUPPORTED
 from .core.config import Route
 from ._wire import parse_absolute_url
 from .errors_base import RemoteProtocolError
@@ -46,12 +47,13 @@ def host_matcher(patterns: Iterable[str]) -> Callable[[str, int], bool] | None:
     return matches
 
 
-def upstream_ssl_context(*, insecure: bool = False, extra_ca: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
+def upstream_ssl_context(*, insecure: bool = False, extra_ca: str | os.PathLike[str] | None = None,
+                         alpn: Sequence[str] = HTTP1_ONLY) -> ssl.SSLContext:
     """The client context used towards upstream servers.
 
     Verification (chain and host name) is on, against the system's trust
     store plus ``extra_ca``; ``insecure`` turns it off, for when the user
-    has said so explicitly.
+    has said so explicitly. ``alpn`` is the list offered in the ClientHello.
     """
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     if extra_ca is not None:
@@ -62,8 +64,20 @@ def upstream_ssl_context(*, insecure: bool = False, extra_ca: str | os.PathLike[
     if insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols(list(alpn))
     return context
+
+
+def upstream_ssl_contexts(*, insecure: bool = False, extra_ca: str | os.PathLike[str] | None = None,
+                          http2: bool = True) -> tuple[ssl.SSLContext, ssl.SSLContext | None]:
+    """The two upstream contexts of ProxyConfig: offering ``http/1.1``, and ``h2, http/1.1``.
+
+    Built by the same function with the same arguments, so verification is
+    identical; the second is None when HTTP/2 is off.
+    """
+    http1 = upstream_ssl_context(insecure=insecure, extra_ca=extra_ca)
+    both = upstream_ssl_context(insecure=insecure, extra_ca=extra_ca, alpn=SUPPORTED) if http2 else None
+    return http1, both
 
 
 def parse_routes(routes: Mapping[str, str | Mapping[str, Any]]) -> tuple[Route, ...]:
@@ -86,8 +100,13 @@ def _route(prefix: str, spec: str | Mapping[str, Any]) -> Route:
 
 
 def listen_ssl_context(certfile: str | os.PathLike[str] | None,
-                       keyfile: str | os.PathLike[str] | None) -> ssl.SSLContext | None:
-    """A server context for TLS on the listening side, or None without a certificate."""
+                       keyfile: str | os.PathLike[str] | None,
+                       alpn: Sequence[str] = HTTP1_ONLY) -> ssl.SSLContext | None:
+    """A server context for TLS on the listening side, or None without a certificate.
+
+    ``alpn``: the protocols offered, in order of preference (a server
+    context selects in its own order); core.alpn.listen_protocols says which.
+    """
     if certfile is None:
         if keyfile is not None:
             raise ValueError("keyfile given without certfile")
@@ -98,5 +117,5 @@ def listen_ssl_context(certfile: str | os.PathLike[str] | None,
         context.load_cert_chain(os.fspath(certfile), None if keyfile is None else os.fspath(keyfile))
     except (OSError, ssl.SSLError) as exc:
         raise ValueError(f"cannot load certificate {os.fspath(certfile)}: {exc}") from exc
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols(list(alpn))
     return context

@@ -25,7 +25,8 @@ from . import testkit
 from .hooks import FlowFilter, HookHandle, HookRegistry, check_hook_name, handler_methods, make_filter
 from .live import LiveView, status_frame
 from .loops import choose_loop, loop_factory
-from .policy import host_matcher, listen_ssl_context, parse_routes, upstream_ssl_context
+from .core.alpn import h2_enabled, listen_protocols
+from .policy import host_matcher, listen_ssl_context, parse_routes, upstream_ssl_contexts
 from .redact import Redact
 from .replay import replay, replay_async
 from .scripts import ScriptHandle, load_script
@@ -75,6 +76,9 @@ class Proxy(TestingVerbs):
         upstream_proxy: a parent proxy, ``"http://[user:pass@]host:port"``; upstream_proxy_bypass: hosts reached directly.
         ssl_insecure: do not verify upstream certificates (only if you must).
         upstream_ca: a PEM file of extra CAs to trust for upstream servers.
+        http2: speak HTTP/2 where the peers offer it (default True): ALPN offers
+            ``h2`` to clients and upstreams that offer it, and a TLS listener
+            offers it; False keeps both sides on HTTP/1.1 (``--no-http2``).
         routes: reverse mode: ``{"/api": "http://127.0.0.1:9000", "/": {"url": "https://...",
             "strip": True}}``; the longest matching prefix wins, ``strip`` removes it.
         keep_host: reverse mode: send the client's Host instead of the upstream's.
@@ -124,6 +128,7 @@ class Proxy(TestingVerbs):
         max_request_body: int | None = None,
         loop: str = "auto",
         proxy_auth: tuple[str, str] | Callable[[str, str], bool] | Credentials | None = None,
+        http2: bool = True,
     ) -> None:
         if mode not in ("forward", "reverse", "socks5"):
             raise ValueError(f"unknown mode {mode!r}: use 'forward', 'reverse' or 'socks5'")
@@ -149,15 +154,18 @@ class Proxy(TestingVerbs):
         self.intercept = intercept
         self.certs: CertStore | None = None
         self._replay_auth = ("interceptkit-replay", secrets.token_urlsafe(16))  # replay.py is a client too
+        # The h2 variant costs a second load of the trust store (~30 ms): built only once it can be used.
+        upstream_http1, upstream_h2 = upstream_ssl_contexts(insecure=ssl_insecure, extra_ca=upstream_ca,
+                                                            http2=h2_enabled(http2))
         self._config = ProxyConfig(
             mode=mode, read_timeout=read_timeout, idle_timeout=idle_timeout,
             forwarded_for=forwarded_for, body_capture_limit=body_capture_limit,
             via_token=secrets.token_hex(4), next_flow_id=itertools.count(1).__next__,
             hooks=self.hooks.active,
             intercept=intercept, ignore_host=host_matcher(ignore_hosts),
-            upstream_context=upstream_ssl_context(insecure=ssl_insecure, extra_ca=upstream_ca),
+            upstream_context=upstream_http1, upstream_context_h2=upstream_h2, http2=http2,
             routes=parse_routes(routes or {}), keep_host=keep_host,
-            listen_context=listen_ssl_context(certfile, keyfile),
+            listen_context=listen_ssl_context(certfile, keyfile, self._listen_alpn(http2)),
             max_request_body=max_request_body,
             upstream_proxy=parse_upstream_proxy(upstream_proxy) if isinstance(upstream_proxy, str) else upstream_proxy,
             upstream_proxy_bypass=host_matcher(upstream_proxy_bypass),
@@ -311,7 +319,13 @@ class Proxy(TestingVerbs):
             server_context=certs.server_context if self.intercept else None,
         )
         if self._tls_name is not None and self._config.listen_context is None:
-            self._config = replace(self._config, listen_context=certs.server_context(self._tls_name))
+            alpn = self._listen_alpn(self._config.http2)
+            self._config = replace(self._config, listen_context=certs.server_context(self._tls_name, alpn))
+
+    @staticmethod
+    def _listen_alpn(http2: bool) -> tuple[str, ...]:
+        """What a TLS listener offers: h2 too once the core carries it (core.alpn.H2_READY)."""
+        return listen_protocols(http2=h2_enabled(http2))
 
     # -- recording and replay -------------------------------------------------------
 

@@ -21,6 +21,14 @@ even when the table is full or cleared.
 The client here is blocking and runs on the caller's thread, never on the
 proxy's loop, so a notebook cell or an async function (through
 :func:`replay_async`) can wait on it without deadlocking the proxy.
+
+HTTP/2 flows. The replay client speaks HTTP/1.1, so a flow the client made
+over HTTP/2 is replayed over HTTP/1.1 (the new flow's ``http_version`` says
+so; the proxy still reaches the upstream in whatever protocol it selects).
+Its head is carried the way the proxy carries an h2 request to an HTTP/1.1
+upstream: pseudo-header fields are not sent as fields, ``Host`` comes from
+the URL's authority, several ``cookie`` fields are joined with ``"; "``
+(RFC 9113 8.2.3). The request line always says ``HTTP/1.1``.
 """
 
 from __future__ import annotations
@@ -33,10 +41,12 @@ import time
 from typing import TYPE_CHECKING, cast
 
 from ._wire import DEFAULT_PORTS, format_authority
+from .core.h2translate import join_cookies
 from .core.http1 import end_to_end_fields
 from .core.proxyauth import basic_value
 from .core.socks5 import Method, encode_connect, encode_greeting
 from .flow import Flow, ReplayError, Request
+from .vocab import protocol_name
 
 if TYPE_CHECKING:
     import http.client
@@ -254,7 +264,12 @@ def _open_tunnel(sock: socket.socket, request: Request, proxy: Proxy, deadline: 
 
 
 def _replay_fields(request: Request) -> list[tuple[str, bytes]]:
+    """The fields to send on HTTP/1.1: hop-by-hop and framing fields dropped, an h2 head translated."""
     fields, _ = end_to_end_fields(request.headers.fields)
+    # A pseudo-header (":authority", from an h2 head) is never a field on HTTP/1.1.
+    fields = [(n, v) for n, v in fields if not n.startswith(b":")]
+    if protocol_name(request.http_version) in ("HTTP/2", "HTTP/3"):
+        fields = join_cookies(fields)  # h2 splits cookies; HTTP/1.1 wants one field (RFC 9113 8.2.3)
     kept = [(n.decode("latin-1"), v) for n, v in fields if n.lower() not in _REFRAMED_FIELDS]
     if not any(n.lower() == "host" for n, _ in kept):
         kept.insert(0, ("Host", format_authority(request.host, request.port, request.scheme).encode("ascii")))

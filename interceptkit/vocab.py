@@ -44,3 +44,18 @@ FLOW_KINDS: tuple[FlowKind, ...] = get_args(FlowKind)
 #: time), "resolve" (the name has no address), "other" (anything else).
 ConnectCause = Literal["refused", "unreachable", "network_unreachable", "timeout", "resolve", "other"]
 CONNECT_CAUSES: tuple[ConnectCause, ...] = get_args(ConnectCause)
+
+
+def protocol_name(http_version: str) -> str:
+    """A flow's ``http_version`` as users read it: "HTTP/2" for any spelling of h2.
+
+    The core writes "HTTP/2"; HAR files and other tools write "h2",
+    "http/2.0", "HTTP/2.0" (and "h3" for HTTP/3). HTTP/1.x versions are
+    returned in upper case as they are ("HTTP/1.1", "HTTP/1.0").
+    """
+    lower = http_version.strip().lower()
+    if lower in ("2", "h2", "h2c", "http/2", "http/2.0"):
+        return "HTTP/2"
+    if lower in ("3", "h3", "http/3", "http/3.0") or lower.startswith("h3-"):
+        return "HTTP/3"
+    return http_version.strip().upper() or "HTTP/1.1"

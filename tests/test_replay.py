@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from interceptkit import Flow, FlowTable, Proxy, ReplayError, static_resolver
+from interceptkit import Flow, FlowTable, Headers, Proxy, ReplayError, Request, static_resolver
 from interceptkit.certs import CertStore
 
 
@@ -331,3 +331,33 @@ def test_replay_in_reverse_mode(ports: tuple[int, int], tmp_path: Path, routes: 
         new = original.replay(modify=lambda request: request.set_content(b"twice"))
     assert new.metadata["replay_of"] == original.id and new.response.status == 200  # type: ignore[union-attr]
     assert [(s["path"], s["body"]) for s in _Origin.seen] == [(upstream_path, b"once"), (upstream_path, b"twice")]
+
+
+# -- flows the client made over HTTP/2 ------------------------------------------------------------
+
+
+def _h2_flow(scheme: str, port: int, *, method: str = "GET", body: bytes = b"") -> Flow:
+    """A flow as the proxy records an h2 request: lower-case names, no Host, split cookies, ``te``."""
+    fields = [("user-agent", "grpc-python/1.6"), ("cookie", "a=1"), ("accept", "*/*"), ("cookie", "b=2"),
+              ("te", "trailers"), (":authority", f"shop.test:{port}")]
+    if body:
+        fields.append(("content-type", "application/grpc"))
+    host = "secure.test" if scheme == "https" else "shop.test"
+    request = Request(method=method, scheme=scheme, host=host, port=port, path="/h2/echo?x=1",
+                      http_version="HTTP/2", headers=Headers(fields), content=body)
+    return Flow(id=900, request=request, state="done")
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_replay_of_an_http2_flow_goes_over_http1(proxy: Proxy, ports: tuple[int, int], scheme: str) -> None:
+    port = ports[0] if scheme == "http" else ports[1]
+    new = _h2_flow(scheme, port, method="POST", body=b"\x00\x00\x00\x00\x02hi").replay(proxy=proxy)
+    assert new.error is None and new.response is not None and new.response.status == 200
+    assert new.request.http_version == "HTTP/1.1"  # said so in the flow: the replay client speaks HTTP/1.1
+    seen = _Origin.seen[-1]
+    assert (seen["method"], seen["path"], seen["body"]) == ("POST", "/h2/echo?x=1", b"\x00\x00\x00\x00\x02hi")
+    headers = seen["headers"]
+    assert headers["Host"] == f"{'secure' if scheme == 'https' else 'shop'}.test:{port}"
+    assert headers["cookie"] == "a=1; b=2"  # joined into one field, as HTTP/1.1 wants
+    assert headers["user-agent"] == "grpc-python/1.6" and headers["Content-Length"] == "7"
+    assert not any(name.startswith(":") for name in headers) and "te" not in {n.lower() for n in headers}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 
 from .proxyauth import Credentials
@@ -87,7 +87,14 @@ class ProxyConfig:
     server_context: Callable[[str], ssl.SSLContext] | None = None
     ignore_host: Callable[[str, int], bool] | None = None
     #: Client context towards upstreams: verification on unless the user opted out.
+    #: It offers ``http/1.1`` alone in ALPN; ``upstream_context_h2`` is the
+    #: same verification offering ``h2`` then ``http/1.1`` (an SSLContext has
+    #: one ALPN list, so each offer needs its own): see upstream_context_for.
     upstream_context: ssl.SSLContext | None = None
+    upstream_context_h2: ssl.SSLContext | None = None
+    #: Speak HTTP/2 where the peers offer it (``Proxy(http2=False)``,
+    #: ``--no-http2``: HTTP/1.1 on both sides). core.alpn decides per side.
+    http2: bool = True
     #: Seconds to wait for a client's first bytes in a tunnel before treating
     #: it as a server-speaks-first protocol and relaying it unchanged.
     sniff_timeout: float = 2.0
@@ -109,6 +116,18 @@ class ProxyConfig:
     #: ``upstream_proxy_bypass(host, port)`` is true.
     upstream_proxy: UpstreamProxy | None = None
     upstream_proxy_bypass: Callable[[str, int], bool] | None = None
+
+    def upstream_context_for(self, alpn: Sequence[str]) -> ssl.SSLContext | None:
+        """The upstream client context whose ALPN list is ``alpn`` (core.alpn.upstream_offer).
+
+        An offer with ``h2`` gets the h2 variant (its list is ``h2``,
+        ``http/1.1``: what :func:`~interceptkit.core.alpn.upstream_offer`
+        gives for a client offering both); anything else, or no h2 variant
+        (HTTP/2 off), the ``http/1.1`` one. Verification is the same in both.
+        """
+        if "h2" in alpn and self.http2 and self.upstream_context_h2 is not None:
+            return self.upstream_context_h2
+        return self.upstream_context
 
     @property
     def via(self) -> bytes:
