@@ -266,7 +266,7 @@ class Proxy(TestingVerbs):
     async def _shutdown(self) -> None:
         if self._server is not None:
             if isinstance(self._server.callbacks, _ProxyCallbacks):
-                self._server.callbacks.runner.cancel()  # hooks still waiting (a hang fault, say)
+                self._server.callbacks.runner.cancel()  # hooks still waiting (a slow async hook, say)
             await self._server.close()
             self._server = None
 
