@@ -30,6 +30,8 @@ __all__ = ["Flow", "FlowOwner", "HeaderFields", "Headers", "Message", "ReplayErr
 
 def _stream_from(response: Response, body: Any) -> None:
     """A streamed mock body; a Path's size (or a file's) frames it with Content-Length."""
+    if isinstance(body, str):  # iterating it would give characters, not bytes
+        raise TypeError("respond(body=...) takes bytes, an iterator of bytes, a binary file or a Path; use text=")
     response.source = body
     response.headers.pop("Content-Length")
     size = body.stat().st_size if isinstance(body, Path) else None

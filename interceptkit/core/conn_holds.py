@@ -48,6 +48,9 @@ class Holds(ConnectionBase):
         if seconds is None or flow.killed:  # released before it began, or killed: no wait
             return False
         flow.hold_for = None  # taken: a later hook holds again only if it asks again
+        if self._exchanges.get(ex.xid) is not ex:  # a CONNECT's or a WebSocket's flow: not an HTTP exchange
+            self._log("warning", f"flow #{flow.id}: hold() is for HTTP exchanges; ignored in the {pending.name} hook")
+            return False
         forever = math.isinf(seconds)
         ex.waiting = PendingHold(pending.name, pending.payload, result, forever)
         if not forever:

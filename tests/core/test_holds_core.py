@@ -135,6 +135,13 @@ def test_a_hold_with_a_timed_hook_does_not_count_against_the_read_timeout() -> N
     assert body_of(to_client(done)) == b"body" and finished(done)[0].error is None
 
 
+def test_a_hold_asked_in_a_tunnel_hook_is_ignored_with_a_warning() -> None:
+    r = FakeRunner({"tunnel": [lambda flow: flow.hold(5.0)]})
+    out = r.client(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+    assert timers(out, "hold") == [] and opened(out)  # the tunnel goes on at once
+    assert any(isinstance(c, cmd.Log) and "hold()" in c.message for c in out)
+
+
 # -- paced uploads ------------------------------------------------------------------------
 
 
