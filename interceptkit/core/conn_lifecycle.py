@@ -147,8 +147,10 @@ class Lifecycle(ConnectionBase):
         if self._phase in (Phase.TUNNEL, Phase.WEBSOCKET) and self._upstream is not None:
             idle = min(idle, self._now - self._upstream.last_activity)
         ex = self._current()
-        # While the upstream owes the answer, the read timer watches instead.
-        awaiting_upstream = (ex is not None and ex.request_complete) or self._phase is Phase.CONNECTING
+        # While the upstream owes the answer, the read timer watches instead; while a
+        # hook runs or holds the exchange (conn_holds), the client is not the one idle.
+        awaiting_upstream = ((ex is not None and (ex.request_complete or ex.waiting is not None))
+                             or self._phase is Phase.CONNECTING)
         if awaiting_upstream or idle < timeout:
             self._arm_idle_timer(timeout if awaiting_upstream else timeout - idle)
         elif ex is not None and not ex.response_started:

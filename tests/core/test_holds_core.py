@@ -106,6 +106,13 @@ def test_a_hang_has_no_timer_and_ends_when_the_client_goes_away() -> None:
     assert not opened(r.transcript)
 
 
+def test_a_long_hang_is_not_the_client_being_idle() -> None:
+    r = FakeRunner({"request_headers": [lambda flow: flow.hold()]}, idle_timeout=1.0)
+    r.client(GET)
+    out = r.run(r.d.fire("idle", at=r.d.now + 30.0))
+    assert status_of(to_client(out)) == 0 and not finished(out) and timers(out, "idle")
+
+
 def test_a_hang_aborted_by_the_client_ends_the_flow() -> None:
     r = holding(None)
     r.client(GET)
