@@ -2,9 +2,10 @@
 
 Policy tier (beside hooks, har and redact). A :class:`Cassette` is attached
 to a proxy with hooks: a ``request`` hook looks the request up among the
-recordings and, on a hit, sends it to the loopback :class:`PlaybackServer`
-(which streams the recorded body); on a miss it records (modes ``once``
-without a file, ``new_episodes``, ``all``) or answers with the strict-mode
+recordings and, on a hit, answers with the recording itself
+(``flow.respond``; a body kept in a file streams from it piece by piece,
+``respond(body=Path)``); on a miss it records (modes ``once`` without a
+file, ``new_episodes``, ``all``) or answers with the strict-mode
 explanation. Recorded bodies are spooled to disk chunk by chunk, so neither
 recording nor replay holds a large body in memory; bodies over
 :data:`INLINE_LIMIT` live in files beside the HAR (``<name>.bodies/``).
@@ -22,6 +23,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,7 +31,6 @@ from . import har
 from .flow import Flow, Request
 from .hooks import HookHandle, HookRegistry
 from .matching import Candidate, Matcher, check_match_on, differences, explain_miss
-from .playback import Answer, PlaybackServer
 from .redact import Redact
 
 RECORD_MODES = ("none", "once", "new_episodes", "all")
@@ -37,7 +38,25 @@ RECORD_MODES = ("none", "once", "new_episodes", "all")
 INLINE_LIMIT = 1024 * 1024
 #: Marks our entries: their bodies are the bytes as sent (Content-Encoding not undone).
 _MARK = "_interceptkit"
-_ORIGINAL = "_interceptkit_original_target"
+#: Header fields a replay does not repeat: the proxy frames the recorded body itself.
+_FRAMING = {"content-length", "transfer-encoding", "connection", "keep-alive"}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One recorded answer: status, reason, header fields and a body (bytes, or a file beside the HAR)."""
+
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes = b""
+    body_file: Path | None = None
+
+    def play(self, flow: Flow) -> None:
+        """Answer ``flow`` with this recording; a body in a file streams from it."""
+        headers = [(n, v) for n, v in self.headers if n.lower() not in _FRAMING]
+        body: bytes | Path = self.body_file if self.body_file is not None else self.body
+        flow.respond(self.status, headers=headers, reason=self.reason, body=body)
 
 
 class Recording:
@@ -141,41 +160,37 @@ class Cassette:
 
     # -- the hooks --------------------------------------------------------------------
 
-    def attach(self, registry: HookRegistry, playback: PlaybackServer,
-               others: Callable[[], Sequence[Candidate]]) -> HookHandle:
+    def attach(self, registry: HookRegistry, others: Callable[[], Sequence[Candidate]]) -> HookHandle:
         """Install the hooks; ``others`` gives the mocks a miss report also lists."""
         def on_request(flow: Flow) -> None:
-            self._on_request(flow, playback, others)
+            self._on_request(flow, others)
 
         hooks = [registry.add("request", on_request, order=1),
-                 registry.add("response_headers", _restore_target, where=_rerouted, order=-1),
                  registry.add("response_chunk", self._spool, where=self._is_recorded),
                  registry.add("done", self._finish, where=self._is_recorded)]
         self.handle = HookHandle(registry, hooks, label=f"cassette {self.path}", acting=True)
         return self.handle
 
-    def _on_request(self, flow: Flow, playback: PlaybackServer, others: Callable[[], Sequence[Candidate]]) -> None:
+    def _on_request(self, flow: Flow, others: Callable[[], Sequence[Candidate]]) -> None:
         if flow.response is not None or flow.killed or "matched_by" in flow.metadata:
             return  # a mock or a fault answered first
         recording = None if self.record_mode == "all" else self.lookup(flow.request)
         if recording is not None:
-            self._replay(flow, recording, playback)
+            self._replay(flow, recording)
         elif self.recording:
             flow.metadata["matched_by"] = f"recorded to {self.path.name}"
             self._spools[flow.id] = tempfile.SpooledTemporaryFile(max_size=INLINE_LIMIT)
         else:
             refuse(flow, [*others(), *self.candidates()])
 
-    def _replay(self, flow: Flow, recording: Recording, playback: PlaybackServer) -> None:
+    def _replay(self, flow: Flow, recording: Recording) -> None:
         recording.plays += 1
         self.play_count += 1
         assert self.handle is not None
         self.handle.acted(flow)
-        request = flow.request
+        recording.answer.play(flow)  # no upstream is asked: the core answers (and streams) it
         flow.metadata["matched_by"] = recording.label
-        flow.metadata[_ORIGINAL] = [request.scheme, request.host, request.port, request.path]
-        request.scheme, request.host, request.port = "http", "127.0.0.1", playback.port
-        request.path = playback.serve(recording.answer)
+        flow.metadata["replayed"] = True
 
     def _is_recorded(self, flow: Flow) -> bool:
         return flow.id in self._spools
@@ -273,18 +288,6 @@ def refuse(flow: Flow, candidates: Sequence[Candidate], status: int = 599) -> No
     flow.respond(status, text=explain_miss(flow.request, candidates), reason="Unmatched Request")
     flow.metadata["unmatched"] = True
     flow.metadata["matched_by"] = "unmatched"
-
-
-def _rerouted(flow: Flow) -> bool:
-    return _ORIGINAL in flow.metadata
-
-
-def _restore_target(flow: Flow) -> None:
-    """The flow shows the URL the client asked for, not the playback server's."""
-    scheme, host, port, path = flow.metadata.pop(_ORIGINAL)
-    request = flow.request
-    request.scheme, request.host, request.port, request.path = scheme, host, port, path
-    flow.metadata["replayed"] = True
 
 
 class CassetteBlock:

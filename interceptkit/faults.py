@@ -3,22 +3,23 @@
 Policy tier. ``proxy.fault(kind, **options_and_filters)`` builds one with
 :func:`install`. Each kind's decision (how long to wait, where to cut, how
 to split) is a small pure object that takes time and bytes as inputs
-(:class:`Throttle`, :class:`Cut`, :class:`Dribble`), so it can move into the
-core's timers. A hook attaches the fault to a flow; the core applies it: a
-reset is ``flow.kill(reset=True)``, a truncate ``flow.truncate_after``, a
-dribble or a download throttle ``flow.pace_body`` (pieces sent on the core's
-"shape" timer), so they act the same through intercepted TLS. Delay, hang
-and upload throttle still wait in async hooks on the proxy's loop. A narrow
-:class:`ClientLink` covers the one thing with no flow: a reset at accept.
+(:class:`Throttle`, :class:`Cut`, :class:`Dribble`). A hook attaches the
+fault to a flow and returns at once; the core applies it on its own timers
+(time arrives on events), so they act the same through intercepted TLS and
+core tests drive them without sleeping: a delay is ``flow.hold(seconds)``, a
+hang ``flow.hold()`` (until the fault is removed or the client leaves), a
+reset ``flow.kill(reset=True)``, a truncate ``flow.truncate_after``, a
+dribble or a download throttle ``flow.pace_body`` and an upload throttle
+``flow.pace_upload``. A reset at accept has no flow: :class:`ConnectResets`
+is the proxy's ``ProxyConfig.reset_at_connect``, asked on every connection.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from .core.shaping import Cut
 from .flow import Flow
@@ -37,23 +38,33 @@ KINDS: dict[str, dict[str, Any]] = {
 _CHOICES = {"direction": ("download", "upload"), "at": ("connect", "headers", "body")}
 
 
-class ClientLink(Protocol):
-    """What a fault may do to a flow's client connection, beyond hooks."""
+class ConnectResets:
+    """The "reset at=connect" faults of one proxy, as the core asks for them.
 
-    def reset_connection(self, address: tuple[str, int] | None) -> None:
-        """Reset the client connection from ``address`` now (before any request)."""
+    Called with each accepted client's address (``ProxyConfig.reset_at_connect``,
+    on the proxy's loop); True makes the core answer ``CloseClient(reset=True)``.
+    """
 
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._handles: list[tuple[HookHandle, int | None]] = []
 
-class SessionLink:
-    """A :class:`ClientLink` over the transport's client sessions (found by client address)."""
+    def add(self, handle: HookHandle, times: int | None) -> None:
+        with self._lock:
+            self._handles.append((handle, times))
+        handle.on_remove(lambda: self._remove(handle))
 
-    def __init__(self, server: Callable[[], Any]) -> None:
-        self._server = server
+    def _remove(self, handle: HookHandle) -> None:
+        with self._lock:
+            self._handles = [(h, t) for h, t in self._handles if h is not handle]
 
-    def reset_connection(self, address: tuple[str, int] | None) -> None:
-        server = self._server()
-        if server is not None:  # no flow to kill yet: the transport resets the accepted socket
-            server.reset_client(address)
+    def __call__(self, address: tuple[str, int] | None) -> bool:
+        with self._lock:
+            for handle, times in self._handles:
+                if times is None or handle.calls < times:
+                    handle.acted(None)  # a connection, not a flow
+                    return True
+        return False
 
 
 # -- the decisions: pure, time and bytes in ------------------------------------------------
@@ -106,7 +117,7 @@ def split_options(kind: str, arguments: dict[str, Any]) -> tuple[dict[str, Any],
 # -- installing one --------------------------------------------------------------------------
 
 
-def install(registry: HookRegistry, link: ClientLink, kind: str, *, where: FlowFilter | None = None,
+def install(registry: HookRegistry, link: ConnectResets, kind: str, *, where: FlowFilter | None = None,
             times: int | None = None, **arguments: Any) -> HookHandle:
     """Attach a fault; returns its handle (``.remove()``, ``.calls``, ``.flows``).
 
@@ -151,74 +162,73 @@ class _Chooser:
         return id(flow) in self.flows or self.take(flow)
 
 
-Build = Callable[[dict[str, Any], _Chooser, ClientLink, HookHandle], list[tuple[str, Callable[..., Any], int]]]
+Build = Callable[[dict[str, Any], _Chooser, ConnectResets, HookHandle], list[tuple[str, Callable[..., Any], int]]]
 
 
-def _delay(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handle: HookHandle) -> list[Any]:
+def _delay(options: dict[str, Any], chosen: _Chooser, link: ConnectResets, handle: HookHandle) -> list[Any]:
     seconds = float(options["seconds"])
 
-    async def wait(flow: Flow) -> None:
-        await asyncio.sleep(seconds)
+    def wait(flow: Flow) -> None:  # the core holds the exchange on its "hold" timer
+        flow.hold(seconds)
 
     return [("request_headers", wait, -1)]  # before mocks and cassettes: it delays their answers too
 
 
-def _throttle(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handle: HookHandle) -> list[Any]:
+def _throttle(options: dict[str, Any], chosen: _Chooser, link: ConnectResets, handle: HookHandle) -> list[Any]:
     rate = float(options["bytes_per_second"])
+    piece = max(1, min(16_384, int(rate / 20)))  # about 20 pieces a second
 
     def pace(flow: Flow) -> None:  # the core sends the body in pieces on its "shape" timer
-        piece = max(1, min(16_384, int(rate / 20)))  # about 20 pieces a second
         flow.pace_body = (piece, piece / rate)
 
-    async def pace_upload(flow: Flow) -> None:
-        # No per-chunk request hook exists: the held body leaves after the time it takes at ``rate``.
-        await asyncio.sleep(Throttle(rate).delay(time.monotonic(), len(flow.request.content)))
+    def pace_upload(flow: Flow) -> None:  # request pieces towards the upstream on its "upload" timer
+        flow.pace_upload = (piece, piece / rate)
 
     if options["direction"] == "upload":
-        return [("request", pace_upload, -1)]
+        return [("request_headers", pace_upload, -1)]
     return [("response_headers", pace, 0)]
 
 
-def _reset(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handle: HookHandle) -> list[Any]:
+def _reset(options: dict[str, Any], chosen: _Chooser, link: ConnectResets, handle: HookHandle) -> list[Any]:
     def reset(flow: Flow, data: Any = None) -> None:
         flow.kill(reset=True)  # the core asks the transport for the RST (CloseClient(reset=True))
-
-    def reset_connection(address: tuple[str, int] | None) -> None:
-        if chosen.times is None or handle.calls < chosen.times:
-            handle.acted(None)
-            link.reset_connection(address)
 
     at = options["at"]
     if at == "body":
         return [("response_chunk", reset, -1)]
     if at == "connect" and chosen.filter is None:
-        return [("client_connected", reset_connection, -1)]  # nothing to filter on: at once
+        link.add(handle, chosen.times)  # nothing to filter on: the core asks on accept
+        return []
     hooks = [("request_headers", reset, -1)]
     if at == "connect":  # filtered: as soon as the filters can be checked
         hooks.append(("tunnel", reset, -1))  # HTTPS: before "200 Connection established"
     return hooks
 
 
-def _hang(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handle: HookHandle) -> list[Any]:
-    held: list[tuple[asyncio.AbstractEventLoop, asyncio.Event, Flow]] = []
+def _hang(options: dict[str, Any], chosen: _Chooser, link: ConnectResets, handle: HookHandle) -> list[Any]:
+    held: list[Flow] = []
+    lock = threading.Lock()
 
-    async def hang(flow: Flow) -> None:
-        released = asyncio.Event()
-        held.append((asyncio.get_running_loop(), released, flow))
-        await released.wait()
+    def hang(flow: Flow) -> None:  # the core holds the exchange with no timer: until released
+        flow.hold()
+        with lock:
+            held[:] = [f for f in held if f.state == "open"]  # what ended on its own is not held
+            held.append(flow)
 
     def release() -> None:  # removing the fault closes the connections it held
-        for loop, event, flow in held:
-            flow.kill()
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(event.set)
-        held.clear()
+        with lock:
+            flows = list(held)
+            held.clear()
+        for flow in flows:
+            if flow.state == "open":
+                flow.kill()
+                flow.release()  # the core moves the exchange on: killed, its connection closes
 
     handle.on_remove(release)
     return [("request_headers", hang, -1)]
 
 
-def _truncate(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handle: HookHandle) -> list[Any]:
+def _truncate(options: dict[str, Any], chosen: _Chooser, link: ConnectResets, handle: HookHandle) -> list[Any]:
     after = int(options["after"])
 
     def cut(flow: Flow) -> None:
@@ -227,7 +237,7 @@ def _truncate(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handl
     return [("response_headers", cut, 1)]
 
 
-def _dribble(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handle: HookHandle) -> list[Any]:
+def _dribble(options: dict[str, Any], chosen: _Chooser, link: ConnectResets, handle: HookHandle) -> list[Any]:
     plan = Dribble(int(options["chunk"]), float(options["interval"]))
 
     def dribble(flow: Flow) -> None:  # the core splits the body and sends it on its "shape" timer
@@ -236,7 +246,7 @@ def _dribble(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handle
     return [("response_headers", dribble, 2)]
 
 
-def _status(options: dict[str, Any], chosen: _Chooser, link: ClientLink, handle: HookHandle) -> list[Any]:
+def _status(options: dict[str, Any], chosen: _Chooser, link: ConnectResets, handle: HookHandle) -> list[Any]:
     code, retry_after = int(options["code"]), options["retry_after"]
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
 

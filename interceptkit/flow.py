@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json as _json
+import os
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -24,6 +26,19 @@ from .vocab import FlowKind, FlowState
 
 __all__ = ["Flow", "FlowOwner", "HeaderFields", "Headers", "Message", "ReplayError", "Request", "Response",
            "TLSInfo", "Timings"]
+
+
+def _stream_from(response: Response, body: Any) -> None:
+    """A streamed mock body; a Path's size (or a file's) frames it with Content-Length."""
+    if isinstance(body, str):  # iterating it would give characters, not bytes
+        raise TypeError("respond(body=...) takes bytes, an iterator of bytes, a binary file or a Path; use text=")
+    response.source = body
+    response.headers.pop("Content-Length")
+    size = body.stat().st_size if isinstance(body, Path) else None
+    if hasattr(body, "fileno") and hasattr(body, "tell"):
+        size = os.fstat(body.fileno()).st_size - body.tell()
+    if size is not None and "transfer-encoding" not in response.headers:
+        response.headers["Content-Length"] = str(size)
 
 
 def _decode_content_encoding(body: bytes, encoding: str) -> bytes:
@@ -222,7 +237,7 @@ class Request(Message):
 class Response(Message):
     """An HTTP response as the upstream sent it (or a hook made it)."""
 
-    __slots__ = ("status", "reason")
+    __slots__ = ("status", "reason", "source")
 
     def __init__(
         self,
@@ -236,6 +251,8 @@ class Response(Message):
         super().__init__(http_version, headers if headers is not None else Headers(), content)
         self.status = status
         self.reason = reason
+        #: A mock's streamed body (``respond(body=...)``): an iterator of bytes, a binary file or a Path.
+        self.source: Any = None
 
     def copy(self) -> Response:
         """An independent copy: editing it leaves this one alone."""
@@ -320,6 +337,9 @@ class Flow:
     kill_reset: bool = False  # kill(reset=True): the connection ends with a TCP reset, not a close
     truncate_after: int | None = None  # set by a hook: that many response body bytes, then a close
     pace_body: tuple[int, float] | None = None  # set by a hook: (bytes, seconds): the body in pieces, paced
+    pace_upload: tuple[int, float] | None = None  # the same for the request body, towards the upstream
+    #: Set by :meth:`hold`: seconds the exchange waits after this hook (inf: until released).
+    hold_for: float | None = None
     #: For a CONNECT: a ``tunnel`` hook may set False to relay it undecrypted.
     intercept: bool | None = None
     #: For a WebSocket flow: its messages and close (core.websocket.WebSocketData).
@@ -339,11 +359,16 @@ class Flow:
         json: Any = None,
         headers: dict[str, str] | Iterable[tuple[str, str]] | None = None,
         reason: str = "",
+        body: Any = None,
     ) -> Response:
-        """Answer the client with this response instead of the upstream's."""
+        """Answer the client with this response instead of the upstream's.
+
+        ``body``: a streamed body (an iterator of bytes, a binary file object
+        or a ``Path``), sent piece by piece as the client reads it.
+        """
         header_list = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
         hdrs = Headers(header_list)
-        body = content if content is not None else b""
+        body = content if content is not None else body
         if json is not None:
             body = _json.dumps(json).encode()
             if "content-type" not in hdrs:
@@ -353,7 +378,9 @@ class Flow:
             if "content-type" not in hdrs:
                 hdrs["Content-Type"] = "text/plain; charset=utf-8"
         response = Response(status=status, reason=reason, headers=hdrs)
-        response.set_content(body)
+        response.set_content(body if isinstance(body, bytes) else b"")
+        if body is not None and not isinstance(body, bytes):
+            _stream_from(response, body)
         self.response = response
         self.metadata["mocked"] = True
         self._release()
@@ -363,6 +390,17 @@ class Flow:
         """Close the client connection without an answer; ``reset=True``: with a TCP reset (RST)."""
         self.killed, self.kill_reset = True, reset
         self._release()
+
+    def hold(self, seconds: float | None = None) -> None:
+        """Hold the exchange when this hook returns: ``seconds``, or (None) until :meth:`release`
+        or the client goes away. The core waits on its own timer; no thread or task sleeps."""
+        self.hold_for = float("inf") if seconds is None else max(0.0, float(seconds))
+
+    def release(self) -> None:
+        """End a :meth:`hold` now (from any thread): the exchange moves on (after ``kill()``: closes)."""
+        self.hold_for = None
+        if self._owner is not None:
+            self._owner.release_flow(self)
 
     def resume(self) -> None:
         """Let this flow, paused at a breakpoint, go on with its (edited) request or response.

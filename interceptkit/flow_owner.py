@@ -33,6 +33,9 @@ class FlowOwner(Protocol):
     def resume_flow(self, flow: Flow) -> bool:
         """Let a flow paused at a breakpoint go on; False if it was not paused."""
 
+    def release_flow(self, flow: Flow) -> None:
+        """End ``flow.hold()``: tell the connection holding it (any thread; no-op if none does)."""
+
 
 def owner_of(flow: Flow, proxy: FlowOwner | None) -> FlowOwner:
     owner = proxy if proxy is not None else flow._owner

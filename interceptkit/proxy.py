@@ -20,6 +20,7 @@ from .clientenv import client_environment, write_bundle
 from .core.config import ProxyConfig
 from .core.upstreamproxy import UpstreamProxy, parse_upstream_proxy
 from .core.proxyauth import Credentials
+from .faults import ConnectResets
 from .flow import Flow
 from . import testkit
 from .hooks import FlowFilter, HookHandle, HookRegistry, check_hook_name, handler_methods, make_filter
@@ -149,6 +150,7 @@ class Proxy(TestingVerbs):
                                redact=self._redaction)
         self.hooks = HookRegistry()
         self._kit = testkit.TestKit(self.hooks, self._redaction)
+        self._connect_resets = ConnectResets()  # "reset at=connect" faults, asked by the core on accept
         self._handlers: dict[int, HookHandle] = {}
         self.confdir = Path(confdir) if confdir is not None else default_confdir()
         self.intercept = intercept
@@ -170,6 +172,7 @@ class Proxy(TestingVerbs):
             upstream_proxy=parse_upstream_proxy(upstream_proxy) if isinstance(upstream_proxy, str) else upstream_proxy,
             upstream_proxy_bypass=host_matcher(upstream_proxy_bypass),
             credentials=Credentials.of(proxy_auth).with_pair(*self._replay_auth) if proxy_auth is not None else None,
+            reset_at_connect=self._connect_resets,
         )
         self._tls_name = tls_name
         self._settings = TransportSettings(
@@ -263,7 +266,7 @@ class Proxy(TestingVerbs):
     async def _shutdown(self) -> None:
         if self._server is not None:
             if isinstance(self._server.callbacks, _ProxyCallbacks):
-                self._server.callbacks.runner.cancel()  # hooks still waiting (a hang fault, say)
+                self._server.callbacks.runner.cancel()  # hooks still waiting (a slow async hook, say)
             await self._server.close()
             self._server = None
 

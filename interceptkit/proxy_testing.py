@@ -7,6 +7,7 @@ module the testing surface; it only reads the proxy's state, never writes it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -28,6 +29,8 @@ class TestingVerbs:
     flows: FlowTable
     _kit: testkit.TestKit
     _server: ProxyServer | None
+    _loop: asyncio.AbstractEventLoop | None
+    _connect_resets: faults.ConnectResets
     _redaction: Redact
     _save_redaction: Redact
     on_flow: Callable[[Callable[[Flow], None]], Callable[[], None]]
@@ -81,8 +84,19 @@ class TestingVerbs:
         """Inject a fault: ``delay``, ``throttle``, ``reset``, ``hang``, ``truncate``, ``dribble``
         or ``status`` (options in docs/testing.md); other keywords are filters. Returns a
         handle with ``.remove()``, ``.calls``, ``.flows``."""
-        return faults.install(self.hooks, faults.SessionLink(lambda: self._server), kind, where=where, times=times,
+        return faults.install(self.hooks, self._connect_resets, kind, where=where, times=times,
                               **options_and_filters)
+
+    # FlowOwner: what flow.release() calls (from any thread).
+    def release_flow(self, flow: Flow) -> None:
+        """End ``flow.hold()``: the connection holding it moves its exchange on."""
+        loop, server = self._loop, self._server
+        if server is None:
+            return
+        if loop is None:  # serve_forever (the CLI): hooks and scripts run on the proxy's own loop
+            asyncio.get_running_loop().call_soon(server.release_flow, flow)
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(server.release_flow, flow)
 
     def redact(self, headers: Iterable[str] | None = None, query: Iterable[str] | None = None,
                json_fields: Iterable[str] | None = None, values: Iterable[str] | None = None) -> Redact:

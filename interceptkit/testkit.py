@@ -1,9 +1,8 @@
 """What a test author drives through a Proxy: mocks, strict mode, cassettes, assertions, waits.
 
 Policy tier (beside hooks, matching and cassette). One :class:`TestKit`
-per proxy owns the mocks it made, the cassettes attached to it and the
-loopback playback server; the ``Proxy`` methods of the same names are thin
-calls into it.
+per proxy owns the mocks it made and the cassettes attached to it; the
+``Proxy`` methods of the same names are thin calls into it.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from .cassette import Cassette, refuse
 from .flow import Flow
 from .hooks import FlowFilter, HookHandle, HookRegistry, make_filter
 from .matching import Candidate, Matcher, RequestPattern, distance, flow_lines, nearest
-from .playback import PlaybackServer
 from .redact import Redact
 
 _RESPONSE_KEYS = {"status", "json", "text", "content", "headers", "reason"}
@@ -46,7 +44,6 @@ class TestKit:
         self.redaction = redaction
         self.mocks: list[_MockCandidate] = []
         self.cassettes: list[Cassette] = []
-        self.playback = PlaybackServer()
         self._lock = threading.Lock()
 
     # -- mocks ----------------------------------------------------------------------
@@ -137,7 +134,7 @@ class TestKit:
         cassette = Cassette(path, record_mode=record_mode, match_on=match_on, allow_repeats=allow_repeats,
                             redact=Redact().merge(self.redaction))
         others: Callable[[], list[Candidate]] = lambda: [m for m in self.candidates() if m not in cassette.recordings]  # noqa: E731
-        handle = cassette.attach(self.registry, self.playback, others)
+        handle = cassette.attach(self.registry, others)
         with self._lock:
             self.cassettes.append(cassette)
         handle.on_remove(lambda: self._detach(cassette))
@@ -149,7 +146,7 @@ class TestKit:
                 self.cassettes.remove(cassette)
 
     def close(self) -> None:
-        self.playback.close()
+        """Nothing to stop: cassettes answer through the proxy itself (kept for Proxy.stop)."""
 
 
 def _check_responses(responses: Sequence[dict[str, Any]] | None, single: dict[str, Any]) -> list[dict[str, Any]]:

@@ -17,14 +17,17 @@ HookName = Literal[
 HOOK_NAMES: tuple[HookName, ...] = get_args(HookName)
 
 #: The core's timers: "read" (the upstream owes an answer), "idle" (the
-#: client sends nothing), "sniff" (a tunnel's first bytes are late).
-TimerName = Literal["read", "idle", "sniff", "shape"]
+#: client sends nothing), "sniff" (a tunnel's first bytes are late), "shape"
+#: (the next paced response piece); per exchange (keyed by its xid): "hold"
+#: (a held exchange moves on) and "upload" (the next paced request piece).
+TimerName = Literal["read", "idle", "sniff", "shape", "hold", "upload"]
 TIMER_NAMES: tuple[TimerName, ...] = get_args(TimerName)
 
 #: Why the client is not being read: "pipeline" (a request waits behind the
 #: one being answered), "pending" (the upstream is still connecting and its
-#: buffer is full), "hook" (a hook runs on the exchange).
-PauseReason = Literal["pipeline", "pending", "hook"]
+#: buffer is full), "hook" (a hook runs on the exchange), "pace" (a paced
+#: upload has pieces waiting for their turn).
+PauseReason = Literal["pipeline", "pending", "hook", "pace"]
 PAUSE_REASONS: tuple[PauseReason, ...] = get_args(PauseReason)
 
 #: A flow's life: "new" (an intercepted CONNECT not yet shown), "open" (in

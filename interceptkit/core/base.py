@@ -107,6 +107,12 @@ class ConnectionBase:
     _ws_client_bytes: Callable[[bytes], None]  # conn_websockets.py
     _ws_idle_close: Callable[[], None]  # conn_websockets.py
     _ws_receive: Callable[[str, bytes | None], None]  # conn_websockets.py
+    _start_hold: Callable[[Exchange, Any, Any], bool]  # conn_holds.py (a PendingHook, the hook's result)
+    _on_exchange_timer: Callable[[Any], None]  # conn_holds.py (a TimerFired keyed by xid)
+    _on_client_eof_held: Callable[[], bool]  # conn_holds.py
+    _pace_upload: Callable[[Exchange, bytes], bool]  # conn_holds.py
+    _upload_end_waits: Callable[[Exchange], bool]  # conn_holds.py
+    _stream_body: Callable[[Exchange, object], None]  # conn_streams.py
 
     # Seams with keyword or default arguments, which Callable cannot
     # express; conn_upstreams.py defines them.

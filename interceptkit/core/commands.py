@@ -129,13 +129,32 @@ class FlowFinished(Command):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StartTimer(Command):
-    """Fire ``TimerFired(timer=name)`` after ``delay`` seconds.
+    """Fire ``TimerFired(timer=name, key=key)`` after ``delay`` seconds.
 
-    Starting a timer that is already pending replaces it.
+    A timer is named by ``(name, key)``: per-exchange timers ("hold",
+    "upload") use the exchange's xid as ``key``. Starting a timer that is
+    already pending replaces it.
     """
 
     name: TimerName
     delay: float
+    key: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PullBody(Command):
+    """Read the next piece of a streamed mock body for exchange ``xid``; answer with ``BodyPiece``.
+
+    ``source`` is what the hook gave ``flow.respond(body=...)``: an iterator
+    of bytes, a binary file object or a path (the same object on every pull
+    of one body). The transport reads files off the event loop and answers
+    only once the client can take more bytes, so one piece is in memory at a
+    time. ``stop``: the core needs no more of it (close the source).
+    """
+
+    xid: int
+    source: object
+    stop: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

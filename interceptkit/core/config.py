@@ -117,6 +117,9 @@ class ProxyConfig:
     #: ``upstream_proxy_bypass(host, port)`` is true.
     upstream_proxy: UpstreamProxy | None = None
     upstream_proxy_bypass: Callable[[str, int], bool] | None = None
+    #: Consulted on every accepted connection with the client's address: True
+    #: resets it at once (a TCP RST before any byte; the "reset at=connect" fault).
+    reset_at_connect: Callable[[tuple[str, int] | None], bool] | None = None
 
     def upstream_context_for(self, alpn: Sequence[str]) -> ssl.SSLContext | None:
         """The upstream client context whose ALPN list is ``alpn`` (core.alpn.upstream_offer).

@@ -66,8 +66,8 @@ class Lifecycle(ConnectionBase):
             return
         ex.waiting = None
         self._waiting = next(iter(self._calls.values()), None)
-        if ex.flow.state in ("open", "new"):  # not ended while the hook ran
-            self._after_hook(pending.name, ex, event.result, pending.payload)
+        if ex.flow.state in ("open", "new") and not self._start_hold(ex, pending, event.result):
+            self._after_hook(pending.name, ex, event.result, pending.payload)  # not ended, not held (conn_holds)
         self._continue(ex)
 
     def _continue(self, ex: Exchange) -> None:
@@ -109,6 +109,8 @@ class Lifecycle(ConnectionBase):
             self._check_idle_timeout()
         elif event.timer == "shape":
             self._on_shape_timer()
+        elif event.timer in ("hold", "upload"):
+            self._on_exchange_timer(event)  # per exchange: routed by its key, the xid (conn_holds)
         elif event.timer == "sniff" and self._phase is Phase.SNIFF and not self._early:
             self._tunnel_raw()  # the client waits for the server to speak first
 
@@ -125,10 +127,10 @@ class Lifecycle(ConnectionBase):
                                   timeout=True)
             return
         pace = ex.body_shape.pace if ex.body_shape is not None else None
-        if not up.ready or self._client_blocked or ex.waiting is not None or self._hook_blocks_client() or (
-                pace and pace.ticking):
+        if (not up.ready or self._client_blocked or self._hook_blocks_client() or ex.waiting is not None
+                or (pace and pace.ticking)):
             # Connecting (the transport times that), the client is not
-            # reading, a hook runs, or we pace the body (its upstream paused):
+            # reading, a hook runs or holds it, or we pace the body (its upstream paused):
             # none of that is the upstream's delay.
             self._arm_read_timer(timeout)
             return
@@ -148,8 +150,10 @@ class Lifecycle(ConnectionBase):
         if self._phase in (Phase.TUNNEL, Phase.WEBSOCKET) and primary is not None:
             idle = min(idle, self._now - primary.last_activity)
         ex = self._current()
-        # While the upstream owes the answer, the read timer watches instead.
-        awaiting_upstream = (ex is not None and ex.request_complete) or self._phase is Phase.CONNECTING
+        # While the upstream owes the answer, the read timer watches instead; while a
+        # hook runs or holds the exchange (conn_holds), the client is not the one idle.
+        awaiting_upstream = ((ex is not None and (ex.request_complete or ex.waiting is not None))
+                             or self._phase is Phase.CONNECTING)
         if awaiting_upstream or idle < timeout:
             self._arm_idle_timer(timeout if awaiting_upstream else timeout - idle)
         elif ex is not None and not ex.response_started:

@@ -145,6 +145,8 @@ class Requests(ConnectionBase):
         """An orderly EOF between messages: finish the answer in flight, then close."""
         if not self._exchanges:
             self._close_client()
+        else:
+            self._on_client_eof_held()  # a hang ends when its client leaves (conn_holds)
 
     def _on_client_failed(self, status: int, message: str) -> None:
         """The client's layer refused its bytes (h11's verdict, a chunk size, an HTTP/0.9 line)."""
@@ -392,7 +394,7 @@ class Requests(ConnectionBase):
 
     def _send_request_data(self, ex: Exchange, data: bytes) -> None:
         up = ex.upstream
-        if up is not None and ex.live:
+        if up is not None and ex.live and not self._pace_upload(ex, data):  # flow.pace_upload (conn_holds)
             ex.remember(data, len(data), self._config.retry_buffer_limit)
             self._frame(ex, up, data)
 
@@ -422,7 +424,7 @@ class Requests(ConnectionBase):
 
     def _end_request_upstream(self, ex: Exchange) -> None:
         up = ex.upstream
-        if up is None or not ex.live:
+        if up is None or not ex.live or self._upload_end_waits(ex):  # after the last paced piece
             return
         end = SentEnd(ex.request_trailers)
         ex.remember(end, 0, self._config.retry_buffer_limit)

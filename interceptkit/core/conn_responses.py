@@ -198,12 +198,17 @@ class Responses(ConnectionBase):
             self._complete_exchange(ex, ex.upstream)
 
     def _send_held_response(self, ex: Exchange) -> bool:
-        """Send ``flow.response`` with its whole body; False if its head was refused."""
+        """Send ``flow.response`` with its whole body; False if its head was refused, or
+        its body streams from a source (conn_streams.py completes the exchange then)."""
         response = ex.flow.response
         assert response is not None
         no_body = ex.flow.request.method == "HEAD" or response.status in (204, 304)
-        self._send_response_head(ex, None if no_body else len(response.content))
+        source = None if no_body else response.source
+        self._send_response_head(ex, None if no_body or source is not None else len(response.content))
         if not ex.live:
+            return False
+        if source is not None:
+            self._stream_body(ex, source)
             return False
         if ex.body_shape is not None:
             ex.body_shape.pace = None  # a held or mocked body goes whole (only a cut applies)

@@ -52,10 +52,12 @@ from ..vocab import HookName
 from . import commands as cmd
 from . import events as ev
 from . import layers as ly
+from .conn_holds import Holds
 from .conn_lifecycle import Lifecycle
 from .conn_requests import Requests
 from .conn_responses import Responses
 from .conn_socks5 import Socks5Side
+from .conn_streams import Streams
 from .conn_tunnels import Tunnels
 from .conn_upstreams import Upstreams
 from .conn_websockets import WebSockets
@@ -64,7 +66,7 @@ from .state import Phase, Upstream
 from .websocket import WebSocketMessage
 
 
-class ProxyConnection(Requests, Responses, Upstreams, Tunnels, WebSockets, Lifecycle, Socks5Side):
+class ProxyConnection(Requests, Responses, Upstreams, Tunnels, WebSockets, Lifecycle, Socks5Side, Holds, Streams):
     """The proxy state machine for one client connection.
 
     ``handle(event)`` returns the commands to execute, in order. It never
@@ -141,7 +143,7 @@ _CLIENT_BYTES: dict[Phase, Callable[[ProxyConnection, bytes], None]] = {
 Handler = Callable[["ProxyConnection", Any], None]
 
 _HANDLERS: dict[type[ev.Event], Handler] = {
-    ev.ClientConnected: ProxyConnection._on_client_connected,
+    ev.ClientConnected: ProxyConnection._on_client_accepted,  # conn_holds: the policy may reset it first
     ev.ClientDataReceived: ProxyConnection._on_client_data,
     ev.UpstreamDataReceived: ProxyConnection._on_upstream_data,
     ev.UpstreamConnected: ProxyConnection._on_upstream_connected,
@@ -149,6 +151,8 @@ _HANDLERS: dict[type[ev.Event], Handler] = {
     ev.TimerFired: ProxyConnection._on_timer,
     ev.HookReturned: ProxyConnection._on_hook_returned,
     ev.ClientBackpressure: ProxyConnection._on_client_backpressure,
+    ev.HoldReleased: ProxyConnection._on_hold_released,
+    ev.BodyPiece: ProxyConnection._on_body_piece,
 }
 
 

@@ -98,9 +98,38 @@ class HookReturned(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TimerFired(Event):
-    """The timer named ``timer`` (from :class:`StartTimer`) is due."""
+    """The timer named ``timer`` (from :class:`StartTimer`) is due.
+
+    ``key`` tells apart timers of one name: per-exchange timers ("hold",
+    "upload") carry the exchange's xid; connection-wide ones carry 0.
+    """
 
     timer: TimerName
+    key: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HoldReleased(Event):
+    """The policy side let go of a held flow (``flow.release()``): its exchange moves on now.
+
+    Addressed by flow id; a connection that holds no such flow ignores it.
+    """
+
+    flow_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BodyPiece(Event):
+    """The next piece of a streamed mock body, answering :class:`~interceptkit.core.commands.PullBody`.
+
+    ``end``: the source is exhausted (``data`` may still carry a last piece).
+    ``error``: reading the source failed; the answer is cut short.
+    """
+
+    xid: int
+    data: bytes = b""
+    end: bool = False
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

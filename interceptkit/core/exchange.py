@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from ..flow import Flow, Request, Response
 from ..vocab import HookName
 from .layers import Fields, LayerEvent, RequestHead
-from .shaping import Shape
+from .shaping import Pace, Shape
 from .websocket import WebSocketMessage
 
 if TYPE_CHECKING:  # state.py's Upstream binds exchanges too: a type-only import keeps them apart
@@ -71,6 +71,22 @@ class PendingHook:
         self.payload = payload
 
 
+class PendingHold(PendingHook):
+    """A hook asked to hold the exchange (``flow.hold``): what follows that hook runs when it ends.
+
+    ``result`` is what the hook returned, kept for then; ``forever``: no
+    timer runs, only a release (or the client going away) ends it.
+    """
+
+    __slots__ = ("result", "forever")
+
+    def __init__(self, name: HookName, payload: bytes | WebSocketMessage | None, result: object,
+                 forever: bool) -> None:
+        super().__init__(0, name, payload)  # call 0: no HookReturned ever matches a hold
+        self.result = result
+        self.forever = forever
+
+
 class SentEnd:
     """The end of a request as sent upstream (with its trailers), kept for a retry."""
 
@@ -93,7 +109,7 @@ class Exchange:
     __slots__ = ("xid", "flow", "state", "upstream", "up_xid", "request_complete", "request_trailers", "te_trailers", "unacked", "upstream_bytes", "replay",
                  "replay_size", "retried", "upgrade", "absolute_form", "request_parts", "response_parts",
                  "parts_size", "hooked", "upstream_response", "websocket", "body_shape", "waiting", "inbox",
-                 "response_trailers")
+                 "response_trailers", "upload_pace", "streaming")
 
     def __init__(self, xid: int, flow: Flow, *, absolute_form: bool) -> None:
         self.xid = xid
@@ -136,6 +152,10 @@ class Exchange:
         self.inbox: list[tuple[Upstream | None, LayerEvent]] = []
         #: The upstream's trailers, kept while paced pieces still go out.
         self.response_trailers: Fields = []
+        #: How the request body is paced towards the upstream (flow.pace_upload); None: as it comes.
+        self.upload_pace: Pace | None = None
+        #: The source of a streamed mock body being pulled (flow.respond(body=...)); None otherwise.
+        self.streaming: object | None = None
 
     def enter(self, state: ExchangeState) -> None:
         """Move to ``state``; the one place that checks the table."""

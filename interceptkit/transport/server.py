@@ -25,6 +25,7 @@ from ..core.config import ProxyConfig
 from ..core.connection import ProxyConnection
 from ..vocab import TimerName
 from ..flow import Flow
+from .bodies import BodyPuller
 from .connecterror import UpstreamConnectError, connect_cause
 from .pool import UpstreamPool
 from .resolver import Resolver, ResolveError, system_resolver
@@ -159,7 +160,7 @@ class ClientSession(_Peer):
         self.server = server
         self.conn: ProxyConnection | None = None
         self.upstreams: dict[int, UpstreamProtocol] = {}
-        self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.timers: dict[tuple[TimerName, int], asyncio.TimerHandle] = {}  # by (name, key)
         self.queue: deque[ev.Event] = deque()
         self.busy = False
         self.closed = False
@@ -167,6 +168,7 @@ class ClientSession(_Peer):
         self.blocked = False  # an upstream cannot take more: stop reading the client
         self.reading_upstreams = True
         self.address: tuple[str, int] | None = None
+        self.bodies = BodyPuller(self.feed)  # streamed mock bodies (PullBody)
         self._execute = {
             cmd.SendToClient: self._send_to_client,
             cmd.SendToUpstream: self._send_to_upstream,
@@ -182,6 +184,7 @@ class ClientSession(_Peer):
             cmd.ResumeUpstream: self._resume_upstream,
             cmd.RunHook: self._run_hook,
             cmd.Log: self._log,
+            cmd.PullBody: self.bodies.pull,
         }
 
     # -- asyncio callbacks -----------------------------------------------------
@@ -210,10 +213,12 @@ class ClientSession(_Peer):
 
     def pause_writing(self) -> None:
         self._set_upstream_reading(False)
+        self.bodies.set_writable(False)
         self.feed(ev.ClientBackpressure(time=time.time(), blocked=True))
 
     def resume_writing(self) -> None:
         self._set_upstream_reading(True)
+        self.bodies.set_writable(True)
         self.feed(ev.ClientBackpressure(time=time.time(), blocked=False))
 
     # -- the dispatch loop -------------------------------------------------------
@@ -305,16 +310,17 @@ class ClientSession(_Peer):
                 self.transport.close()  # flushes what is queued, then closes (RST after linger_zero)
 
     def _start_timer(self, command: cmd.StartTimer) -> None:
-        old = self.timers.pop(command.name, None)
+        name = (command.name, command.key)
+        old = self.timers.pop(name, None)
         if old is not None:
             old.cancel()
         loop = asyncio.get_running_loop()
-        self.timers[command.name] = loop.call_later(command.delay, self._fire, command.name)
+        self.timers[name] = loop.call_later(command.delay, self._fire, name)
 
-    def _fire(self, name: TimerName) -> None:
+    def _fire(self, name: tuple[TimerName, int]) -> None:
         self.timers.pop(name, None)
         if not self.closed:
-            self.feed(ev.TimerFired(time=time.time(), timer=name))
+            self.feed(ev.TimerFired(time=time.time(), timer=name[0], key=name[1]))
 
     def _pause_client(self, command: cmd.PauseClient) -> None:
         self.core_paused = True
@@ -380,6 +386,7 @@ class ClientSession(_Peer):
         for timer in self.timers.values():
             timer.cancel()
         self.timers.clear()
+        self.bodies.close_all()
         for upstream in list(self.upstreams.values()):
             upstream.session = None
             upstream.close()
@@ -451,17 +458,11 @@ class ProxyServer:
         reason = os.strerror(last.errno) if last is not None and last.errno else str(last)
         raise UpstreamConnectError(reason or "no address to connect to", cause=connect_cause(last))
 
-    def reset_client(self, address: tuple[str, int] | None) -> bool:
-        """Reset the client connection from ``address`` (one with no flow yet: a fault at accept).
-
-        The core hears of it as the client going away. False if there is none.
-        """
+    def release_flow(self, flow: Flow) -> None:
+        """Tell the connection of ``flow`` (found by its client address) that its hold is over."""
         for session in list(self.sessions):
-            if session.address == address and not session.closed and session.transport is not None:
-                linger_zero(session.transport)
-                session.transport.close()
-                return True
-        return False
+            if session.address == flow.client_address and not session.closed:
+                session.feed(ev.HoldReleased(time=time.time(), flow_id=flow.id))
 
     async def close(self) -> None:
         """Stop listening and close every connection."""

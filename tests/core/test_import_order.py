@@ -2,7 +2,7 @@
 
 wire helpers -> flow data model (flow, headers, export) -> core -> policy,
 certs, hooks, transport, display, har, store, columns, filters, redact, views,
-budget, arrow, matching, playback, faults -> table, replay, proxy, cli, live,
+budget, arrow, matching, faults -> table, replay, proxy, cli, live,
 breakpoints, cassette, testkit, scripts, pytest_plugin. A module may
 import its own ring and the rings below it; an import of a higher ring is
 refused wherever it is written: at module level, inside a function, inside
@@ -29,7 +29,7 @@ RINGS: list[frozenset[str]] = [
     frozenset({"flow", "flow_owner", "headers", "export"}),
     frozenset({"core"}),
     frozenset({"policy", "certs", "hooks", "transport", "display", "har", "store", "columns", "filters",
-               "redact", "views", "budget", "arrow", "matching", "playback", "faults",
+               "redact", "views", "budget", "arrow", "matching", "faults",
                "flowlog", "clientenv", "loops"}),
     frozenset({"table", "replay", "proxy", "cli", "__main__", "pytest_plugin", "scripts", "live", "breakpoints",
                "cassette", "testkit", "cli_env", "cli_network", "proxy_callbacks", "proxy_testing"}),

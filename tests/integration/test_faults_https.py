@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from test_https import https
 from origin import pattern
@@ -56,3 +57,18 @@ def test_dribble_and_throttle_through_tls(make: Callable[..., Proxy], tls_origin
     result = https(proxy, tls_origin.url("/bytes/200000"))
     assert result.returncode == 0 and result.stdout == pattern(200_000)
     assert time.monotonic() - started >= 0.45
+
+
+def test_delay_and_a_streamed_mock_through_tls(make: Callable[..., Proxy], tls_origin: TLSOrigin,
+                                               tmp_path: Path) -> None:
+    proxy = make()
+    body = tmp_path / "body.bin"
+    body.write_bytes(pattern(3_000_000))
+    proxy.fault("delay", seconds=0.3, path="/file")
+    proxy.on("request_headers", lambda flow: flow.respond(200, body=body), path="/file")
+    out = tmp_path / "out.bin"
+    started = time.monotonic()
+    result = https(proxy, tls_origin.url("/file"), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == pattern(3_000_000) and time.monotonic() - started >= 0.3
+    assert tls_origin.requests == []  # answered by the mock, streamed from the file through TLS
