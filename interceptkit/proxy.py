@@ -173,6 +173,7 @@ class Proxy(TestingVerbs):
             upstream_proxy_bypass=host_matcher(upstream_proxy_bypass),
             credentials=Credentials.of(proxy_auth).with_pair(*self._replay_auth) if proxy_auth is not None else None,
             reset_at_connect=self._connect_resets,
+            answers_locally=self._kit.answers_locally,
         )
         self._tls_name = tls_name
         self._settings = TransportSettings(

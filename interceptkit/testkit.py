@@ -44,6 +44,8 @@ class TestKit:
         self.redaction = redaction
         self.mocks: list[_MockCandidate] = []
         self.cassettes: list[Cassette] = []
+        #: Blocks and strict modes: with mocks and cassettes, what answers without an upstream.
+        self._local: list[HookHandle] = []
         self._lock = threading.Lock()
 
     # -- mocks ----------------------------------------------------------------------
@@ -109,6 +111,7 @@ class TestKit:
                 flow.respond(status, text=f"blocked by interceptkit: {flow.request.url}\n")
 
         handle.hooks.append(self.registry.add("request_headers", refuse_flow, flow_filter))
+        self._local.append(handle)
         if host is not None and not filters:
             # Only a host-wide block may refuse the CONNECT itself: with a path
             # (say) the tunnel must open so other paths keep working.
@@ -126,7 +129,19 @@ class TestKit:
 
         handle = HookHandle(self.registry, [], label=f"strict mode ({status})", acting=True)
         handle.hooks.append(self.registry.add("request", miss, order=2))
+        self._local.append(handle)
         return handle
+
+    def answers_locally(self) -> bool:
+        """Whether mocks, blocks, strict mode or a cassette may answer requests here.
+
+        Then no upstream is contacted before a request asks for it (the ALPN
+        upstream-first step is skipped): a mocked host must never be reached,
+        nor its name resolved.
+        """
+        with self._lock:
+            self._local = [h for h in self._local if h.active]
+            return bool(self._local or self.cassettes or any(m.handle.active for m in self.mocks))
 
     def cassette(self, path: str | os.PathLike[str], *, record_mode: str, match_on: Iterable[Matcher],
                  allow_repeats: bool) -> Cassette:

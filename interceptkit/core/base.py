@@ -19,6 +19,7 @@ from .h1layers import H1ClientLayer
 from .h2sides import H2Client
 from .http1 import INFO_PAGE, info_page_fields, plain_answer
 from .layers import LayerEvent, ResponseHead, StreamReset
+from .client_hello import ClientHello
 from .socks5 import Reply, Socks5Handshake
 from .state import PHASE_TRANSITIONS, Phase, Upstream, UpstreamKey
 from .tls import TLSEndpoint
@@ -97,6 +98,14 @@ class ConnectionBase:
     _client_offer: tuple[str, ...]  # conn_tunnels.py
     _speak_h2: Callable[[], None]  # conn_requests.py
     _frame: Callable[[Exchange, Upstream, SentPart], None]  # conn_upstreams.py
+    _awaiting_alpn: Callable[[], bool]  # conn_alpn.py
+    _alpn_chosen: Callable[[Upstream], None]  # conn_alpn.py
+    _alpn_failed: Callable[[Upstream, str, int], None]  # conn_alpn.py
+    _take_alpn_failure: Callable[[], tuple[str, int] | None]  # conn_alpn.py
+    _set_inner_origin: Callable[[str, str, int, str], None]  # conn_tunnels.py
+    _init_alpn: Callable[[], None]  # conn_alpn.py
+    _start_client_tls: Callable[[str | None, tuple[str, ...] | None], None]  # conn_tunnels.py
+    _upstream_first: Callable[[ClientHello], bool]  # conn_alpn.py
     _abandon_upstream: Callable[[Exchange, Upstream], None]  # conn_upstreams.py
     _upstream_stream_failed: Callable[[Exchange, Upstream, StreamReset], None]  # conn_upstreams.py
     _upstream_data_sent_on: Callable[[Exchange, Upstream, int], None]  # conn_responses.py
@@ -154,6 +163,7 @@ class ConnectionBase:
         self._init_lifecycle()
         self._init_websockets()
         self._init_socks5()
+        self._init_alpn()
 
     def _begin(self, now: float) -> None:
         """An event arrived at ``now`` (the core has no clock of its own)."""
@@ -182,6 +192,7 @@ class ConnectionBase:
         """``ex`` is over (done, failed, or handed to a tunnel or a WebSocket)."""
         if self._exchanges.get(ex.xid) is ex:
             del self._exchanges[ex.xid]
+            self._client.forget(ex.xid)
         unbind(ex)
 
     def _current(self) -> Exchange | None:

@@ -96,6 +96,14 @@ class ProxyConfig:
     #: Speak HTTP/2 where the peers offer it (``Proxy(http2=False)``,
     #: ``--no-http2``: HTTP/1.1 on both sides). core.alpn decides per side.
     http2: bool = True
+    #: When the client offers h2, connect the upstream first and offer the
+    #: client what the upstream selected (core/conn_alpn.py); False: offer
+    #: the client both at once and translate.
+    alpn_upstream_first: bool = True
+    #: The policy ring may answer requests itself (mocks, strict mode,
+    #: cassettes): then the upstream-first step is skipped, so a mocked host is
+    #: never contacted nor its name resolved. None: it never does.
+    answers_locally: Callable[[], bool] | None = None
     #: Seconds to wait for a client's first bytes in a tunnel before treating
     #: it as a server-speaks-first protocol and relaying it unchanged.
     sniff_timeout: float = 2.0
@@ -136,3 +144,7 @@ class ProxyConfig:
     @property
     def via(self) -> bytes:
         return f"1.1 interceptkit ({self.via_token})".encode("ascii")
+
+    def via_for(self, http_version: str) -> bytes:
+        """``Via`` naming the protocol the message was received with (RFC 9110 7.6.3): "1.1" or "2"."""
+        return self.via if http_version != "HTTP/2" else f"2 interceptkit ({self.via_token})".encode("ascii")

@@ -76,6 +76,8 @@ class Lifecycle(ConnectionBase):
             self._resume_upstreams()
             self._resume_client("hook")
         self._client.resume(ex.xid)
+        if ex.upstream is not None:
+            ex.upstream.layer.resume(ex.up_xid)  # HTTP/2: its acknowledgements flow again
         while ex.inbox and ex.waiting is None:
             source, event = ex.inbox.pop(0)
             self._deliver(source, event)

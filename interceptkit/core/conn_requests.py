@@ -14,7 +14,10 @@ from .base import ConnectionBase
 from .errors import ProxyError, RemoteProtocolError
 from .exchange import Exchange, ExchangeState, SentEnd, bind, capture_body, set_held_body
 from .h1layers import H1ClientLayer, check_request_head
+from .alpn import h2_enabled
 from .h2sides import H2Client
+from .h2translate import strip_h2c_upgrade
+from .http2 import starts_with_h2_preface
 from .layers import LayerEvent, RequestHead, ResponseHead
 from .proxyauth import challenge_answer
 from .http1 import (
@@ -55,6 +58,11 @@ class Requests(ConnectionBase):
         self._pumping = False
         self._pump_again = False
         self._queued: list[LayerEvent] = []
+        #: A plain reverse listener: the first bytes so far, until they tell whether
+        #: the client speaks h2 with prior knowledge (RFC 9113 3.3); None once known.
+        self._preface: bytes | None = (
+            b"" if self._config.mode == "reverse" and self._config.listen_context is None
+            and h2_enabled(self._config.http2) else None)
         #: Who the client authenticated as; with credentials configured, None
         #: means its next request (or SOCKS5 handshake) must authenticate.
         self._proxy_user: str | None = None
@@ -89,6 +97,8 @@ class Requests(ConnectionBase):
         if plain is None:
             return
         data, closed = plain
+        if self._preface is not None:
+            data = self._sniff_preface(data, closed)
         events = self._client.receive_data(data) if data else []
         if closed:
             events += self._client.receive_data(b"")
@@ -100,6 +110,18 @@ class Requests(ConnectionBase):
             self._pause_client("pipeline")
         if events:
             self._run_client_events(events)
+
+    def _sniff_preface(self, data: bytes, closed: bool) -> bytes:
+        """Hold the first bytes until they show the h2 preface or cannot; then the layer that speaks them gets them."""
+        seen = (self._preface or b"") + data
+        verdict = starts_with_h2_preface(seen)
+        if verdict is None and not closed:
+            self._preface = seen
+            return b""
+        self._preface = None
+        if verdict:
+            self._speak_h2()
+        return seen
 
     def _pump_client(self) -> None:
         """Take up what the client layer holds (a pipelined request, the rest after a hook)."""
@@ -167,8 +189,10 @@ class Requests(ConnectionBase):
             return
         self._refuse(status, message, "unparsable request")
 
-    def _on_request(self, xid: int, head: RequestHead) -> None:
+    def _on_request(self, xid: int, head: RequestHead, bodyless: bool = False) -> None:
         fields = head.headers
+        if any(n.lower() == b"upgrade" and b"h2c" in v.lower() for n, v in fields):
+            fields = strip_h2c_upgrade(fields)  # never half-honoured: the request goes on as HTTP/1.1
         method = head.method.decode("ascii")
         what = f"{method} {head.target[:200]!r}"
         if head.http_version not in self._client.versions:
@@ -207,6 +231,7 @@ class Requests(ConnectionBase):
         upgrade = next((v for n, v in fields if n.lower() == b"upgrade"), None)
         ex.upgrade = upgrade is not None and b"upgrade" in connection_tokens(fields)
         ex.websocket = ex.upgrade and upgrade is not None and b"websocket" in upgrade.lower()
+        ex.request_bodyless = bodyless
         ex.te_trailers = any(n.lower() == b"te" and b"trailers" in v.lower() for n, v in fields)
         self._add_exchange(ex)
         self._emit(cmd.FlowStarted(flow=ex.flow))
@@ -301,6 +326,11 @@ class Requests(ConnectionBase):
         return fields
 
     def _send_request_head(self, ex: Exchange, body_length: int | None = None) -> None:
+        failure = self._take_alpn_failure()
+        if failure is not None:  # the upstream failed as the tunnel opened: that is this request's answer
+            self._fail_exchange(ex, failure[0])
+            self._answer(failure[1], failure[0], ex.xid)
+            return
         request = ex.flow.request
         fields, chunked = end_to_end_fields(request.headers.fields, keep_upgrade=ex.upgrade)
         if ex.websocket:
@@ -316,9 +346,12 @@ class Requests(ConnectionBase):
             # RFC 9112 3.2.2: the target's authority wins; an HTTP/1.0 request
             # without Host gets one, since we speak HTTP/1.1 upstream.
             fields = replace_field(fields, b"Host", format_authority(request.host, request.port, request.scheme))
-        fields.append((b"Via", self._config.via))
+        fields.append((b"Via", self._config.via_for(request.http_version)))
         if self._config.forwarded_for and self._client_address is not None and self._config.mode != "reverse":
             fields = append_to_field(fields, b"X-Forwarded-For", self._client_address[0].encode("ascii"))
+        if body_length is None and not chunked and not ex.request_bodyless and not any(
+                n.lower() == b"content-length" for n, _ in fields):
+            chunked = True  # an h2 body without a length: HTTP/1 needs framing (h2 origins drop it)
         fields = reframe(fields, chunked) if body_length is None else sized(fields, body_length)
         up = self._bind_upstream(request.scheme, request.host, request.port)
         if not up.connected:
@@ -415,6 +448,7 @@ class Requests(ConnectionBase):
             return
         body = ex.flow.request.content
         ex.request_trailers = []  # the body is whole now, framed by its length
+        ex.request_bodyless = ex.request_bodyless and not body  # a hook may have given it one
         self._send_request_head(ex, body_length=len(body))
         if not ex.live:
             return  # the head was refused

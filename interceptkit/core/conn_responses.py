@@ -73,13 +73,16 @@ class Responses(ConnectionBase):
             # Chunk hooks may change sizes: let the layer frame the body
             # (chunked, or close-delimited for HTTP/1.0) instead of a stale length.
             fields = [(n, v) for n, v in fields if n.lower() != b"content-length"]
-        fields.append((b"Via", self._config.via))
+        fields.append((b"Via", self._config.via_for(response.http_version)))
         if ex.flow.truncate_after is not None or ex.flow.pace_body is not None:  # once per response
             ex.body_shape = Shape(ex.flow.truncate_after, ex.flow.pace_body)
         head = ResponseHead(status=response.status, reason=response.reason.encode("latin-1", "replace"),
                             headers=fields)
+        # A body-less answer from an h2 origin ends with its head (END_STREAM on HEADERS).
+        end_stream = ex.response_bodyless and body_length is None and ex.response_parts is None
         try:
-            self._client.send_head(ex.xid, head, validate=ex.hooked)
+            self._client.send_head(ex.xid, head, validate=ex.hooked, end_stream=end_stream)
+            ex.response_ended = end_stream
         except ProxyError as exc:  # only a hook's change can get here
             up = ex.upstream
             self._fail_exchange(ex, exc.reason)
@@ -184,7 +187,10 @@ class Responses(ConnectionBase):
         trailers = ex.response_trailers
         if trailers and self._client.can_send_trailers(ex.xid):
             self._client.send_trailers(ex.xid, trailers)
-        else:
+        elif not ex.response_ended:
+            if trailers:  # HTTP/1 carries trailers only in a chunked body (RFC 9112 7.1.2)
+                names = ", ".join(sorted({n.decode("latin-1").lower() for n, _ in trailers}))
+                self._log("info", f"trailers dropped for an HTTP/1 client ({names}): {ex.flow.request.url}")
             self._client.end(ex.xid)
         self._to_client(self._client.bytes_to_send())
         self._complete_exchange(ex, up)

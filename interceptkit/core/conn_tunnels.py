@@ -245,6 +245,8 @@ class Tunnels(ConnectionBase):
     def _sniff(self, data: bytes) -> None:
         """Decide from a tunnel's first bytes: TLS to intercept, HTTP, or a raw relay."""
         buf = self._early = self._early + data
+        if self._awaiting_alpn():
+            return  # the hello is read: it waits for the upstream's choice (conn_alpn.py)
         verdict = looks_like_tls(buf)
         if verdict is None:
             return
@@ -258,17 +260,18 @@ class Tunnels(ConnectionBase):
             return
         if hello is not None:
             self._client_offer = hello.alpn
-            self._start_client_tls(hello.sni)
+            if not self._upstream_first(hello):
+                self._start_client_tls(hello.sni, None)
         elif len(buf) > SNIFF_LIMIT:
             self._tunnel_raw()
 
-    def _start_client_tls(self, sni: str | None) -> None:
+    def _start_client_tls(self, sni: str | None, alpn: tuple[str, ...] | None = None) -> None:
+        """Answer the client's hello; ``alpn`` is what to offer it (None: what it offered that we speak)."""
         tunnel = self._tunnel
         assert tunnel is not None and self._config.server_context is not None
         host, port = tunnel.request.host, tunnel.request.port
-        # Offer what the client offered of h2 and http/1.1, in its order: each
-        # side speaks what it chose, and the exchange logic translates.
-        alpn = fallback_protocols(self._client_offer, http2=h2_enabled(self._config.http2))
+        if alpn is None:  # no upstream choice to follow: each side speaks what it chose, translated
+            alpn = fallback_protocols(self._client_offer, http2=h2_enabled(self._config.http2))
         try:
             context = self._config.server_context(sni or host, alpn)
         except ValueError:  # a name no certificate can carry: use the CONNECT host
@@ -283,6 +286,11 @@ class Tunnels(ConnectionBase):
         tunnel = self._tunnel
         assert tunnel is not None
         self._enter_inner("http", tunnel.request.host, tunnel.request.port)
+
+    def _set_inner_origin(self, scheme: str, host: str, port: int, server_name: str) -> None:
+        """Requests inside this tunnel go to ``host:port``, whose TLS name is ``server_name``."""
+        self._origin = (scheme, host, port)
+        self._server_name = server_name
 
     def _enter_inner(self, scheme: str, host: str, port: int) -> None:
         """Parse the tunnel's content as HTTP requests that all go to ``host:port``."""

@@ -231,7 +231,7 @@ class Upstreams(ConnectionBase):
         if up.deferred is not None:
             up.deferred.append((ex, part))
             return
-        _send_part(up, ex.up_xid, part)
+        _send_part(up, ex, part)
         self._to_upstream(up, up.layer.bytes_to_send())
 
     def _upstream_alpn(self) -> tuple[str, ...]:
@@ -251,7 +251,7 @@ class Upstreams(ConnectionBase):
                 bind(ex, up, up.layer.start_exchange())
         for ex, part in deferred:
             if ex.upstream is up and ex.live:
-                _send_part(up, ex.up_xid, part)
+                _send_part(up, ex, part)
         self._to_upstream(up, up.layer.bytes_to_send())
 
     def _start_upstream_tls(self, up: Upstream) -> None:
@@ -267,6 +267,8 @@ class Upstreams(ConnectionBase):
         up.ready = True
         if up.deferred is not None:
             self._frame_deferred(up)
+        if self._awaiting_alpn():
+            self._alpn_chosen(up)
         for ex in up.exchanges.values():
             if ex.request_complete and ex.flow.timings.request_sent is None:
                 ex.flow.timings.request_sent = self._now
@@ -312,7 +314,9 @@ class Upstreams(ConnectionBase):
         _UPSTREAM_BYTES.get(self._phase, Upstreams._http_response_bytes)(self, up, data, closed)
 
     def _http_response_bytes(self, up: Upstream, data: bytes, closed: bool) -> None:
-        if not up.exchanges:
+        if not data and not closed:
+            return  # a TLS record with no plaintext (a session ticket after the handshake)
+        if not up.exchanges and not up.layer.multiplexed:
             # Nobody asked this connection anything (a server's "408" before
             # it closes an idle connection, say): it cannot be trusted again.
             self._drop_upstream(up)
@@ -380,6 +384,9 @@ class Upstreams(ConnectionBase):
         Only a reused connection that was closed before any response byte is
         retried; a ``timeout`` never is (the server may be working on it).
         """
+        if self._awaiting_alpn():
+            self._alpn_failed(up, reason, status)
+            return
         self._drop_upstream(up)
         if self._phase is Phase.CONNECTING:
             self._fail_tunnel(reason, status)
@@ -439,10 +446,17 @@ class Upstreams(ConnectionBase):
             self._arm_read_timer(self._config.read_timeout)  # the retry is timed like the first try
 
 
-def _send_part(up: Upstream, xid: int, part: SentPart) -> None:
-    """One part of a request through ``up``'s layer (a head was checked before it was kept)."""
+def _send_part(up: Upstream, ex: Exchange, part: SentPart) -> None:
+    """One part of a request through ``up``'s layer (a head was checked before it was kept).
+
+    A request the client sent without a body (HTTP/2 END_STREAM on HEADERS)
+    goes out the same way: its end rides on the head, never on an empty DATA frame.
+    """
+    xid = ex.up_xid
     if isinstance(part, RequestHead):
-        up.layer.send_head(xid, part, validate=False)
+        up.layer.send_head(xid, part, validate=False, end_stream=ex.request_bodyless)
+    elif ex.request_bodyless:
+        return  # ended with the head
     elif not isinstance(part, SentEnd):
         up.layer.send_data(xid, part)
     elif part.trailers and up.layer.can_send_trailers(xid):

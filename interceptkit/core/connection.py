@@ -53,6 +53,7 @@ from . import commands as cmd
 from . import events as ev
 from . import layers as ly
 from .conn_holds import Holds
+from .conn_alpn import AlpnFirst
 from .conn_lifecycle import Lifecycle
 from .conn_requests import Requests
 from .conn_responses import Responses
@@ -66,7 +67,8 @@ from .state import Phase, Upstream
 from .websocket import WebSocketMessage
 
 
-class ProxyConnection(Requests, Responses, Upstreams, Tunnels, WebSockets, Lifecycle, Socks5Side, Holds, Streams):
+class ProxyConnection(Requests, Responses, Upstreams, Tunnels, WebSockets, Lifecycle, Socks5Side, Holds, Streams,
+                      AlpnFirst):
     """The proxy state machine for one client connection.
 
     ``handle(event)`` returns the commands to execute, in order. It never
@@ -173,7 +175,7 @@ _HANDLERS[ev.ConnectionClosed] = _on_closed
 
 def _request_head(self: ProxyConnection, ex: Exchange | None, event: ly.HeadReceived) -> None:
     assert isinstance(event.head, ly.RequestHead)
-    self._on_request(event.xid, event.head)
+    self._on_request(event.xid, event.head, event.end_stream)
 
 
 def _request_data(self: ProxyConnection, ex: Exchange | None, event: ly.DataReceived) -> None:
@@ -248,6 +250,7 @@ _FROM_CLIENT: dict[type[ly.LayerEvent], Callable[[ProxyConnection, Exchange | No
 def _response_head(self: ProxyConnection, up: Upstream, ex: Exchange | None, event: ly.HeadReceived) -> None:
     assert isinstance(event.head, ly.ResponseHead)
     if ex is not None and not self._parent_refused(up, event.head):
+        ex.response_bodyless = event.end_stream
         self._on_response(ex, event.head)
 
 

@@ -106,7 +106,8 @@ class Exchange:
     or the HTTP/2 stream id); ``up_xid`` the one on its upstream's layer.
     """
 
-    __slots__ = ("xid", "flow", "state", "upstream", "up_xid", "request_complete", "request_trailers", "te_trailers", "unacked", "upstream_bytes", "replay",
+    __slots__ = ("xid", "flow", "state", "upstream", "up_xid", "request_complete", "request_trailers", "te_trailers", "unacked",
+                 "request_bodyless", "response_bodyless", "response_ended", "upstream_bytes", "replay",
                  "replay_size", "retried", "upgrade", "absolute_form", "request_parts", "response_parts",
                  "parts_size", "hooked", "upstream_response", "websocket", "body_shape", "waiting", "inbox",
                  "response_trailers", "upload_pace", "streaming")
@@ -124,6 +125,12 @@ class Exchange:
         #: Response bytes from an HTTP/2 origin not acknowledged yet: the
         #: client's window holds them (acknowledged when it takes them).
         self.unacked = 0
+        #: The message said it has no body (HTTP/2 END_STREAM on HEADERS): its
+        #: end goes out with its head on the other side too.
+        self.request_bodyless = False
+        self.response_bodyless = False
+        #: The client's answer is complete on the wire (ended with its head).
+        self.response_ended = False
         self.upstream_bytes = 0
         #: What was sent so far, kept while small enough to resend (None: not kept).
         self.replay: list[SentPart] | None = None

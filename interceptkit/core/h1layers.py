@@ -43,6 +43,20 @@ from .layers import (
 __all__ = ["H1ClientLayer", "H1UpstreamLayer"]
 
 
+def _no_body(fields: Fields, status: int = 0, head_request: bool = False) -> bool:
+    """Whether a message has no body by its framing (RFC 9112 6.3): no length or chunks; a 1xx, 204,
+    304 or an answer to HEAD. (A response without framing is read to the close: it has one.)"""
+    if head_request or status in (204, 304):
+        return True
+    for name, value in fields:
+        lower = name.lower()
+        if lower == b"transfer-encoding":
+            return False
+        if lower == b"content-length":
+            return value.strip() == b"0"
+    return status == 0  # a request without framing has no body
+
+
 def check_request_head(head: RequestHead) -> None:
     """Raise ``ProxyError`` (502) for a head h11 would refuse to send: fields a hook set badly."""
     try:
@@ -105,6 +119,9 @@ class _H1Layer:
 
     def shutdown(self) -> None:
         """HTTP/1 has no goodbye of its own: closing the connection says it."""
+
+    def forget(self, xid: int) -> None:
+        """Nothing is kept per exchange here (one at a time)."""
 
     def consumed(self, xid: int, n: int) -> None:
         """Nothing to acknowledge: reading resumes with ``resume``."""
@@ -228,9 +245,9 @@ class H1ClientLayer(_H1Layer):
             self._xid += 1
             method = event.method
             self.head_request = method == b"HEAD"
-            head = RequestHead(method=method, target=event.target, headers=event.headers.raw_items(),
-                               http_version=event.http_version)
-            events.append(HeadReceived(xid=self._xid, head=head))
+            fields = event.headers.raw_items()
+            head = RequestHead(method=method, target=event.target, headers=fields, http_version=event.http_version)
+            events.append(HeadReceived(xid=self._xid, head=head, end_stream=_no_body(fields)))
             return True
         # NEED_DATA, or PAUSED: the client sent more while we still answer (h11 holds it).
         self.held_back = event is h11.PAUSED
@@ -334,6 +351,7 @@ class H1UpstreamLayer(_H1Layer):
     def __init__(self) -> None:
         super().__init__()
         self._conn = h11.Connection(h11.CLIENT)
+        self._head_request = False  # the request in flight is a HEAD: its answer has no body
 
     def start_exchange(self) -> int:
         self._xid += 1
@@ -355,6 +373,7 @@ class H1UpstreamLayer(_H1Layer):
     def send_head(self, xid: int, head: RequestHead, *, end_stream: bool = False, validate: bool = True) -> None:
         if validate:
             check_request_head(head)
+        self._head_request = head.method == b"HEAD"
         headers = [(n, v) for n, v in head.headers if n != b"te"] if (b"te", b"trailers") in head.headers \
             else head.headers  # added for HTTP/2 origins: hop-by-hop here
         self._write(self._conn.send(h11_request(head.method, head.target, headers)))
@@ -371,7 +390,8 @@ class H1UpstreamLayer(_H1Layer):
                                 headers=event.headers.raw_items(),  # type: ignore[attr-defined]
                                 http_version=event.http_version)  # type: ignore[attr-defined]
             if kind is h11.Response:
-                events.append(HeadReceived(xid=self._xid, head=head))
+                bodyless = _no_body(head.headers, head.status, self._head_request)
+                events.append(HeadReceived(xid=self._xid, head=head, end_stream=bodyless))
                 return True
             events.append(InformationalReceived(xid=self._xid, head=head))
             return head.status != 101  # after a 101 the bytes are another protocol's

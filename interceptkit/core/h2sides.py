@@ -60,7 +60,7 @@ class H2Client(H2ClientLayer):
         head = event.head
         if head.method == b"HEAD":
             self._heads.add(event.xid)
-        h1 = h2_request_to_h1(head)
+        h1 = h2_request_to_h1(head, keep_te_trailers=True)  # the exchange logic passes it to h2 origins only
         h1.http_version = b"2"
         return HeadReceived(xid=event.xid, head=h1, end_stream=event.end_stream)
 
@@ -88,7 +88,8 @@ class H2Client(H2ClientLayer):
             self.send_data(xid, body)
             self.end(xid)
 
-    def forget_head(self, xid: int) -> None:
+    def forget(self, xid: int) -> None:
+        """The exchange of ``xid`` is over: nothing of it is kept here (no map grows with streams)."""
         self._heads.discard(xid)
 
     def guard_chunks(self) -> None:

@@ -86,7 +86,7 @@ def reason_phrase(status: int) -> bytes:
         return b""
 
 
-def h2_request_to_h1(head: RequestHead) -> RequestHead:
+def h2_request_to_h1(head: RequestHead, *, keep_te_trailers: bool = False) -> RequestHead:
     """The HTTP/1.1 head of an h2 request: ``Host`` first, from ``:authority``.
 
     A ``host`` field sent alongside ``:authority`` is replaced (RFC 9113
@@ -94,7 +94,7 @@ def h2_request_to_h1(head: RequestHead) -> RequestHead:
     authority); ``scheme`` and ``authority`` are left out, HTTP/1 has no
     place for them in origin form.
     """
-    headers = join_cookies(drop_connection_specific(head.headers, keep_te_trailers=False))
+    headers = join_cookies(drop_connection_specific(head.headers, keep_te_trailers=keep_te_trailers))
     rest = [(n, v) for n, v in headers if n.lower() != b"host"]
     host = head.authority or next((v for n, v in headers if n.lower() == b"host"), b"")
     front: Fields = [(b"host", host)] if host else []
