@@ -12,7 +12,12 @@ knowledge) on ``plain_port``. The app reports what it saw:
 ``/echo``             the request body back; ``x-echo-length`` its size
 ``/bytes/N``          N bytes of :func:`origin.pattern`, streamed in 256 KiB pieces
 ``/trailers``         a body and the trailers ``x-checksum``/``grpc-status``
-                      (hypercorn sends trailers only to h2 requests with ``te: trailers``)
+                      (hypercorn sends trailers only to h2 requests with ``te: trailers``);
+                      ``?sized=1``: the same with a ``content-length``
+``/bytes/N?tag=T``    as ``/bytes/N``, and :data:`SENT` ``[T]`` counts the bytes handed to
+                      hypercorn so far (it blocks the app on h2 flow control: what the
+                      origin managed to write)
+``/ws`` (WebSocket)   every message echoed back (hypercorn over HTTP/1.1 upgrade, or RFC 8441)
 ``/status/N``         an empty answer with status N
 ``/hello``            :data:`origin.HELLO`
 
@@ -51,6 +56,8 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 PIECE = 256 * 1024
+#: ``/bytes/N?tag=T``: bytes of body handed to the server so far, per tag.
+SENT: dict[str, int] = {}
 
 
 async def _body(receive: Receive) -> bytes:
@@ -68,7 +75,7 @@ async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[byte
     await send({"type": "http.response.body", "body": body})
 
 
-async def _download(send: Send, n: int) -> None:
+async def _download(send: Send, n: int, tag: str | None = None) -> None:
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-length", b"%d" % n), (b"content-type", b"application/octet-stream")]})
     sent = 0
@@ -76,13 +83,16 @@ async def _download(send: Send, n: int) -> None:
         piece = pattern(min(PIECE, n - sent), sent)
         sent += len(piece)
         await send({"type": "http.response.body", "body": piece, "more_body": sent < n})
+        if tag is not None:
+            SENT[tag] = sent
     if n == 0:
         await send({"type": "http.response.body", "body": b""})
 
 
-async def _trailers(send: Send) -> None:
+async def _trailers(send: Send, sized: bool = False) -> None:
+    length = [(b"content-length", b"14")] if sized else []
     await send({"type": "http.response.start", "status": 200, "trailers": True,
-                "headers": [(b"content-type", b"text/plain")]})
+                "headers": [(b"content-type", b"text/plain"), *length]})
     await send({"type": "http.response.body", "body": b"with trailers\n"})
     await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"abc123"), (b"grpc-status", b"0")]})
 
@@ -94,7 +104,11 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
             await send({"type": message["type"] + ".complete"})
         await send({"type": "lifespan.shutdown.complete"})
         return
+    if scope["type"] == "websocket":
+        await _websocket_echo(receive, send)
+        return
     path: str = scope["path"]
+    query: str = scope["query_string"].decode()
     body = await _body(receive)
     if path == "/proto":
         seen = {"http_version": scope["http_version"], "scheme": scope["scheme"], "method": scope["method"],
@@ -103,15 +117,24 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     elif path == "/echo":
         await _answer(send, 200, body, [(b"x-echo-length", b"%d" % len(body))])
     elif path.startswith("/bytes/"):
-        await _download(send, int(path.split("/")[2]))
+        tag = query[len("tag="):] if query.startswith("tag=") else None
+        await _download(send, int(path.split("/")[2]), tag)
     elif path == "/trailers":
-        await _trailers(send)
+        await _trailers(send, sized=query == "sized=1")
     elif path.startswith("/status/"):
         await _answer(send, int(path.split("/")[2]), b"")
     elif path == "/hello":
         await _answer(send, 200, HELLO, [(b"content-type", b"text/plain")])
     else:
         await _answer(send, 404, b"not found\n")
+
+
+async def _websocket_echo(receive: Receive, send: Send) -> None:
+    while (message := await receive())["type"] != "websocket.disconnect":
+        if message["type"] == "websocket.connect":
+            await send({"type": "websocket.accept"})
+        elif message["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": message.get("text"), "bytes": message.get("bytes")})
 
 
 def _listener() -> socket.socket:
@@ -124,9 +147,12 @@ def _listener() -> socket.socket:
 
 
 class H2Origin:
-    """``H2Origin(pki).start()``; ``.tls_port``, ``.plain_port``, ``.url(path)``; ``.stop()``."""
+    """``H2Origin(pki).start()``; ``.tls_port``, ``.plain_port``, ``.url(path)``; ``.stop()``.
 
-    def __init__(self, pki: OriginPKI) -> None:
+    ``alpn=("h2",)`` makes an origin whose TLS side selects only h2 (a client
+    that offers http/1.1 alone gets no ALPN answer)."""
+
+    def __init__(self, pki: OriginPKI, alpn: tuple[str, ...] = ("h2", "http/1.1")) -> None:
         self.pki = pki
         tls, plain = _listener(), _listener()
         self.tls_port: int = tls.getsockname()[1]
@@ -136,7 +162,7 @@ class H2Origin:
         config.bind = [f"fd://{tls.detach()}"]
         config.insecure_bind = [f"fd://{plain.detach()}"]
         config.certfile, config.keyfile = str(pki.chain_path), str(pki.key_path)
-        config.alpn_protocols = ["h2", "http/1.1"]
+        config.alpn_protocols = list(alpn)
         config.accesslog = config.errorlog = None
         config.graceful_timeout = 1.0
         self._config = config
