@@ -67,6 +67,7 @@ class StreamResult:
     trailers: Fields = field(default_factory=list)
     ended: bool = False
     reset: int | None = None  # the RST_STREAM error code, when the peer reset the stream
+    size: int = 0  # DATA bytes received (also when the body is not kept)
 
     @property
     def done(self) -> bool:
@@ -83,8 +84,9 @@ class H2Tunnel:
     the connection window is raised to match when it is larger.
     """
 
-    def __init__(self, tls: ssl.SSLSocket, authority: str, *, window: int | None = None) -> None:
-        self.tls, self.authority = tls, authority
+    def __init__(self, tls: ssl.SSLSocket, authority: str, *, window: int | None = None,
+                 keep_bodies: bool = True) -> None:
+        self.tls, self.authority, self.keep_bodies = tls, authority, keep_bodies
         self.alpn = tls.selected_alpn_protocol()
         config = h2.config.H2Configuration(client_side=True, header_encoding=None)
         self.conn = h2.connection.H2Connection(config)
@@ -103,11 +105,11 @@ class H2Tunnel:
 
     @classmethod
     def through(cls, proxy: Any, host: str, port: int, cafile: Path | str, *, alpn: Iterable[str] = ("h2",),
-                window: int | None = None, timeout: float = 10.0) -> H2Tunnel:
+                window: int | None = None, keep_bodies: bool = True, timeout: float = 10.0) -> H2Tunnel:
         """CONNECT ``host:port`` through ``proxy``, then TLS (trusting ``cafile``) offering ``alpn``."""
         raw = connect_through(proxy.port, host, port, timeout)
         tls = trust(cafile, alpn).wrap_socket(raw, server_hostname=host)
-        return cls(tls, f"{host}:{port}", window=window)
+        return cls(tls, f"{host}:{port}", window=window, keep_bodies=keep_bodies)
 
     @classmethod
     def direct(cls, port: int, host: str, cafile: Path | str, *, alpn: Iterable[str] = ("h2",),
@@ -154,7 +156,9 @@ class H2Tunnel:
             result.headers = [(bytes(k), bytes(v)) for k, v in event.headers]
             result.status = int(dict(result.headers)[b":status"])
         elif isinstance(event, h2.events.DataReceived):
-            result.body += event.data
+            result.size += len(event.data)
+            if self.keep_bodies:
+                result.body += event.data
             if ack:
                 self.ack(event.stream_id, event.flow_controlled_length)
         elif isinstance(event, h2.events.TrailersReceived):
@@ -189,7 +193,8 @@ class H2Tunnel:
         deadline = time.monotonic() + timeout
         while not all(self.streams[s].done for s in wanted):
             if self.closed or time.monotonic() > deadline:
-                raise AssertionError(f"streams not done within {timeout} s (closed={self.closed}): "
+                why = "the peer closed the connection" if self.closed else f"not done within {timeout} s"
+                raise AssertionError(f"streams {why} (GOAWAY code {self.goaway}): "
                                      f"{ {s: self.streams[s] for s in wanted if not self.streams[s].done} }")
             self.tls.settimeout(max(0.05, min(1.0, deadline - time.monotonic())))
             self._read_once()

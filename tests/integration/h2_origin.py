@@ -25,7 +25,8 @@ knowledge) on ``plain_port``. The app reports what it saw:
 bytes, no protoc): ``/test.Echo/Unary`` answers ``b"echo:" + request``,
 ``/test.Echo/Stream`` answers ``N`` messages (N = the request as ASCII),
 both with the trailing metadata ``x-trailer: done``; a request ``b"fail"``
-ends with status ``INVALID_ARGUMENT``.
+ends with status ``INVALID_ARGUMENT``. ``/test.Echo/Bulk`` answers N messages
+of 1 MiB each (N = the request as ASCII): a large h2 download from a C server.
 
 :func:`h2_request`: a minimal h2 client (``h2`` over ``ssl``) that returns
 status, headers, body and trailers: what httpx does not show.
@@ -218,6 +219,14 @@ def _stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         yield b"message %d" % i
 
 
+_MIB = bytes(range(256)) * 4096
+
+
+def _bulk(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+    for _ in range(int(request.decode() or "0")):
+        yield _MIB
+
+
 class GrpcOrigin:
     """``GrpcOrigin(pki).start()``; ``.port``, ``.target``; ``.stop()``."""
 
@@ -226,6 +235,7 @@ class GrpcOrigin:
         handlers = grpc.method_handlers_generic_handler("test.Echo", {
             "Unary": grpc.unary_unary_rpc_method_handler(_unary),
             "Stream": grpc.unary_stream_rpc_method_handler(_stream),
+            "Bulk": grpc.unary_stream_rpc_method_handler(_bulk),
         })
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), handlers=[handlers],
                                    options=[("grpc.so_reuseport", 0)])
