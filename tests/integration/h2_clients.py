@@ -99,9 +99,11 @@ class H2Tunnel:
         self.streams: dict[int, StreamResult] = {}
         self.remote_settings_seen = False
         self.goaway: int | None = None
-        self.closed = False
         self.acked = 0  # DATA bytes acknowledged so far (slow reader)
-        self._flush()
+        # Not h2: send nothing (an h2 preface would be garbage to an HTTP/1.1 peer), fail on first use.
+        self.closed = self.alpn != "h2"
+        if not self.closed:
+            self._flush()
 
     @classmethod
     def through(cls, proxy: Any, host: str, port: int, cafile: Path | str, *, alpn: Iterable[str] = ("h2",),
@@ -120,6 +122,8 @@ class H2Tunnel:
         return cls(tls, f"{host}:{port}")
 
     def _flush(self) -> None:
+        if self.alpn != "h2":
+            raise AssertionError(f"ALPN selected {self.alpn!r}, not h2: no HTTP/2 on this connection")
         data = self.conn.data_to_send()
         if data and not self.closed:
             self.tls.sendall(data)
@@ -226,7 +230,7 @@ class H2Tunnel:
 
     def close(self) -> None:
         try:
-            if not self.closed:
+            if not self.closed and self.alpn == "h2":
                 self.conn.close_connection()
                 self._flush()
         except OSError:

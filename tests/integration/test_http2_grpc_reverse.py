@@ -153,7 +153,6 @@ def test_the_proxy_never_advertises_extended_connect(make: Callable[..., Proxy],
         tunnel.handshake()
         assert tunnel.alpn == "h2" and tunnel.remote_settings_seen
         assert tunnel.conn.remote_settings.get(h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL, 0) == 0
-        assert tunnel.conn.remote_settings.get(h2.settings.SettingCodes.ENABLE_PUSH, 0) == 0
 
 
 def test_a_websocket_to_an_h2_origin_opens_over_http1(make: Callable[..., Proxy], h2_origin: H2Origin) -> None:
