@@ -132,18 +132,19 @@ def _alpn_of_listener(proxy: Proxy, cafile: Path) -> str | None:
             return tls.selected_alpn_protocol()
 
 
-def test_the_proxy_offers_http1_only_until_http2_is_carried(tmp_path: Path) -> None:
-    # Today's behaviour: the listener and the upstream contexts in use offer
-    # http/1.1 alone; the h2 variant exists for the wiring (core.alpn.H2_READY).
+def test_the_proxy_offers_h2_on_its_tls_listener_and_upstream(tmp_path: Path) -> None:
     with Proxy(port=0, mode="reverse", routes={"/": "http://127.0.0.1:1"}, tls_name="localhost",
                confdir=tmp_path / "ca") as proxy:
         assert proxy.certs is not None
-        assert _alpn_of_listener(proxy, proxy.certs.ca_cert_path) == "http/1.1"
+        assert _alpn_of_listener(proxy, proxy.certs.ca_cert_path) == "h2"
         config = proxy._config
-        assert config.http2 is True and alpn.H2_READY is False
-        # The h2 upstream variant is built once it can be used (it costs a second trust-store load).
-        assert config.upstream_context_h2 is None
-        assert config.upstream_context_for(("h2", "http/1.1")) is config.upstream_context
+        assert config.http2 is True and alpn.H2_READY is True
+        assert config.upstream_context_h2 is not None
+        assert config.upstream_context_for(("h2", "http/1.1")) is config.upstream_context_h2
+    with Proxy(port=0, mode="reverse", routes={"/": "http://127.0.0.1:1"}, tls_name="localhost",
+               confdir=tmp_path / "ca", http2=False) as proxy:
+        assert proxy.certs is not None
+        assert _alpn_of_listener(proxy, proxy.certs.ca_cert_path) == "http/1.1"
 
 
 def test_http2_off_in_python_and_on_the_command_line(tmp_path: Path) -> None:

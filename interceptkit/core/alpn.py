@@ -26,10 +26,9 @@ SUPPORTED: Final[tuple[str, ...]] = (H2, HTTP11)
 #: The list the proxy uses while HTTP/2 is off (or not wired yet).
 HTTP1_ONLY: Final[tuple[str, ...]] = (HTTP11,)
 
-#: Whether the exchange logic can carry HTTP/2 streams yet. Until it can,
-#: nothing the proxy offers may promise h2 (``Proxy(http2=True)`` is then
-#: recorded but offers http/1.1 only); the wiring flips this one switch.
-H2_READY: Final = False
+#: Whether the exchange logic carries HTTP/2 streams (it does: one switch,
+#: kept so a build can turn h2 off everywhere at once).
+H2_READY: Final = True
 
 
 def h2_enabled(http2: bool) -> bool:
@@ -71,12 +70,16 @@ def client_protocols(client_offer: Sequence[str], upstream_selected: str | None,
 
 
 def fallback_protocols(client_offer: Sequence[str], *, http2: bool) -> tuple[str, ...]:
-    """The ALPN list for the client when there is no upstream answer (mocked host, failed upstream).
+    """The ALPN list for the client when there is no upstream answer to follow.
 
-    Both protocols we speak, in the client's order, so the client gets its
-    preference; empty when the client offered nothing we speak (no ALPN).
+    What the client offered of the protocols we speak, in *our* order (h2
+    first, as nginx and most servers prefer it): a server chooses in ALPN
+    (RFC 7301 3.2), and a client that offers h2 at all can speak it (httpx
+    lists http/1.1 first and still wants h2). Empty when the client offered
+    nothing we speak (no ALPN in our answer).
     """
-    return _spoken(client_offer, http2)
+    offered = set(client_offer)
+    return tuple(p for p in (SUPPORTED if http2 else HTTP1_ONLY) if p in offered)
 
 
 def listen_protocols(*, http2: bool) -> tuple[str, ...]:

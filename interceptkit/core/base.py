@@ -14,10 +14,11 @@ from ..flow import Flow, Request, TLSInfo
 from ..vocab import HookName, PauseReason
 from . import commands as cmd
 from .config import ProxyConfig
-from .exchange import Exchange, ExchangeState
+from .exchange import Exchange, ExchangeState, SentPart, unbind
 from .h1layers import H1ClientLayer
+from .h2sides import H2Client
 from .http1 import INFO_PAGE, info_page_fields, plain_answer
-from .layers import LayerEvent, ResponseHead
+from .layers import LayerEvent, ResponseHead, StreamReset
 from .socks5 import Reply, Socks5Handshake
 from .state import PHASE_TRANSITIONS, Phase, Upstream, UpstreamKey
 from .tls import TLSEndpoint
@@ -33,7 +34,7 @@ class ConnectionBase:
     """
 
     # State one part owns (creates and writes) and the others only read.
-    _client: H1ClientLayer  # conn_requests.py
+    _client: H1ClientLayer | H2Client  # conn_requests.py
     _client_address: tuple[str, int] | None  # conn_requests.py
     _client_activity: float  # conn_requests.py
     _client_blocked: bool  # conn_requests.py
@@ -44,7 +45,7 @@ class ConnectionBase:
     _origin: tuple[str, str, int] | None  # conn_tunnels.py
     _server_name: str | None  # conn_tunnels.py
     _tunnel: Flow | None  # conn_tunnels.py
-    _upstream: Upstream | None  # conn_upstreams.py
+    _upstreams: dict[int, Upstream]  # conn_upstreams.py
     _socks: Socks5Handshake | None  # conn_socks5.py
     _waiting: Exchange | None  # conn_lifecycle.py: the exchange a hook call is out for
 
@@ -73,10 +74,11 @@ class ConnectionBase:
     _current_upstream: Callable[[int], Upstream | None]  # conn_upstreams.py
     _parent_refused: Callable[[Upstream, ResponseHead], bool]  # conn_upstreams.py
     _drop_upstream: Callable[[Upstream], None]  # conn_upstreams.py
-    _drop_upstream_if_busy: Callable[[], None]  # conn_upstreams.py
+    _drop_upstream_if_busy: Callable[[Upstream | None], None]  # conn_upstreams.py
+    _primary: Callable[[], Upstream | None]  # conn_upstreams.py
     _release_upstream: Callable[[], None]  # conn_upstreams.py
     _pause_upstream: Callable[[Upstream], None]  # conn_upstreams.py
-    _resume_upstream: Callable[[], None]  # conn_upstreams.py
+    _resume_upstreams: Callable[[], None]  # conn_upstreams.py
     _arm_read_timer: Callable[[float], None]  # conn_lifecycle.py
     _arm_idle_timer: Callable[[float], None]  # conn_lifecycle.py
     _restart_client_parser: Callable[[], None]  # conn_requests.py
@@ -92,6 +94,13 @@ class ConnectionBase:
     _init_socks5: Callable[[], None]  # conn_socks5.py
     _set_proxy_user: Callable[[str], None]  # conn_requests.py
     _begin_tunnel: Callable[[Exchange], None]  # conn_tunnels.py
+    _client_offer: tuple[str, ...]  # conn_tunnels.py
+    _speak_h2: Callable[[], None]  # conn_requests.py
+    _frame: Callable[[Exchange, Upstream, SentPart], None]  # conn_upstreams.py
+    _abandon_upstream: Callable[[Exchange, Upstream], None]  # conn_upstreams.py
+    _upstream_stream_failed: Callable[[Exchange, Upstream, StreamReset], None]  # conn_upstreams.py
+    _upstream_data_sent_on: Callable[[Exchange, Upstream, int], None]  # conn_responses.py
+    _client_took: Callable[[Exchange], None]  # conn_responses.py
     _socks_reply: Callable[[Reply], bytes]  # conn_socks5.py
     _pump_ws: Callable[[], None]  # conn_websockets.py
     _start_websocket: Callable[[Exchange, bytes], None]  # conn_websockets.py
@@ -101,7 +110,7 @@ class ConnectionBase:
 
     # Seams with keyword or default arguments, which Callable cannot
     # express; conn_upstreams.py defines them.
-    def _open_upstream(self, key: UpstreamKey, *, reuse: bool) -> Upstream:
+    def _open_upstream(self, key: UpstreamKey, *, reuse: bool, for_exchange: Exchange | None = None) -> Upstream:
         raise NotImplementedError
 
     def _hook(self, name: HookName, ex: Exchange, payload: bytes | WebSocketMessage | None = None) -> None:
@@ -127,7 +136,8 @@ class ConnectionBase:
         self._exchanges: dict[int, Exchange] = {}
         self._out: list[cmd.Command] = []
         self._client_buf: list[bytes] = []
-        self._upstream_buf: list[bytes] = []
+        #: Upstreams with bytes in ``Upstream.out`` for this ``handle`` call.
+        self._dirty: list[Upstream] = []
         self._next_flow_id = config.next_flow_id or count(1).__next__
         self._now = 0.0
         self._pause_reasons: set[PauseReason] = set()
@@ -155,6 +165,10 @@ class ConnectionBase:
             raise RuntimeError(f"connection phase {self._phase.name} cannot become {phase.name}")
         self._phase = phase
 
+    def _hook_blocks_client(self) -> bool:
+        """A hook holds the client's bytes: HTTP/1 (one exchange at a time); an HTTP/2 stream waits alone."""
+        return self._waiting is not None and not self._client.multiplexed
+
     def _add_exchange(self, ex: Exchange) -> None:
         self._exchanges[ex.xid] = ex
 
@@ -162,6 +176,7 @@ class ConnectionBase:
         """``ex`` is over (done, failed, or handed to a tunnel or a WebSocket)."""
         if self._exchanges.get(ex.xid) is ex:
             del self._exchanges[ex.xid]
+        unbind(ex)
 
     def _current(self) -> Exchange | None:
         """The exchange in flight, for what HTTP/1 has one of (timeouts, a client's error)."""
@@ -176,17 +191,26 @@ class ConnectionBase:
         self._out.append(command)
 
     def _flush(self) -> None:
+        framed = self._client.bytes_to_send()  # what a layer wrote on its own (h2: SETTINGS, PING, WINDOW_UPDATE)
+        if framed:
+            self._client_buf.append(framed)
+        for up in self._upstreams.values():
+            framed = up.layer.bytes_to_send()
+            if framed:
+                self._to_upstream(up, framed)
         if self._client_buf:
             data = b"".join(self._client_buf) if len(self._client_buf) > 1 else self._client_buf[0]
             self._client_buf = []
             if self._client_tls is not None:
                 data = self._client_tls.send(data)
             self._out.append(cmd.SendToClient(data=data))
-        if self._upstream_buf:
-            up = self._upstream
-            data = b"".join(self._upstream_buf)
-            self._upstream_buf = []
-            if up is not None:
+        if self._dirty:
+            dirty, self._dirty = self._dirty, []
+            for up in dirty:
+                data = b"".join(up.out) if len(up.out) > 1 else up.out[0]
+                up.out = []
+                if up.id not in self._upstreams:
+                    continue  # dropped meanwhile: nothing goes to a closed connection
                 if up.tls is not None:
                     data = up.tls.send(data)
                 self._out.append(cmd.SendToUpstream(upstream=up.id, data=data))
@@ -209,7 +233,9 @@ class ConnectionBase:
             return
         up.last_activity = self._now
         if up.ready:
-            self._upstream_buf.append(data)
+            if not up.out:
+                self._dirty.append(up)
+            up.out.append(data)
             return
         up.pending.append(data)
         up.pending_size += len(data)
@@ -262,6 +288,8 @@ class ConnectionBase:
             return
         self._fail_all("connection closed before the exchange completed")
         self._release_upstream()
+        if self._client.multiplexed:
+            self._client.shutdown()  # GOAWAY: the client knows no stream of it goes on
         if self._client_tls is not None:
             self._flush()
             if not reset:  # a reset is abortive: no close_notify, as from a peer that crashed
@@ -279,7 +307,9 @@ class ConnectionBase:
         import traceback
 
         self._client_buf = []
-        self._upstream_buf = []
+        for up in self._dirty:
+            up.out = []
+        self._dirty = []
         self._out.append(cmd.Log(level="error", message="internal error: " + "".join(
             traceback.format_exception(type(exc), exc, exc.__traceback__))))
         for ex in list(self._exchanges.values()):
@@ -290,7 +320,7 @@ class ConnectionBase:
             self._enter(Phase.CLOSED)
             self._out.append(cmd.CloseClient())
 
-    def _serve_info(self, path: str) -> None:
+    def _serve_info(self, path: str, xid: int | None = None) -> None:
         config = self._config
         if path == "/cert/pem" and config.ca_cert_pem:
             body, ctype = config.ca_cert_pem, b"application/x-pem-file"
@@ -299,21 +329,30 @@ class ConnectionBase:
         else:
             body, ctype = INFO_PAGE.encode(), b"text/html; charset=utf-8"
         fields = info_page_fields(body, ctype) + [(b"Connection", b"close")]
-        self._send_whole_answer(ResponseHead(status=200, reason=b"OK", headers=fields), body)
+        self._send_whole_answer(ResponseHead(status=200, reason=b"OK", headers=fields), body, xid)
 
-    def _refuse(self, status: int, reason: str, what: str) -> None:
+    def _refuse(self, status: int, reason: str, what: str, xid: int | None = None) -> None:
         """Answer a request that never became a flow, and say so in the log."""
         client = f"{self._client_address[0]}:{self._client_address[1]}" if self._client_address else "client"
         self._log("info", f"refused {what} from {client}: {status} {reason}")
-        self._answer(status, reason)
+        self._answer(status, reason, xid)
 
-    def _answer(self, status: int, message: str) -> None:
-        """Answer the current request ourselves, then close the connection."""
-        response, body = plain_answer(status, message)
+    def _answer(self, status: int, message: str, xid: int | None = None) -> None:
+        """Answer a request ourselves: HTTP/1 then closes the connection, HTTP/2 ends the stream ``xid``."""
+        response, body = plain_answer(status, message, close=not self._client.multiplexed)
         head = ResponseHead(status=status, reason=response.reason, headers=response.headers.raw_items())
-        self._send_whole_answer(head, body)
+        self._send_whole_answer(head, body, xid)
 
-    def _send_whole_answer(self, head: ResponseHead, body: bytes) -> None:
-        self._client.send_whole_answer(head, body)
+    def _send_whole_answer(self, head: ResponseHead, body: bytes, xid: int | None = None) -> None:
+        self._client.send_whole_answer(head, body, xid)
         self._to_client(self._client.bytes_to_send())
-        self._close_client()
+        if not self._client.multiplexed:
+            self._close_client()
+
+    def _end_stream_badly(self, ex: Exchange) -> None:
+        """A response cut short: never let it look complete (HTTP/1 closes; HTTP/2 resets the stream)."""
+        if self._client.multiplexed:
+            self._client.reset(ex.xid, "the answer was cut short")
+            self._to_client(self._client.bytes_to_send())
+        else:
+            self._close_client()

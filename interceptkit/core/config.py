@@ -84,7 +84,8 @@ class ProxyConfig:
     #: Decrypt CONNECT tunnels (needs ``server_context``); hosts for which
     #: ``ignore_host(host, port)`` is true are relayed without decrypting.
     intercept: bool = False
-    server_context: Callable[[str], ssl.SSLContext] | None = None
+    #: ``server_context(host, alpn)``: a leaf context for ``host`` offering the ALPN list ``alpn``.
+    server_context: Callable[..., ssl.SSLContext] | None = None
     ignore_host: Callable[[str, int], bool] | None = None
     #: Client context towards upstreams: verification on unless the user opted out.
     #: It offers ``http/1.1`` alone in ALPN; ``upstream_context_h2`` is the

@@ -12,7 +12,7 @@ from . import events as ev
 from .base import ConnectionBase
 from ..vocab import HookName
 from .exchange import Exchange, PendingHook
-from .state import Phase
+from .state import Phase, Upstream
 from .websocket import WebSocketMessage
 
 
@@ -72,31 +72,31 @@ class Lifecycle(ConnectionBase):
 
     def _continue(self, ex: Exchange) -> None:
         """After a hook: take up what arrived for ``ex`` meanwhile, then read on."""
-        if self._waiting is None:
-            self._resume_upstream()
+        if not self._hook_blocks_client():
+            self._resume_upstreams()
             self._resume_client("hook")
+        self._client.resume(ex.xid)
         while ex.inbox and ex.waiting is None:
             source, event = ex.inbox.pop(0)
             self._deliver(source, event)
-        if self._waiting is not None:
+        if self._hook_blocks_client():
             return
         resume = _RESUME.get(self._phase)
         if resume is not None:
             resume(self)
 
     def _resume_http(self) -> None:
-        self._resume_upstream()
+        self._resume_upstreams()
         self._resume_client("hook")
         self._client.resume(0)
-        up = self._upstream
-        if up is not None:
+        for up in list(self._upstreams.values()):
             up.layer.resume(0)
             self._pump_upstream(up)
-        if self._waiting is None and self._phase is Phase.HTTP:
+        if not self._hook_blocks_client() and self._phase is Phase.HTTP:
             self._pump_client()
 
     def _resume_websocket(self) -> None:
-        self._resume_upstream()
+        self._resume_upstreams()
         self._resume_client("hook")
         self._pump_ws()
 
@@ -113,17 +113,20 @@ class Lifecycle(ConnectionBase):
             self._tunnel_raw()  # the client waits for the server to speak first
 
     def _check_read_timeout(self) -> None:
-        ex, timeout = self._current(), self._config.read_timeout
-        up = ex.upstream if ex is not None else None
-        if ex is None or up is None:
-            return
+        for ex in list(self._exchanges.values()):
+            if ex.upstream is not None and ex.live:
+                self._check_exchange_read_timeout(ex, ex.upstream)
+
+    def _check_exchange_read_timeout(self, ex: Exchange, up: Upstream) -> None:
+        timeout = self._config.read_timeout
         waited = self._now - up.last_activity
         if up.connected and not up.ready and waited >= timeout:
             self._upstream_failed(up, f"TLS handshake with the upstream took over {timeout:g} s", 504,
                                   timeout=True)
             return
         pace = ex.body_shape.pace if ex.body_shape is not None else None
-        if not up.ready or self._client_blocked or self._waiting is not None or (pace and pace.ticking):
+        if not up.ready or self._client_blocked or ex.waiting is not None or self._hook_blocks_client() or (
+                pace and pace.ticking):
             # Connecting (the transport times that), the client is not
             # reading, a hook runs, or we pace the body (its upstream paused):
             # none of that is the upstream's delay.
@@ -141,8 +144,9 @@ class Lifecycle(ConnectionBase):
             return
         timeout = self._config.idle_timeout
         idle = self._now - self._client_activity
-        if self._phase in (Phase.TUNNEL, Phase.WEBSOCKET) and self._upstream is not None:
-            idle = min(idle, self._now - self._upstream.last_activity)
+        primary = self._primary()
+        if self._phase in (Phase.TUNNEL, Phase.WEBSOCKET) and primary is not None:
+            idle = min(idle, self._now - primary.last_activity)
         ex = self._current()
         # While the upstream owes the answer, the read timer watches instead.
         awaiting_upstream = (ex is not None and ex.request_complete) or self._phase is Phase.CONNECTING

@@ -12,13 +12,13 @@ from . import commands as cmd
 from . import events as ev
 from .base import ConnectionBase
 from .errors import ProxyError, RemoteProtocolError
-from .exchange import Exchange, ExchangeState, SentEnd, capture_body, set_held_body
-from .h1layers import H1ClientLayer
+from .exchange import Exchange, ExchangeState, SentEnd, bind, capture_body, set_held_body
+from .h1layers import H1ClientLayer, check_request_head
+from .h2sides import H2Client
 from .layers import LayerEvent, RequestHead, ResponseHead
 from .proxyauth import challenge_answer
 from .http1 import (
     IDEMPOTENT_METHODS,
-    SUPPORTED_VERSIONS,
     append_to_field,
     check_request_framing,
     connection_tokens,
@@ -63,6 +63,10 @@ class Requests(ConnectionBase):
         """A fresh client layer: the decrypted content of a tunnel starts its own HTTP."""
         self._client = H1ClientLayer(self._config.max_header_size)
 
+    def _speak_h2(self) -> None:
+        """The client chose h2 (ALPN, or the prior-knowledge preface): streams from here on."""
+        self._client = H2Client()
+
     def _touch_client(self) -> None:
         """Idle time counts from now (the end of an answer)."""
         self._client_activity = self._now
@@ -88,7 +92,7 @@ class Requests(ConnectionBase):
         events = self._client.receive_data(data) if data else []
         if closed:
             events += self._client.receive_data(b"")
-        if self._waiting is not None:
+        if self._hook_blocks_client():
             self._pause_client("hook")  # the layer holds the rest until the hook returns
         elif self._client.held_back and self._phase is Phase.HTTP:
             # The client sent more while we still answer: pipelining or bytes
@@ -99,7 +103,7 @@ class Requests(ConnectionBase):
 
     def _pump_client(self) -> None:
         """Take up what the client layer holds (a pipelined request, the rest after a hook)."""
-        if self._phase is not Phase.HTTP or self._waiting is not None:
+        if self._phase is not Phase.HTTP or self._hook_blocks_client():
             return
         if self._pumping:
             self._pump_again = True  # the running loop reads on once its events are handled
@@ -116,7 +120,7 @@ class Requests(ConnectionBase):
             while self._queued:
                 batch, self._queued = self._queued, []
                 self._client_events(batch)
-                if self._pump_again and self._phase is Phase.HTTP and self._waiting is None:
+                if self._pump_again and self._phase is Phase.HTTP and not self._hook_blocks_client():
                     self._pump_again = False
                     self._queued.extend(self._client.pop_events())
         finally:
@@ -165,14 +169,14 @@ class Requests(ConnectionBase):
         fields = head.headers
         method = head.method.decode("ascii")
         what = f"{method} {head.target[:200]!r}"
-        if head.http_version not in SUPPORTED_VERSIONS:
-            self._refuse(505, f"HTTP/{head.http_version.decode('ascii')} is not supported", what)
+        if head.http_version not in self._client.versions:
+            self._refuse(505, f"HTTP/{head.http_version.decode('ascii')} is not supported", what, xid)
             return
         max_head = self._config.max_header_size
         if self._client.head_bytes > max_head and head_size(head.target, fields) > max_head:
             # h11 bounds only a head that arrives in pieces; one that came
             # whole in a single read is measured here.
-            self._answer(431, "request header block too large")
+            self._answer(431, "request header block too large", xid)
             return
         if self._config.credentials is not None:
             allowed = self._authenticate(fields, what)
@@ -185,10 +189,10 @@ class Requests(ConnectionBase):
         try:
             scheme, host, port, path = self._check_request(head, fields)
         except RemoteProtocolError as exc:
-            self._refuse(exc.status, str(exc), what)
+            self._refuse(exc.status, str(exc), what, xid)
             return
         if scheme == "":
-            self._serve_info(path)
+            self._serve_info(path, xid)
             return
         request = Request(
             method=method, scheme=scheme, host=host, port=port, path=path,
@@ -201,6 +205,7 @@ class Requests(ConnectionBase):
         upgrade = next((v for n, v in fields if n.lower() == b"upgrade"), None)
         ex.upgrade = upgrade is not None and b"upgrade" in connection_tokens(fields)
         ex.websocket = ex.upgrade and upgrade is not None and b"websocket" in upgrade.lower()
+        ex.te_trailers = any(n.lower() == b"te" and b"trailers" in v.lower() for n, v in fields)
         self._add_exchange(ex)
         self._emit(cmd.FlowStarted(flow=ex.flow))
         self._hook("request_headers", ex)
@@ -314,7 +319,8 @@ class Requests(ConnectionBase):
             fields = append_to_field(fields, b"X-Forwarded-For", self._client_address[0].encode("ascii"))
         fields = reframe(fields, chunked) if body_length is None else sized(fields, body_length)
         up = self._bind_upstream(request.scheme, request.host, request.port)
-        ex.upstream = up
+        if not up.connected:
+            ex.flow.timings.connect_start = self._now
         if up.tls is not None and up.ready:
             ex.flow.server_tls = tls_info(up)
         # A connection may turn out to be a pooled one only once it is handed
@@ -324,16 +330,19 @@ class Requests(ConnectionBase):
             ex.replay = []
         target, fields = self._for_parent(up, request, fields)  # absolute-form to a parent proxy
         head = RequestHead(method=request.method.encode("ascii"), target=target, headers=fields)
-        ex.up_xid = up.layer.start_exchange()
-        try:
-            up.layer.send_head(ex.up_xid, head, validate=ex.hooked)
-        except ProxyError as exc:  # only a hook's change can get here
-            self._fail_exchange(ex, exc.reason)
-            self._answer(exc.status, exc.reason)
-            return
+        if ex.hooked:
+            try:
+                check_request_head(head)
+            except ProxyError as exc:  # only a hook's change can get here
+                self._fail_exchange(ex, exc.reason)
+                self._answer(exc.status, exc.reason, ex.xid)
+                return
+        if ex.te_trailers:
+            head.headers.append((b"te", b"trailers"))  # gRPC needs it; an HTTP/1 layer drops it (hop-by-hop)
+        bind(ex, up, up.layer.start_exchange())
         ex.enter(ExchangeState.FORWARDING)
         ex.remember(head, 0, self._config.retry_buffer_limit)
-        self._to_upstream(up, up.layer.bytes_to_send())
+        self._frame(ex, up, head)
 
     def _after_request_headers(self, ex: Exchange, _: Any) -> None:
         if self._intervened(ex):
@@ -384,9 +393,8 @@ class Requests(ConnectionBase):
     def _send_request_data(self, ex: Exchange, data: bytes) -> None:
         up = ex.upstream
         if up is not None and ex.live:
-            up.layer.send_data(ex.up_xid, data)
             ex.remember(data, len(data), self._config.retry_buffer_limit)
-            self._to_upstream(up, up.layer.bytes_to_send())
+            self._frame(ex, up, data)
 
     def _on_request_end(self, ex: Exchange) -> None:
         ex.request_complete = True
@@ -416,19 +424,15 @@ class Requests(ConnectionBase):
         up = ex.upstream
         if up is None or not ex.live:
             return
-        trailers = ex.request_trailers
-        if trailers and up.layer.can_send_trailers(ex.up_xid):
-            up.layer.send_trailers(ex.up_xid, trailers)
-        else:
-            up.layer.end(ex.up_xid)
-        ex.remember(SentEnd(trailers), 0, self._config.retry_buffer_limit)
-        self._to_upstream(up, up.layer.bytes_to_send())
+        end = SentEnd(ex.request_trailers)
+        ex.remember(end, 0, self._config.retry_buffer_limit)
+        self._frame(ex, up, end)
         if up.ready:  # otherwise it leaves once connected: _upstream_ready stamps it
             ex.flow.timings.request_sent = self._now
         self._arm_read_timer(self._config.read_timeout)
 
     def _on_client_backpressure(self, event: ev.ClientBackpressure) -> None:
         self._client_blocked = event.blocked
-        up = self._upstream
+        up = self._primary()
         if not event.blocked and up is not None:
             up.last_activity = self._now  # a slow reader is not a stalled upstream

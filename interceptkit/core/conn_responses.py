@@ -11,7 +11,7 @@ from ..flow import Headers, Response
 from . import commands as cmd
 from .base import ConnectionBase
 from .errors import ProxyError
-from .exchange import Exchange, ExchangeState, capture_body, set_held_body
+from .exchange import Exchange, ExchangeState, capture_body, set_held_body, unbind
 from .http1 import end_to_end_fields, reframe, sized
 from .layers import ResponseHead
 from .shaping import Pace, Shape
@@ -27,7 +27,7 @@ class Responses(ConnectionBase):
 
     def _pump_upstream(self, up: Upstream) -> None:
         """Take up what ``up``'s layer holds (the rest of a response after a hook)."""
-        if self._upstream is up and self._waiting is None:
+        if up.id in self._upstreams and not self._hook_blocks_client():
             for event in up.layer.pop_events():
                 self._deliver(up, event)
 
@@ -81,9 +81,10 @@ class Responses(ConnectionBase):
         try:
             self._client.send_head(ex.xid, head, validate=ex.hooked)
         except ProxyError as exc:  # only a hook's change can get here
+            up = ex.upstream
             self._fail_exchange(ex, exc.reason)
-            self._drop_upstream_if_busy()
-            self._answer(exc.status, exc.reason)
+            self._drop_upstream_if_busy(up)
+            self._answer(exc.status, exc.reason, ex.xid)
             return
         ex.enter(ExchangeState.RESPONDING)
         self._to_client(self._client.bytes_to_send())
@@ -120,9 +121,10 @@ class Responses(ConnectionBase):
             self._client.send_data(ex.xid, send)
             self._to_client(self._client.bytes_to_send())
         if now:
+            up = ex.upstream
             self._fail_exchange(ex, f"response body truncated after {ex.flow.truncate_after} bytes")
-            self._drop_upstream_if_busy()
-            self._close_client()  # the client sees a short read (over TLS: after close_notify)
+            self._drop_upstream_if_busy(up)
+            self._end_stream_badly(ex)  # the client sees a short read (over TLS: after close_notify)
 
     def _pace(self, ex: Exchange, pace: Pace, data: bytes) -> None:
         """Queue ``data`` in pieces; one goes now if no tick is due, the rest on the "shape" timer."""
@@ -135,7 +137,7 @@ class Responses(ConnectionBase):
     def _tick(self, ex: Exchange, pace: Pace) -> None:
         if not pace.queue:
             pace.ticking = False
-            self._resume_upstream()
+            self._resume_upstreams()
             if pace.end is not None:
                 up, pace.end = pace.end, None
                 self._end_response(ex, up)
@@ -147,10 +149,10 @@ class Responses(ConnectionBase):
             self._emit(cmd.StartTimer(name="shape", delay=pace.interval))
 
     def _on_shape_timer(self) -> None:
-        ex = self._current()
-        pace = ex.body_shape.pace if ex is not None and ex.body_shape is not None else None
-        if ex is not None and pace is not None and pace.ticking:
-            self._tick(ex, pace)
+        for ex in list(self._exchanges.values()):
+            pace = ex.body_shape.pace if ex.body_shape is not None else None
+            if pace is not None and pace.ticking:
+                self._tick(ex, pace)
 
     def _after_chunk_hook(self, ex: Exchange, result: Any, original: Any) -> None:
         """Send a chunk as the hooks left it: replaced (bytes), unchanged (None), or dropped (b"")."""
@@ -213,6 +215,34 @@ class Responses(ConnectionBase):
         self._to_client(self._client.bytes_to_send())
         return True
 
+    def _upstream_data_sent_on(self, ex: Exchange, up: Upstream, n: int) -> None:
+        """``n`` response bytes went to the client: acknowledge them upstream once the client took them.
+
+        A slow HTTP/2 client closes its window; then an HTTP/2 origin gets no
+        WINDOW_UPDATE and an HTTP/1 origin is not read, so a slow reader slows
+        its writer instead of growing our memory.
+        """
+        if self._client.writable(ex.xid):
+            up.layer.consumed(ex.up_xid, n)
+            return
+        ex.unacked += n
+        if not up.layer.multiplexed:
+            up.layer.pause(ex.up_xid)
+            self._pause_upstream(up)
+
+    def _client_took(self, ex: Exchange) -> None:
+        """The client's window opened for ``ex``: what waited for it may flow again."""
+        up = ex.upstream
+        if up is None or not self._client.writable(ex.xid):
+            return
+        if ex.unacked:
+            up.layer.consumed(ex.up_xid, ex.unacked)
+            ex.unacked = 0
+        if not up.layer.multiplexed and up.paused and not self._hook_blocks_client():
+            up.layer.resume(ex.up_xid)
+            self._resume_upstreams()
+            self._pump_upstream(up)
+
     def _complete_exchange(self, ex: Exchange, up: Upstream | None) -> None:
         flow = ex.flow
         flow.timings.end = self._now
@@ -236,7 +266,7 @@ class Responses(ConnectionBase):
 
     def _finish_mocked_after_upstream(self, ex: Exchange, up: Upstream) -> None:
         """A response hook replaced the upstream's answer: send the replacement."""
-        ex.upstream = None
+        unbind(ex)
         if up.layer.next_cycle():
             up.reused = True
         else:
@@ -245,13 +275,17 @@ class Responses(ConnectionBase):
 
     def _kill(self, ex: Exchange) -> None:
         """A hook called flow.kill(): no answer, the client connection closes (a reset if asked)."""
-        reset = ex.flow.kill_reset
+        reset, up = ex.flow.kill_reset, ex.upstream
         self._fail_exchange(ex, "killed by a hook")
-        self._drop_upstream_if_busy()
-        self._close_client(reset=reset)
+        self._drop_upstream_if_busy(up)
+        if self._client.multiplexed and not reset:
+            self._client.reset(ex.xid, "killed by a hook")  # HTTP/2: that stream only (RST_STREAM CANCEL)
+            self._to_client(self._client.bytes_to_send())
+        else:
+            self._close_client(reset=reset)
 
     def _after_exchange(self, up: Upstream | None) -> None:
-        if up is not None and self._upstream is up:
+        if up is not None and up.id in self._upstreams:
             if up.layer.next_cycle():
                 up.reused = True
             else:

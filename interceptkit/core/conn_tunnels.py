@@ -19,6 +19,7 @@ from .http1 import (
     parse_authority,
     sized,
 )
+from .alpn import H2, fallback_protocols, h2_enabled
 from .layers import ResponseHead
 from .socks5 import Reply, connect_failure_reply
 from .state import Phase, Upstream
@@ -54,6 +55,8 @@ class Tunnels(ConnectionBase):
         self._client_tls_info: TLSInfo | None = None
         #: Bytes of a tunnel not yet consumed: early data, or the sniffed start.
         self._early = b""
+        #: The protocols the client's ClientHello offered (ALPN), in its order.
+        self._client_offer: tuple[str, ...] = ()
         self._tunnel_answered = False
         #: Why the upstream being opened could not be reached (only while that failure is handled).
         self._connect_cause: ConnectCause = "other"
@@ -184,7 +187,7 @@ class Tunnels(ConnectionBase):
         self._relay_to_upstream(early)
 
     def _relay_to_upstream(self, data: bytes) -> None:
-        up, flow = self._upstream, self._tunnel
+        up, flow = self._primary(), self._tunnel
         if up is not None and flow is not None and data:
             flow.request.body_size += len(data)
             self._to_upstream(up, data)
@@ -254,6 +257,7 @@ class Tunnels(ConnectionBase):
             self._tunnel_raw()
             return
         if hello is not None:
+            self._client_offer = hello.alpn
             self._start_client_tls(hello.sni)
         elif len(buf) > SNIFF_LIMIT:
             self._tunnel_raw()
@@ -262,10 +266,13 @@ class Tunnels(ConnectionBase):
         tunnel = self._tunnel
         assert tunnel is not None and self._config.server_context is not None
         host, port = tunnel.request.host, tunnel.request.port
+        # Offer what the client offered of h2 and http/1.1, in its order: each
+        # side speaks what it chose, and the exchange logic translates.
+        alpn = fallback_protocols(self._client_offer, http2=h2_enabled(self._config.http2))
         try:
-            context = self._config.server_context(sni or host)
+            context = self._config.server_context(sni or host, alpn)
         except ValueError:  # a name no certificate can carry: use the CONNECT host
-            context = self._config.server_context(host)
+            context = self._config.server_context(host, alpn)
         self._client_tls = TLSEndpoint(context, server_side=True)
         self._client_tls.start()
         self._client_tls_info = TLSInfo(sni=sni)
@@ -288,6 +295,8 @@ class Tunnels(ConnectionBase):
         info = self._client_tls_info or TLSInfo()
         info.version, info.cipher, info.alpn = tls.version, tls.cipher, tls.alpn
         self._client_tls_info = info
+        if tls.alpn == H2:
+            self._speak_h2()
         self._tunnel = None  # the CONNECT is not an exchange of its own once decrypted
 
     def _client_tls_failed(self, exc: TLSError) -> None:

@@ -13,9 +13,9 @@ from ..flow import Request
 from . import commands as cmd
 from . import events as ev
 from .base import ConnectionBase
-from .exchange import Exchange, ExchangeState, SentEnd
+from .exchange import Exchange, ExchangeState, SentEnd, SentPart, bind
 from .http1 import format_authority
-from .layers import RequestHead, ResponseHead
+from .layers import RequestHead, ResponseHead, StreamReset
 from .state import Phase, Upstream, UpstreamKey, tls_info
 from .upstreamproxy import UpstreamProxy
 from .tls import (
@@ -23,6 +23,8 @@ from .tls import (
     TLSError,
 )
 from .websocket import SERVER
+from .alpn import H2, h2_enabled, listen_protocols, upstream_offer
+from .h2sides import H2Upstream
 
 
 class Upstreams(ConnectionBase):
@@ -33,73 +35,78 @@ class Upstreams(ConnectionBase):
     """
 
     def _init_upstreams(self) -> None:
-        self._upstream: Upstream | None = None
+        #: The upstream connections this client connection uses, by id. HTTP/1
+        #: clients, tunnels and WebSockets use one at a time (``_primary``);
+        #: an HTTP/2 client's streams may use several at once.
+        self._upstreams: dict[int, Upstream] = {}
         self._upstream_ids = count(1)
-        #: The bound upstream is not being read (a hook runs).
-        self._upstream_paused = False
+
+    def _primary(self) -> Upstream | None:
+        """The upstream an HTTP/1 client, a tunnel or a WebSocket is bound to."""
+        upstreams = self._upstreams
+        return next(iter(upstreams.values())) if upstreams else None
 
     def _pause_upstream(self, up: Upstream) -> None:
         """Stop reading ``up`` while a hook runs: bound what piles up meanwhile."""
-        if not self._upstream_paused:
-            self._upstream_paused = True
+        if not up.paused and up.id in self._upstreams:
+            up.paused = True
             self._emit(cmd.PauseUpstream(upstream=up.id))
 
-    def _resume_upstream(self) -> None:
-        up = self._upstream
-        if up is not None and self._upstream_paused:
-            self._upstream_paused = False
-            self._emit(cmd.ResumeUpstream(upstream=up.id))
+    def _resume_upstreams(self) -> None:
+        for up in self._upstreams.values():
+            if up.paused:
+                up.paused = False
+                self._emit(cmd.ResumeUpstream(upstream=up.id))
 
     def _current_upstream(self, upstream_id: int) -> Upstream | None:
-        up = self._upstream
-        return up if up is not None and up.id == upstream_id else None
+        return self._upstreams.get(upstream_id)
 
     def _drop_upstream(self, up: Upstream) -> None:
-        if self._upstream is up:
+        if up.id in self._upstreams:
             self._flush()
-            self._upstream = None
-            self._upstream_paused = False
+            del self._upstreams[up.id]
             self._out.append(cmd.CloseUpstream(upstream=up.id))
 
     def _release_upstream(self) -> None:
-        """Give the bound upstream back: to the pool if it sits between messages."""
-        up = self._upstream
-        if up is None:
-            return
+        """Give every upstream back (the client connection ends)."""
+        for up in list(self._upstreams.values()):
+            self._release(up)
+
+    def _release(self, up: Upstream) -> None:
+        """Give ``up`` back: to the pool if it sits between messages."""
         self._flush()
         # A relayed tunnel's connection carries bytes h11 never saw: never pool it.
         relayed = self._phase in (Phase.TUNNEL, Phase.CONNECTING, Phase.SNIFF, Phase.WEBSOCKET)
         idle = up.ready and up.tls is None and not relayed and up.layer.idle
-        if idle and self._upstream_paused:
+        if idle and up.paused:
             self._out.append(cmd.ResumeUpstream(upstream=up.id))  # the pool must get a connection it reads
-        self._upstream = None
-        self._upstream_paused = False
+        del self._upstreams[up.id]
         self._out.append(cmd.CloseUpstream(upstream=up.id, reusable=idle))
 
-    def _drop_upstream_if_busy(self) -> None:
-        up = self._upstream
+    def _drop_upstream_if_busy(self, up: Upstream | None) -> None:
         if up is not None and up.layer.sending:
             self._drop_upstream(up)
 
-
     def _bind_upstream(self, scheme: str, host: str, port: int) -> Upstream:
+        """An upstream for a new request to ``host:port``: one free for it here, else a new one."""
         key = (host, port, scheme in ("https", "wss"))
-        up = self._upstream
-        if up is not None:
-            if up.key == key and up.layer.idle:
+        for up in self._upstreams.values():
+            if up.key == key and not up.exchanges and up.layer.can_start_exchange():
                 return up
-            self._release_upstream()
+        if not self._client.multiplexed:
+            self._release_upstream()  # HTTP/1: one upstream at a time, kept while the host stays
         return self._open_upstream(key, reuse=True)
 
-    def _open_upstream(self, key: UpstreamKey, *, reuse: bool) -> Upstream:
+    def _open_upstream(self, key: UpstreamKey, *, reuse: bool, for_exchange: Exchange | None = None) -> Upstream:
         in_tunnel = self._origin is not None and key[0] == self._origin[1]
         server_name = self._server_name if in_tunnel and self._server_name else key[0]
         # TLS sessions live in the core, so TLS connections are never pooled.
         up = Upstream(next(self._upstream_ids), key, self._now, server_name)
-        self._upstream = up
-        ex = self._current()
-        if ex is not None:
-            ex.flow.timings.connect_start = self._now
+        self._upstreams[up.id] = up
+        if key[2] and H2 in self._upstream_alpn() and self._phase is not Phase.CONNECTING:
+            up.deferred = []  # h2 or HTTP/1.1: TLS will say; frame nothing before
+        if for_exchange is not None:
+            for_exchange.flow.timings.connect_start = self._now
         parent = self._parent_for(key[0], key[1])
         if parent is None:
             self._emit(cmd.OpenUpstream(upstream=up.id, host=key[0], port=key[1], tls=key[2],
@@ -219,8 +226,37 @@ class Upstreams(ConnectionBase):
         self._upstream_failed(up, parent.refused(f"answered {what}"))
         return True
 
+    def _frame(self, ex: Exchange, up: Upstream, part: SentPart) -> None:
+        """Send a part of ``ex``'s request through ``up``'s layer; kept unframed while its protocol is unknown."""
+        if up.deferred is not None:
+            up.deferred.append((ex, part))
+            return
+        _send_part(up, ex.up_xid, part)
+        self._to_upstream(up, up.layer.bytes_to_send())
+
+    def _upstream_alpn(self) -> tuple[str, ...]:
+        """What to offer an upstream in ALPN: what the client offered (of h2, http/1.1); in reverse mode, both."""
+        http2 = h2_enabled(self._config.http2)
+        if self._config.mode == "reverse" and not self._client_offer:
+            return listen_protocols(http2=http2)
+        return upstream_offer(self._client_offer, http2=http2)
+
+    def _frame_deferred(self, up: Upstream) -> None:
+        """TLS chose the protocol: the layer that speaks it frames what waited."""
+        deferred, up.deferred = up.deferred or [], None
+        tls = up.tls
+        if tls is not None and tls.alpn == H2:
+            up.layer = H2Upstream(b"https")
+            for ex in list(up.exchanges.values()):
+                bind(ex, up, up.layer.start_exchange())
+        for ex, part in deferred:
+            if ex.upstream is up and ex.live:
+                _send_part(up, ex.up_xid, part)
+        self._to_upstream(up, up.layer.bytes_to_send())
+
     def _start_upstream_tls(self, up: Upstream) -> None:
-        context = self._config.upstream_context
+        up.alpn_offer = self._upstream_alpn()
+        context = self._config.upstream_context_for(up.alpn_offer)
         if context is None:
             self._upstream_failed(up, "no TLS context for HTTPS upstreams was configured")
             return
@@ -229,18 +265,22 @@ class Upstreams(ConnectionBase):
 
     def _upstream_ready(self, up: Upstream) -> None:
         up.ready = True
-        ex = self._current()
-        if ex is not None and ex.request_complete and ex.flow.timings.request_sent is None:
-            ex.flow.timings.request_sent = self._now
+        if up.deferred is not None:
+            self._frame_deferred(up)
+        for ex in up.exchanges.values():
+            if ex.request_complete and ex.flow.timings.request_sent is None:
+                ex.flow.timings.request_sent = self._now
         if up.pending:
-            self._upstream_buf.extend(up.pending)
+            if not up.out:
+                self._dirty.append(up)
+            up.out.extend(up.pending)
             up.pending, up.pending_size = [], 0
         self._resume_client("pending")
 
     def _record_connect(self, event: ev.UpstreamConnected) -> None:
-        ex = self._current()
-        flow = ex.flow if ex is not None else self._tunnel
-        if flow is not None:
+        up = self._upstreams[event.upstream]
+        flows = [ex.flow for ex in up.exchanges.values()] or ([self._tunnel] if self._tunnel else [])
+        for flow in flows:
             flow.timings.connect_end = self._now
             flow.server_address = event.address
 
@@ -272,15 +312,16 @@ class Upstreams(ConnectionBase):
         _UPSTREAM_BYTES.get(self._phase, Upstreams._http_response_bytes)(self, up, data, closed)
 
     def _http_response_bytes(self, up: Upstream, data: bytes, closed: bool) -> None:
-        ex = self._current()
-        if ex is None or ex.upstream is not up:
+        if not up.exchanges:
             # Nobody asked this connection anything (a server's "408" before
             # it closes an idle connection, say): it cannot be trusted again.
             self._drop_upstream(up)
             return
-        ex.upstream_bytes += len(data)
-        if self._waiting is not None:
-            up.layer.pause(ex.up_xid)  # the layer holds the rest until the hook returns
+        for ex in up.exchanges.values():
+            ex.upstream_bytes += len(data)
+        held = self._hook_blocks_client() or any(ex.waiting is not None for ex in up.exchanges.values())
+        if held and not up.layer.multiplexed:
+            up.layer.pause(0)  # the layer holds the rest until the hook returns
             self._pause_upstream(up)  # and bound what piles up meanwhile
         events = up.layer.receive_data(data) if data else []
         if closed:
@@ -307,11 +348,9 @@ class Upstreams(ConnectionBase):
             return None
         self._send_upstream_raw(up, result.to_send)
         if result.handshake_done:
-            ex = self._current()
-            flow = ex.flow if ex is not None else None
-            if flow is not None:
-                flow.timings.tls_end = self._now
-                flow.server_tls = tls_info(up)
+            for ex in up.exchanges.values():
+                ex.flow.timings.tls_end = self._now
+                ex.flow.server_tls = tls_info(up)
             self._upstream_ready(up)
         return result.plaintext, result.closed
 
@@ -345,9 +384,10 @@ class Upstreams(ConnectionBase):
         if self._phase is Phase.CONNECTING:
             self._fail_tunnel(reason, status)
             return
-        ex = self._current()
-        if ex is None or ex.upstream is not up:
-            return  # an idle connection went away: nothing was lost
+        for ex in list(up.exchanges.values()):  # none: an idle connection went away, nothing was lost
+            self._exchange_lost_upstream(ex, up, reason, status, timeout)
+
+    def _exchange_lost_upstream(self, ex: Exchange, up: Upstream, reason: str, status: int, timeout: bool) -> None:
         if ex.replay is not None and up.reused and ex.upstream_bytes == 0 and not ex.retried and not timeout:
             self._retry(ex)
             return
@@ -355,9 +395,29 @@ class Upstreams(ConnectionBase):
         self._fail_exchange(ex, reason)
         if started:
             # Never let a truncated answer look complete: close instead.
-            self._close_client()
+            self._end_stream_badly(ex)
         else:
-            self._answer(status, reason)
+            self._answer(status, reason, ex.xid)
+
+    def _abandon_upstream(self, ex: Exchange, up: Upstream) -> None:
+        """``ex`` ended early on our side: HTTP/2 resets its stream; HTTP/1 drops a connection mid-request."""
+        if up.layer.multiplexed:
+            up.layer.reset(ex.up_xid, "the client went away")
+        else:
+            self._drop_upstream_if_busy(up)
+
+    def _upstream_stream_failed(self, ex: Exchange, up: Upstream, event: StreamReset) -> None:
+        """An HTTP/2 origin reset ``ex``'s stream, or did not process it (GOAWAY): retry, answer, or reset."""
+        if event.retryable and not ex.response_started and ex.replay is not None and not ex.retried:
+            self._retry(ex)
+            return
+        started = ex.response_started
+        reason = f"the upstream reset the stream: {event.reason}"
+        self._fail_exchange(ex, reason)
+        if started:
+            self._end_stream_badly(ex)
+        else:
+            self._answer(502, reason, ex.xid)
 
     def _retry(self, ex: Exchange) -> None:
         """Resend an idempotent request on a fresh connection (RFC 9110 9.2.2).
@@ -370,23 +430,22 @@ class Upstreams(ConnectionBase):
         request = ex.flow.request
         self._log("debug", f"reused upstream connection was closed; retrying {request.url}")
         key = (request.host, request.port, request.scheme in ("https", "wss"))
-        up = ex.upstream = self._open_upstream(key, reuse=False)
-        ex.up_xid = up.layer.start_exchange()
+        up = self._open_upstream(key, reuse=False, for_exchange=ex)
+        bind(ex, up, up.layer.start_exchange())
         ex.enter(ExchangeState.FORWARDING)
         for part in replay:
-            _resend(up, ex.up_xid, part)
-        self._to_upstream(up, up.layer.bytes_to_send())
+            self._frame(ex, up, part)
         if ex.request_complete:
             self._arm_read_timer(self._config.read_timeout)  # the retry is timed like the first try
 
 
-def _resend(up: Upstream, xid: int, part: RequestHead | bytes | SentEnd) -> None:
-    """One part of a request, again, on a fresh connection's layer (parts were valid the first time)."""
+def _send_part(up: Upstream, xid: int, part: SentPart) -> None:
+    """One part of a request through ``up``'s layer (a head was checked before it was kept)."""
     if isinstance(part, RequestHead):
         up.layer.send_head(xid, part, validate=False)
     elif not isinstance(part, SentEnd):
         up.layer.send_data(xid, part)
-    elif part.trailers:
+    elif part.trailers and up.layer.can_send_trailers(xid):
         up.layer.send_trailers(xid, part.trailers)
     else:
         up.layer.end(xid)

@@ -71,8 +71,9 @@ class WebSockets(ConnectionBase):
             return
         # A hook is deciding on an earlier message: hold both sides meanwhile.
         self._pause_client("hook")
-        if self._upstream is not None:
-            self._pause_upstream(self._upstream)
+        up = self._primary()
+        if up is not None:
+            self._pause_upstream(up)
 
     def _ws_client_bytes(self, data: bytes) -> None:
         plain = self._client_plaintext(data)
@@ -168,8 +169,10 @@ class WebSockets(ConnectionBase):
             return
         if to == CLIENT:
             self._to_client(data)
-        elif self._upstream is not None:
-            self._to_upstream(self._upstream, data)
+        else:
+            up = self._primary()
+            if up is not None:
+                self._to_upstream(up, data)
 
     def _ws_close(self, side: str, event: CloseConnection) -> None:
         ws, ex = self._ws, self._ws_exchange

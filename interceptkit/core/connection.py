@@ -106,21 +106,21 @@ class ProxyConnection(Requests, Responses, Upstreams, Tunnels, WebSockets, Lifec
                 return
         if source is None:
             _FROM_CLIENT[type(event)](self, ex, event)
-        elif self._upstream is source:
+        elif source.id in self._upstreams:
             _FROM_UPSTREAM[type(event)](self, source, ex, event)
 
     def _hold_for_hook(self, source: Upstream | None, ex: Exchange, event: ly.LayerEvent) -> None:
         """``ex`` waits for a hook: keep ``event`` for after it, and read no more from its source meanwhile."""
         ex.inbox.append((source, event))
         if source is None:
-            self._pause_client("hook")
+            if not self._client.multiplexed:
+                self._pause_client("hook")  # HTTP/2: the stream is paused (no WINDOW_UPDATE), not the socket
         else:
             source.layer.pause(ex.up_xid)
             self._pause_upstream(source)
 
     def _of_upstream(self, up: Upstream, up_xid: int) -> Exchange | None:
-        ex = self._current()
-        return ex if ex is not None and ex.upstream is up and ex.up_xid == up_xid else None
+        return up.exchanges.get(up_xid)
 
     def _after_hook(self, name: HookName, ex: Exchange, result: Any,
                     payload: bytes | WebSocketMessage | None) -> None:
@@ -175,6 +175,9 @@ def _request_head(self: ProxyConnection, ex: Exchange | None, event: ly.HeadRece
 def _request_data(self: ProxyConnection, ex: Exchange | None, event: ly.DataReceived) -> None:
     if ex is not None:
         self._on_request_data(ex, event.data)
+    # Sent on (or held within the hook limit, or dropped for a mock): the
+    # client may send more (HTTP/2: WINDOW_UPDATE; HTTP/1: nothing to say).
+    self._client.consumed(event.xid, len(event.data))
 
 
 def _request_trailers(self: ProxyConnection, ex: Exchange | None, event: ly.TrailersReceived) -> None:
@@ -190,7 +193,30 @@ def _request_end(self: ProxyConnection, ex: Exchange | None, event: ly.MessageEn
 
 
 def _client_failed(self: ProxyConnection, ex: Exchange | None, event: ly.LayerFailed) -> None:
+    if self._client.multiplexed:  # HTTP/2: the GOAWAY is out; every stream ends with it
+        self._abort(f"bad HTTP/2 from the client: {event.reason}")
+        return
     self._on_client_failed(event.status_hint, event.reason)
+
+
+def _client_reset(self: ProxyConnection, ex: Exchange | None, event: ly.StreamReset) -> None:
+    """The client cancelled a stream (RST_STREAM), or h2 refused it: that exchange ends, the others go on."""
+    if ex is None:
+        return
+    up = ex.upstream
+    self._fail_exchange(ex, f"the client reset the stream: {event.reason}")
+    if up is not None:
+        self._abandon_upstream(ex, up)
+
+
+def _client_window(self: ProxyConnection, ex: Exchange | None, event: ly.DataSent) -> None:
+    """The client's window took held bytes: read on from the upstream that waited for it."""
+    if ex is not None:
+        self._client_took(ex)
+
+
+def _client_going_away(self: ProxyConnection, ex: Exchange | None, event: ly.ConnectionGoingAway) -> None:
+    """The client's GOAWAY: the streams it started go on; the layer says when the connection is done."""
 
 
 def _client_closed(self: ProxyConnection, ex: Exchange | None, event: ly.PeerClosed) -> None:
@@ -209,9 +235,9 @@ _FROM_CLIENT: dict[type[ly.LayerEvent], Callable[[ProxyConnection, Exchange | No
     ly.LayerFailed: _client_failed,
     ly.PeerClosed: _client_closed,
     ly.InformationalReceived: _ignored,
-    ly.DataSent: _ignored,
-    ly.StreamReset: _ignored,
-    ly.ConnectionGoingAway: _ignored,
+    ly.DataSent: _client_window,
+    ly.StreamReset: _client_reset,
+    ly.ConnectionGoingAway: _client_going_away,
 }
 
 
@@ -228,8 +254,11 @@ def _informational(self: ProxyConnection, up: Upstream, ex: Exchange | None,
 
 
 def _response_data(self: ProxyConnection, up: Upstream, ex: Exchange | None, event: ly.DataReceived) -> None:
-    if ex is not None:
-        self._on_response_data(ex, event.data)
+    if ex is None:
+        up.layer.consumed(event.xid, len(event.data))
+        return
+    self._on_response_data(ex, event.data)
+    self._upstream_data_sent_on(ex, up, len(event.data))
 
 
 def _response_trailers(self: ProxyConnection, up: Upstream, ex: Exchange | None,
@@ -253,8 +282,19 @@ def _upstream_peer_closed(self: ProxyConnection, up: Upstream, ex: Exchange | No
     self._drop_upstream(up)
 
 
-def _upstream_ignored(self: ProxyConnection, up: Upstream, ex: Exchange | None, event: ly.LayerEvent) -> None:
-    """Events HTTP/1 towards an upstream does not produce."""
+def _upstream_reset(self: ProxyConnection, up: Upstream, ex: Exchange | None, event: ly.StreamReset) -> None:
+    """The origin reset one stream (or did not process it, past its GOAWAY): that exchange only."""
+    if ex is not None:
+        self._upstream_stream_failed(ex, up, event)
+
+
+def _upstream_window(self: ProxyConnection, up: Upstream, ex: Exchange | None, event: ly.DataSent) -> None:
+    """The origin's window took held request bytes: the client may send more."""
+
+
+def _upstream_going_away(self: ProxyConnection, up: Upstream, ex: Exchange | None,
+                         event: ly.ConnectionGoingAway) -> None:
+    """The origin's GOAWAY: no new streams there (the layer refuses them, retryable); new requests open another."""
 
 
 _FROM_UPSTREAM: dict[type[ly.LayerEvent], Callable[[ProxyConnection, Upstream, Exchange | None, Any], None]] = {
@@ -265,9 +305,9 @@ _FROM_UPSTREAM: dict[type[ly.LayerEvent], Callable[[ProxyConnection, Upstream, E
     ly.MessageEnded: _response_end,
     ly.LayerFailed: _upstream_layer_failed,
     ly.PeerClosed: _upstream_peer_closed,
-    ly.DataSent: _upstream_ignored,
-    ly.StreamReset: _upstream_ignored,
-    ly.ConnectionGoingAway: _upstream_ignored,
+    ly.DataSent: _upstream_window,
+    ly.StreamReset: _upstream_reset,
+    ly.ConnectionGoingAway: _upstream_going_away,
 }
 
 AfterHook = Callable[[ProxyConnection, Exchange, Any, Any], None]

@@ -90,7 +90,7 @@ class Exchange:
     or the HTTP/2 stream id); ``up_xid`` the one on its upstream's layer.
     """
 
-    __slots__ = ("xid", "flow", "state", "upstream", "up_xid", "request_complete", "request_trailers", "upstream_bytes", "replay",
+    __slots__ = ("xid", "flow", "state", "upstream", "up_xid", "request_complete", "request_trailers", "te_trailers", "unacked", "upstream_bytes", "replay",
                  "replay_size", "retried", "upgrade", "absolute_form", "request_parts", "response_parts",
                  "parts_size", "hooked", "upstream_response", "websocket", "body_shape", "waiting", "inbox",
                  "response_trailers")
@@ -103,6 +103,11 @@ class Exchange:
         self.up_xid = 0
         self.request_complete = False
         self.request_trailers: Fields = []
+        #: The client sent ``TE: trailers`` (gRPC): it goes on to an HTTP/2 origin.
+        self.te_trailers = False
+        #: Response bytes from an HTTP/2 origin not acknowledged yet: the
+        #: client's window holds them (acknowledged when it takes them).
+        self.unacked = 0
         self.upstream_bytes = 0
         #: What was sent so far, kept while small enough to resend (None: not kept).
         self.replay: list[SentPart] | None = None
@@ -161,6 +166,21 @@ class Exchange:
             self.replay = None
         else:
             self.replay.append(part)
+
+
+def bind(ex: Exchange, up: Upstream, up_xid: int) -> None:
+    """``ex`` goes out on ``up`` as ``up_xid``: both sides of the binding, set in one place."""
+    unbind(ex)
+    ex.upstream, ex.up_xid = up, up_xid
+    up.exchanges[up_xid] = ex
+
+
+def unbind(ex: Exchange) -> None:
+    """``ex`` no longer goes out on its upstream (over, answered by a hook, or retried elsewhere)."""
+    up = ex.upstream
+    if up is not None and up.exchanges.get(ex.up_xid) is ex:
+        del up.exchanges[ex.up_xid]
+    ex.upstream = None
 
 
 def set_held_body(message: Request | Response, parts: list[bytes]) -> None:

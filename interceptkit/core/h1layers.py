@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import h11
 
 from .errors import ProxyError, RemoteProtocolError
-from .http1 import ChunkSizeGuard, first_line_unversioned, h11_request, h11_response, raw_response
+from .http1 import SUPPORTED_VERSIONS, ChunkSizeGuard, first_line_unversioned, h11_request, h11_response, raw_response
 from .layers import (
     ClientLayer,
     DataReceived,
@@ -43,10 +43,20 @@ from .layers import (
 __all__ = ["H1ClientLayer", "H1UpstreamLayer"]
 
 
+def check_request_head(head: RequestHead) -> None:
+    """Raise ``ProxyError`` (502) for a head h11 would refuse to send: fields a hook set badly."""
+    try:
+        h11.Request(method=head.method, target=head.target, headers=head.headers)
+    except h11.LocalProtocolError as exc:
+        raise ProxyError(f"a hook made an invalid request: {exc}", 502) from exc
+
+
 class _H1Layer:
     """What both HTTP/1 sides share: the h11 connection, the bytes it framed, the pause."""
 
     _conn: h11.Connection
+    #: One exchange at a time on the connection (HTTP/2 layers say True).
+    multiplexed = False
 
     def __init__(self) -> None:
         self._xid = 0
@@ -92,6 +102,9 @@ class _H1Layer:
     def reset(self, xid: int, reason: str) -> None:
         """HTTP/1 cannot abandon one message: the connection is done."""
         self._failed = True
+
+    def shutdown(self) -> None:
+        """HTTP/1 has no goodbye of its own: closing the connection says it."""
 
     def consumed(self, xid: int, n: int) -> None:
         """Nothing to acknowledge: reading resumes with ``resume``."""
@@ -158,6 +171,8 @@ class H1ClientLayer(_H1Layer):
     (h11 takes any size), how many bytes the current head arrived in (for the
     header-size check), and whether the request in flight is a HEAD.
     """
+
+    versions = SUPPORTED_VERSIONS
 
     def __init__(self, max_header_size: int) -> None:
         super().__init__()
@@ -256,7 +271,7 @@ class H1ClientLayer(_H1Layer):
         names = {n.lower() for n, _ in head.headers}
         return b"transfer-encoding" in names or b"content-length" not in names
 
-    def send_whole_answer(self, head: ResponseHead, body: bytes) -> None:
+    def send_whole_answer(self, head: ResponseHead, body: bytes, xid: int | None = None) -> None:
         """An answer of our own, whole (then the connection closes); raw when h11 is past a clean one."""
         if self.head_request:
             body = b""  # RFC 9110 9.3.2: the same head as GET, never a body
@@ -338,12 +353,11 @@ class H1UpstreamLayer(_H1Layer):
         return self._conn.our_state is not h11.IDLE
 
     def send_head(self, xid: int, head: RequestHead, *, end_stream: bool = False, validate: bool = True) -> None:
-        try:
-            request = (h11.Request(method=head.method, target=head.target, headers=head.headers) if validate
-                       else h11_request(head.method, head.target, head.headers))
-            self._write(self._conn.send(request))
-        except h11.LocalProtocolError as exc:
-            raise ProxyError(f"a hook made an invalid request: {exc}", 502) from exc
+        if validate:
+            check_request_head(head)
+        headers = [(n, v) for n, v in head.headers if n != b"te"] if (b"te", b"trailers") in head.headers \
+            else head.headers  # added for HTTP/2 origins: hop-by-hop here
+        self._write(self._conn.send(h11_request(head.method, head.target, headers)))
         if end_stream:
             self.end(xid)
 

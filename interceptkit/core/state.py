@@ -8,6 +8,8 @@ import h11
 
 from ..flow import TLSInfo
 from .h1layers import H1UpstreamLayer
+from .h2sides import H2Upstream
+from .exchange import Exchange, SentPart
 from .tls import TLSEndpoint
 from .upstreamproxy import UpstreamProxy
 
@@ -47,14 +49,25 @@ class Upstream:
     (so a close may be retried).
     """
 
-    __slots__ = ("id", "key", "layer", "connected", "ready", "reused", "pending", "pending_size",
+    __slots__ = ("id", "key", "layer", "exchanges", "paused", "out", "deferred", "alpn_offer", "connected", "ready", "reused", "pending", "pending_size",
                  "last_activity", "tls", "server_name", "eof", "parent", "parent_answer",
                  "tunnel_to")
 
     def __init__(self, upstream_id: int, key: UpstreamKey, now: float, server_name: str | None) -> None:
         self.id = upstream_id
         self.key = key
-        self.layer = H1UpstreamLayer()
+        #: HTTP/1 until TLS selects h2 (``_upstream_ready`` then puts an ``H2Upstream`` here).
+        self.layer: H1UpstreamLayer | H2Upstream = H1UpstreamLayer()
+        #: The exchanges this connection carries, by their id on its layer (HTTP/1: one at a time).
+        self.exchanges: dict[int, Exchange] = {}
+        #: Not being read: a hook runs, or a paced body waits.
+        self.paused = False
+        #: Bytes for it in this ``handle`` call, joined into one send.
+        self.out: list[bytes] = []
+        #: What the ALPN offer of its TLS handshake is (h2 among it: the protocol is
+        #: known only once TLS is done, so requests wait unframed in ``deferred``).
+        self.alpn_offer: tuple[str, ...] = ()
+        self.deferred: list[tuple[Exchange, SentPart]] | None = None
         self.connected = False
         #: Connected and, for TLS, handshake done: bytes may be sent.
         self.ready = False

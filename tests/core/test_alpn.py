@@ -64,7 +64,7 @@ def test_client_protocols_follow_the_upstream(client: list[str], upstream: str |
 
 @pytest.mark.parametrize("client, http2, expected", [
     (["h2", "http/1.1"], True, ("h2", "http/1.1")),
-    (["http/1.1", "h2"], True, ("http/1.1", "h2")),
+    (["http/1.1", "h2"], True, ("h2", "http/1.1")),  # our order: a client offering h2 can speak it
     (["h2", "http/1.1"], False, ("http/1.1",)),
     ([], True, ()),
 ])
@@ -79,10 +79,9 @@ def test_listening_side_and_protocol_names() -> None:
     assert alpn.protocol_for("http/1.1") == alpn.protocol_for(None) == "HTTP/1.1"
 
 
-def test_h2_is_not_offered_until_the_exchange_logic_carries_it() -> None:
-    # Nothing user-visible may promise h2 before it works (issue 10).
-    assert alpn.H2_READY is False
-    assert alpn.h2_enabled(True) is False and alpn.h2_enabled(False) is False
+def test_h2_is_offered_unless_the_user_turns_it_off() -> None:
+    assert alpn.H2_READY is True
+    assert alpn.h2_enabled(True) is True and alpn.h2_enabled(False) is False
 
 
 def test_config_picks_the_upstream_context_for_an_offer() -> None:
@@ -146,9 +145,9 @@ def _selected(leaf: str, server_protocols: Sequence[str], client_protocols: Sequ
 
 
 @pytest.mark.parametrize("client", [["h2", "http/1.1"], ["http/1.1", "h2"], ["h2"], ["http/1.1"]])
-def test_the_fallback_gives_the_client_its_preference(leaf: str, client: list[str]) -> None:
+def test_the_fallback_prefers_h2_whenever_the_client_offers_it(leaf: str, client: list[str]) -> None:
     chosen, _ = _selected(leaf, alpn.fallback_protocols(client, http2=True), client)
-    assert chosen == client[0]
+    assert chosen == ("h2" if "h2" in client else "http/1.1")
 
 
 @pytest.mark.parametrize("upstream", ["h2", "http/1.1", None])

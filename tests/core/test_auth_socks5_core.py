@@ -137,7 +137,7 @@ def test_a_timeout_given_without_a_cause_is_still_ttl_expired() -> None:
 
 
 def test_socks5_plain_http_inside_is_parsed_when_intercepting() -> None:
-    d = socks(intercept=True, server_context=lambda name: None)  # type: ignore[arg-type, return-value]
+    d = socks(intercept=True, server_context=lambda name, alpn=(): None)  # type: ignore[arg-type, return-value]
     d.client(encode_greeting())
     out = d.client(encode_connect("10.0.0.1", 80) + b"GET /x HTTP/1.1\r\nHost: origin.test\r\n\r\n")
     assert to_client(out) == bytes([5, 0, 0, 1, 0, 0, 0, 0, 0, 0])  # answered at once, like a CONNECT

@@ -923,7 +923,7 @@ def test_extra_bytes_after_a_response_are_not_the_next_answer() -> None:
 def test_http10_without_host_inside_an_intercepted_tunnel() -> None:
     # Regression (a bug this suite found): an HTTP/1.0 request without Host inside an intercepted
     # CONNECT raises h11 'Missing mandatory Host' (internal error)
-    d = Driver(ProxyConfig(intercept=True, server_context=lambda host: ssl.create_default_context()))
+    d = Driver(ProxyConfig(intercept=True, server_context=lambda host, alpn=(): ssl.create_default_context()))
     d.client(b"CONNECT example.com:80 HTTP/1.1\r\nHost: example.com:80\r\n\r\n")
     out = d.client(b"GET / HTTP/1.0\r\n\r\n")
     assert not errors_logged(out)

@@ -21,7 +21,7 @@ def _driver(mode: str, read_timeout: float = 30) -> Driver:
         first, second = b"GET /1 HTTP/1.1\r\nHost: app\r\n\r\n", b"GET /2 HTTP/1.1\r\nHost: app\r\n\r\n"
     elif mode == "intercepted":
         d = Driver(ProxyConfig(intercept=True, read_timeout=read_timeout,
-                               server_context=lambda host: ssl.create_default_context()))
+                               server_context=lambda host, alpn=(): ssl.create_default_context()))
         d.client(b"CONNECT example.com:80 HTTP/1.1\r\nHost: example.com:80\r\n\r\n")
         first, second = b"GET /1 HTTP/1.1\r\nHost: example.com\r\n\r\n", b"GET /2 HTTP/1.1\r\nHost: example.com\r\n\r\n"
     else:

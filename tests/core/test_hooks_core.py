@@ -653,7 +653,7 @@ def _intercepting(**hooks: list[HookFn]) -> FakeRunner:
     import ssl
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    return FakeRunner(hooks, intercept=True, server_context=lambda host: context)
+    return FakeRunner(hooks, intercept=True, server_context=lambda host, alpn=(): context)
 
 
 def test_tunnel_hook_sees_the_connect() -> None:
@@ -687,7 +687,7 @@ def test_tunnel_hook_intercept_true_overrides_ignore_hosts() -> None:
     import ssl
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    r = FakeRunner({"tunnel": [yes]}, intercept=True, server_context=lambda host: context,
+    r = FakeRunner({"tunnel": [yes]}, intercept=True, server_context=lambda host, alpn=(): context,
                    ignore_host=lambda host, port: True)
     r.client(CONNECT)
     assert opened(r.transcript) == [] and r.d.conn.phase() is Phase.SNIFF

@@ -208,7 +208,7 @@ def test_a_parent_that_answers_407_gives_a_502_naming_it(make, tls_origin: TLSOr
     child = make(names=False, upstream_proxy=f"http://ada:pw@127.0.0.1:{parent.port}")
     result = curl("--cacert", str(child.ca_cert_path), "--capath", "/nonexistent", "-i",
                   "--proxy-user", "client:own-secret", tls_origin.url("/hello"), proxy=child, timeout=15)
-    assert b"HTTP/1.1 502" in result.stdout, result.stdout
+    assert b"HTTP/2 502" in result.stdout, result.stdout  # curl spoke h2 inside the tunnel
     address = f"http://127.0.0.1:{parent.port}"
     assert f"upstream proxy {address} answered CONNECT with 407 Proxy Authentication Required".encode() \
         in result.stdout
