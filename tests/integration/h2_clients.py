@@ -73,6 +73,11 @@ class StreamResult:
     def done(self) -> bool:
         return self.ended or self.reset is not None
 
+    def summary(self) -> str:
+        """A short description (no body) for failure messages."""
+        return (f"status={self.status} received={self.size} ended={self.ended} reset={self.reset} "
+                f"trailers={self.trailers}")
+
     def header(self, name: bytes) -> bytes | None:
         return next((v for k, v in self.headers if k == name), None)
 
@@ -199,7 +204,7 @@ class H2Tunnel:
             if self.closed or time.monotonic() > deadline:
                 why = "the peer closed the connection" if self.closed else f"not done within {timeout} s"
                 raise AssertionError(f"streams {why} (GOAWAY code {self.goaway}): "
-                                     f"{ {s: self.streams[s] for s in wanted if not self.streams[s].done} }")
+                                     f"{ {s: self.streams[s].summary() for s in wanted if not self.streams[s].done} }")
             self.tls.settimeout(max(0.05, min(1.0, deadline - time.monotonic())))
             self._read_once()
         return {s: self.streams[s] for s in wanted}

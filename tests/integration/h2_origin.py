@@ -14,9 +14,6 @@ knowledge) on ``plain_port``. The app reports what it saw:
 ``/trailers``         a body and the trailers ``x-checksum``/``grpc-status``
                       (hypercorn sends trailers only to h2 requests with ``te: trailers``);
                       ``?sized=1``: the same with a ``content-length``
-``/bytes/N?tag=T``    as ``/bytes/N``, and :data:`SENT` ``[T]`` counts the bytes handed to
-                      hypercorn so far (it blocks the app on h2 flow control: what the
-                      origin managed to write)
 ``/ws`` (WebSocket)   every message echoed back (hypercorn over HTTP/1.1 upgrade, or RFC 8441)
 ``/status/N``         an empty answer with status N
 ``/hello``            :data:`origin.HELLO`
@@ -25,8 +22,10 @@ knowledge) on ``plain_port``. The app reports what it saw:
 bytes, no protoc): ``/test.Echo/Unary`` answers ``b"echo:" + request``,
 ``/test.Echo/Stream`` answers ``N`` messages (N = the request as ASCII),
 both with the trailing metadata ``x-trailer: done``; a request ``b"fail"``
-ends with status ``INVALID_ARGUMENT``. ``/test.Echo/Bulk`` answers N messages
-of 1 MiB each (N = the request as ASCII): a large h2 download from a C server.
+ends with status ``INVALID_ARGUMENT``.
+
+:class:`WindowedOrigin`: a bare h2 server whose DATA goes only as far as the
+peer's windows allow, counting what it wrote (for the back-pressure tests).
 
 :func:`h2_request`: a minimal h2 client (``h2`` over ``ssl``) that returns
 status, headers, body and trailers: what httpx does not show.
@@ -51,14 +50,12 @@ import h2.events
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from origin import HELLO, pattern
-from tls_origin import ADDRESS, OriginPKI
+from tls_origin import ADDRESS, OriginPKI, h2_server_context, serve_connections
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 PIECE = 256 * 1024
-#: ``/bytes/N?tag=T``: bytes of body handed to the server so far, per tag.
-SENT: dict[str, int] = {}
 
 
 async def _body(receive: Receive) -> bytes:
@@ -76,7 +73,7 @@ async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[byte
     await send({"type": "http.response.body", "body": body})
 
 
-async def _download(send: Send, n: int, tag: str | None = None) -> None:
+async def _download(send: Send, n: int) -> None:
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-length", b"%d" % n), (b"content-type", b"application/octet-stream")]})
     sent = 0
@@ -84,8 +81,6 @@ async def _download(send: Send, n: int, tag: str | None = None) -> None:
         piece = pattern(min(PIECE, n - sent), sent)
         sent += len(piece)
         await send({"type": "http.response.body", "body": piece, "more_body": sent < n})
-        if tag is not None:
-            SENT[tag] = sent
     if n == 0:
         await send({"type": "http.response.body", "body": b""})
 
@@ -118,8 +113,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     elif path == "/echo":
         await _answer(send, 200, body, [(b"x-echo-length", b"%d" % len(body))])
     elif path.startswith("/bytes/"):
-        tag = query[len("tag="):] if query.startswith("tag=") else None
-        await _download(send, int(path.split("/")[2]), tag)
+        await _download(send, int(path.split("/")[2]))
     elif path == "/trailers":
         await _trailers(send, sized=query == "sized=1")
     elif path.startswith("/status/"):
@@ -219,14 +213,6 @@ def _stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         yield b"message %d" % i
 
 
-_MIB = bytes(range(256)) * 4096
-
-
-def _bulk(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
-    for _ in range(int(request.decode() or "0")):
-        yield _MIB
-
-
 class GrpcOrigin:
     """``GrpcOrigin(pki).start()``; ``.port``, ``.target``; ``.stop()``."""
 
@@ -235,7 +221,6 @@ class GrpcOrigin:
         handlers = grpc.method_handlers_generic_handler("test.Echo", {
             "Unary": grpc.unary_unary_rpc_method_handler(_unary),
             "Stream": grpc.unary_stream_rpc_method_handler(_stream),
-            "Bulk": grpc.unary_stream_rpc_method_handler(_bulk),
         })
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), handlers=[handlers],
                                    options=[("grpc.so_reuseport", 0)])
@@ -254,6 +239,67 @@ class GrpcOrigin:
         """A TLS channel straight to this server, trusting the origin CA only."""
         creds = grpc.ssl_channel_credentials(root_certificates=self.pki.ca_path.read_bytes())
         return grpc.secure_channel(self.target, creds, options=[("grpc.enable_http_proxy", 0), *options])
+
+
+# -- an origin that writes only what the windows allow ----------------------------
+
+class WindowedOrigin:
+    """A bare h2 server over TLS (the origin's leaf, ALPN h2): ``GET /bytes/N`` answers N
+    bytes, framing DATA only as far as the peer's flow-control windows allow, so
+    ``.sent`` (bytes framed so far, all connections) is what a reader let it write.
+    hypercorn cannot show this: its app's sends do not wait for the window (it
+    buffers). One thread per connection; ``.stop()`` closes the listener."""
+
+    _PIECE = bytes(1 << 20)
+
+    def __init__(self, pki: OriginPKI) -> None:
+        self._context = h2_server_context(pki)
+        self._sock = socket.create_server((ADDRESS, 0))
+        self.port: int = self._sock.getsockname()[1]
+        self.sent = 0
+        serve_connections(self._sock, self._serve)
+
+    def _serve(self, raw: socket.socket) -> None:
+        raw.settimeout(30)
+        with raw, self._context.wrap_socket(raw, server_side=True) as tls:
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
+            conn.initiate_connection()
+            tls.sendall(conn.data_to_send())
+            left: dict[int, int] = {}
+            while data := tls.recv(1 << 16):
+                for event in conn.receive_data(data):
+                    self._on(conn, event, left)
+                self._pump(conn, left)
+                tls.sendall(conn.data_to_send())
+
+    @staticmethod
+    def _on(conn: h2.connection.H2Connection, event: h2.events.Event, left: dict[int, int]) -> None:
+        if isinstance(event, h2.events.RequestReceived):
+            path = dict(event.headers)[b":path"].decode()
+            n = int(path.split("/")[2]) if path.startswith("/bytes/") else 0
+            conn.send_headers(event.stream_id, [(b":status", b"200"), (b"content-length", b"%d" % n)],
+                              end_stream=n == 0)
+            if n:
+                left[event.stream_id] = n
+        elif isinstance(event, h2.events.StreamReset):
+            left.pop(event.stream_id, None)
+        elif isinstance(event, h2.events.DataReceived):
+            conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+
+    def _pump(self, conn: h2.connection.H2Connection, left: dict[int, int]) -> None:
+        for sid in list(left):
+            while left[sid]:
+                n = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size, left[sid])
+                if n <= 0:
+                    break
+                left[sid] -= n
+                self.sent += n
+                conn.send_data(sid, self._PIECE[:n], end_stream=not left[sid])
+            if not left[sid]:
+                del left[sid]
+
+    def stop(self) -> None:
+        self._sock.close()
 
 
 # -- a minimal h2 client -----------------------------------------------------

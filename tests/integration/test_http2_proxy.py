@@ -104,7 +104,8 @@ def test_h2_client_to_an_http1_only_origin_is_translated(make: Callable[..., Pro
     with H2Tunnel.through(proxy, "origin.test", tls_origin.port, proxy.ca_cert_path, alpn=("h2",)) as tunnel:
         assert tunnel.alpn == "h2"
         sid = tunnel.request("/echo?x=1", method="POST", body=b"ping", headers=[
-            (b"cookie", b"a=1"), (b"cookie", b"b=2"), (b"x-custom", b"Value"), (b"content-type", b"text/plain")])
+            (b"cookie", b"a=1"), (b"cookie", b"b=2"), (b"x-custom", b"Value"), (b"content-type", b"text/plain"),
+            (b"content-length", b"4")])
         chunked = tunnel.request("/chunked/300000")
         results = tunnel.wait()
     answer = results[sid]
@@ -123,6 +124,20 @@ def test_h2_client_to_an_http1_only_origin_is_translated(make: Callable[..., Pro
     assert {(f.request.http_version, f.response.http_version) for f in flows} == {("HTTP/2", "HTTP/1.1")}
     flow = next(f for f in flows if f.request.path.startswith("/echo"))
     assert flow.client_tls.alpn == "h2" and flow.server_tls.alpn in (None, "http/1.1")
+
+
+def test_an_h2_request_body_without_content_length_reaches_an_http1_origin(make: Callable[..., Proxy],
+                                                                          tls_origin: TLSOrigin) -> None:
+    """h2 needs no content-length (the body ends with END_STREAM): towards HTTP/1.1 it must be framed."""
+    proxy = make()
+    body = pattern(60_000)  # within the initial windows: this bare client does no send-side flow control
+    with H2Tunnel.through(proxy, "origin.test", tls_origin.port, proxy.ca_cert_path, alpn=("h2",)) as tunnel:
+        sid = tunnel.request("/echo", method="POST", body=body)
+        answer = tunnel.wait([sid])[sid]
+    assert answer.status == 200 and bytes(answer.body) == body
+    [seen] = tls_origin.requests
+    assert seen.body == body
+    assert seen.header("Transfer-Encoding") == "chunked" or seen.header("Content-Length") == str(len(body))
 
 
 def test_h1_client_and_h1_origin_stay_http1_with_http2_on(make: Callable[..., Proxy], tls_origin: TLSOrigin,
