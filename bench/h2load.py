@@ -47,6 +47,7 @@ sys.path.insert(0, HERE)
 import procs
 
 MB = 10**6
+REQUEST_TIMEOUT = 10.0  # seconds one small GET may take
 
 
 class Stop(Exception):
@@ -161,8 +162,8 @@ async def small_load(proto: str, port: int, proxy_port: int | None, cafile: str,
         while time.monotonic() < deadline[0] and len(latencies) < max_requests:
             t0 = time.monotonic()
             try:
-                await get()
-            except (Stop, OSError, asyncio.IncompleteReadError, StopIteration) as exc:
+                await asyncio.wait_for(get(), REQUEST_TIMEOUT)  # a stalled stream is an error, not a hang
+            except (Stop, OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, StopIteration) as exc:
                 errors += 1
                 first_error.append(repr(exc))
                 return

@@ -168,3 +168,19 @@ def test_concurrent_streams_to_an_http1_origin_use_several_pooled_connections(ma
         assert results[sid].status == 200 and bytes(results[sid].body) == pattern(1_000_000 + i)
     assert 2 <= len(tls_origin.connections) <= 6, tls_origin.served_counts()
     assert sum(tls_origin.served_counts()) == 6
+
+
+def test_a_stream_the_client_resets_ends_its_flow_with_an_error_and_the_connection_goes_on(
+        make: Callable[..., Proxy], h2_origin: H2Origin) -> None:
+    proxy = make()
+    with H2Tunnel.through(proxy, "localhost", h2_origin.tls_port, proxy.ca_cert_path) as tunnel:
+        big = tunnel.request("/bytes/50000000")
+        tunnel.read_slowly(big, rate=64 * 1024, seconds=0.5)  # the answer has started
+        assert tunnel.streams[big].status == 200
+        tunnel.reset(big)
+        after = tunnel.request("/proto?after=reset")
+        assert tunnel.wait([after])[after].status == 200
+    flows = intercepted(proxy, 2)
+    [cancelled] = [f for f in flows if f.request.path == "/bytes/50000000"]
+    assert cancelled.state == "error" and cancelled.error and "reset" in cancelled.error
+    assert [f.error for f in flows if f is not cancelled] == [None]
