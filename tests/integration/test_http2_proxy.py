@@ -189,14 +189,25 @@ def test_h2_trailers_and_te_trailers_reach_an_h2_client(make: Callable[..., Prox
 # -- trailers towards an HTTP/1 client -----------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def h2_only_origin(origin_pki: OriginPKI) -> Iterator[H2Origin]:
+    """hypercorn whose TLS side selects h2 only (offered http/1.1 alone, it answers no ALPN)."""
+    server = H2Origin(origin_pki, alpn=("h2",)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
-def to_h2_origin(make: Callable[..., Proxy], h2_origin: H2Origin) -> Proxy:
-    """A reverse proxy, plain listener (HTTP/1 clients), routing to hypercorn over TLS (h2)."""
-    return make(mode="reverse", routes={"/": f"https://localhost:{h2_origin.tls_port}"})
+def to_h2_origin(make: Callable[..., Proxy], h2_only_origin: H2Origin) -> Proxy:
+    """A reverse proxy, plain listener (HTTP/1 clients), routing to the h2-only hypercorn over TLS.
+    (In forward mode an HTTP/1-only client makes the proxy offer the origin http/1.1 only.)"""
+    return make(mode="reverse", routes={"/": f"https://localhost:{h2_only_origin.tls_port}"})
 
 
 def test_h1_client_to_an_h2_origin_gets_a_reason_phrase_and_te_trailers_is_kept(
-        to_h2_origin: Proxy, h2_origin: H2Origin) -> None:
+        to_h2_origin: Proxy, h2_only_origin: H2Origin) -> None:
     proxy = to_h2_origin
     result = curl("--http1.1", "-i", "-H", "TE: trailers", "-H", "Cookie: a=1; b=2",
                   f"http://127.0.0.1:{proxy.port}/proto", timeout=20, check=True)
@@ -205,7 +216,7 @@ def test_h1_client_to_an_h2_origin_gets_a_reason_phrase_and_te_trailers_is_kept(
     seen = _proto(body)
     assert seen["http_version"] == "2"  # the origin was spoken to in h2
     headers = {k: v for k, v in seen["headers"]}
-    assert headers["host"] == f"localhost:{h2_origin.tls_port}"  # :authority from the upstream's Host
+    assert headers["host"] == f"localhost:{h2_only_origin.tls_port}"  # :authority from the upstream's Host
     assert headers.get("te") == "trailers"  # kept towards h2 (gRPC needs it)
     assert headers["cookie"] == "a=1; b=2"
     [flow] = intercepted(proxy, 1)
