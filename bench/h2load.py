@@ -6,7 +6,10 @@ server, ALPN h2 and http/1.1) and, unless ``--direct-only``, the proxy
 (``python -m interceptkit``, intercepting, trusting the origin's CA), then:
 
   small     50 concurrent streams of small GETs over ONE h2 connection,
-            next to 50 HTTP/1.1 keep-alive connections (req/s, p50/p99)
+            next to 50 HTTP/1.1 keep-alive connections (req/s, p50/p99);
+            through the proxy also h2->h1: the same h2 load to a second
+            origin that speaks HTTP/1.1 only (the proxy translates, and pools
+            its upstream connections)
   download  a 100 MB download over h2, next to the same over HTTP/1.1 (MB/s)
 
 Each load runs direct (client -> origin) and through the proxy (CONNECT,
@@ -44,6 +47,7 @@ sys.path.insert(0, HERE)
 import procs
 
 MB = 10**6
+REQUEST_TIMEOUT = 10.0  # seconds one small GET may take
 
 
 class Stop(Exception):
@@ -158,8 +162,8 @@ async def small_load(proto: str, port: int, proxy_port: int | None, cafile: str,
         while time.monotonic() < deadline[0] and len(latencies) < max_requests:
             t0 = time.monotonic()
             try:
-                await get()
-            except (Stop, OSError, asyncio.IncompleteReadError, StopIteration) as exc:
+                await asyncio.wait_for(get(), REQUEST_TIMEOUT)  # a stalled stream is an error, not a hang
+            except (Stop, OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, StopIteration) as exc:
                 errors += 1
                 first_error.append(repr(exc))
                 return
@@ -231,7 +235,20 @@ class Run:
         self.origin_port = int(line.split()[1])
         self.origin_pid = origin.pid
         if not self.args.direct_only:
+            self.h1_origin_port = self.start_h1_origin()
+        if not self.args.direct_only:
             self.start_proxy()
+
+    def start_h1_origin(self) -> int:
+        """The HTTP/1.1-only origin of the h2->h1 rows (same CA, so the proxy trusts both)."""
+        origin = procs.Managed([sys.executable, os.path.join(HERE, "h2origin.py"), "--dir", self.workdir,
+                                "--http1-only"], "h1origin", os.path.join(self.workdir, "h1origin.log"),
+                               capture_stdout=True)
+        self.started.append(origin)
+        line = origin.readline(timeout=20)
+        if not line or not line.startswith("PORT "):
+            raise Stop(f"HTTP/1.1 origin did not start: {origin.log_tail()}")
+        return int(line.split()[1])
 
     def start_proxy(self) -> None:
         self.proxy_port = procs.free_port()
@@ -278,6 +295,13 @@ class Run:
                 r["path"] = path
                 self.results["small"].append(r)
                 log(f"small {path} {proto}: {r.get('rps', r.get('skipped'))}")
+            if path == "proxy":
+                # the client offers h2 only, the origin http/1.1 only: h2 to the client, HTTP/1.1 upstream
+                r = self.measured(small_load("h2", self.h1_origin_port, proxy_port, cafile, a.concurrency,
+                                             a.duration, a.warmup, a.max_requests), "request")
+                r["path"], r["proto"] = path, "h2->h1"
+                self.results["small"].append(r)
+                log(f"small {path} h2->h1: {r.get('rps', r.get('skipped'))}")
             for proto in ("http/1.1", "h2"):
                 use_proxy = proxy_port if path == "proxy" else None
                 r = self.measured(download(proto, port, use_proxy, cafile, a.bulk_mb * MB, a.transfer_timeout), "mb")
@@ -307,7 +331,27 @@ def render(res: dict[str, Any]) -> str:
                          f"{'' if cpu is None else f'{cpu} ms/{per}'} | {r.get('proxy_peak_rss_mb') if cpu is not None else ''} |")
     if res.get("proxy_idle_rss_mb"):
         lines += ["", f"Proxy idle RSS: {res['proxy_idle_rss_mb']} MB."]
+    lines += targets(res)
     return "\n".join(lines + [f"- {n}" for n in res["notes"]])
+
+
+def targets(res: dict[str, Any]) -> list[str]:
+    """Issue 10's targets next to what was measured (measured, not asserted)."""
+    def row(key: str, proto: str) -> dict[str, Any] | None:
+        return next((r for r in res[key] if r["path"] == "proxy" and r["proto"] == proto and "skipped" not in r),
+                    None)
+
+    out = []
+    h1, h2 = row("small", "http/1.1"), row("small", "h2")
+    if h1 and h2 and h1["rps"]:
+        out.append(f"h2<->h2 small GETs through the proxy: {h2['rps'] / h1['rps']:.2f}x the HTTP/1.1 keep-alive "
+                   f"req/s (target >= 0.5)")
+    bulk = row("download", "h2")
+    if bulk:
+        out.append(f"{res.get('bulk_mb')} MB h2 download intercepted: {bulk['mb_per_s']} MB/s (target >= 200), "
+                   f"peak RSS {bulk.get('proxy_peak_rss_mb')} MB (target: idle + 50 = "
+                   f"{(res.get('proxy_idle_rss_mb') or 0) + 50} MB)")
+    return [""] + out if out else []
 
 
 def log(msg: str) -> None:

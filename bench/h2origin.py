@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The HTTP/2 benchmark origin: hypercorn on 127.0.0.1 over TLS, ALPN h2 and http/1.1.
+"""The HTTP/2 benchmark origin: hypercorn on 127.0.0.1 over TLS, ALPN h2 and http/1.1
+(``--http1-only``: http/1.1 alone, the upstream of the h2->h1 pairing).
 
 The same server answers both protocols, so h2 and HTTP/1.1 figures compare the
 protocol, not two servers. It makes its own throw-away CA and leaf in
@@ -80,15 +81,20 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--dir", required=True, help="folder for the throw-away CA, leaf and key")
+    ap.add_argument("--http1-only", action="store_true",
+                    help="ALPN http/1.1 only (an HTTP/1.1 origin for the h2->h1 pairing); reuses --dir's CA if there")
     args = ap.parse_args()
-    _, chain, key = make_cert(args.dir)
+    if args.http1_only and os.path.exists(os.path.join(args.dir, "chain.pem")):
+        chain, key = os.path.join(args.dir, "chain.pem"), os.path.join(args.dir, "key.pem")
+    else:
+        _, chain, key = make_cert(args.dir)
     sock = socket.create_server(("127.0.0.1", 0), backlog=256)
     sock.set_inheritable(True)
     port = sock.getsockname()[1]
     config = Config()
     config.bind = [f"fd://{sock.detach()}"]  # hypercorn owns the descriptor from here
     config.certfile, config.keyfile = chain, key
-    config.alpn_protocols = ["h2", "http/1.1"]
+    config.alpn_protocols = ["http/1.1"] if args.http1_only else ["h2", "http/1.1"]
     config.accesslog = config.errorlog = None
     config.h2_max_concurrent_streams = 100
     config.keep_alive_max_requests = 10**9  # hypercorn closes a connection after 1,000 requests by default

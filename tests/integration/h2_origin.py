@@ -12,7 +12,9 @@ knowledge) on ``plain_port``. The app reports what it saw:
 ``/echo``             the request body back; ``x-echo-length`` its size
 ``/bytes/N``          N bytes of :func:`origin.pattern`, streamed in 256 KiB pieces
 ``/trailers``         a body and the trailers ``x-checksum``/``grpc-status``
-                      (hypercorn sends trailers only to h2 requests with ``te: trailers``)
+                      (hypercorn sends trailers only to h2 requests with ``te: trailers``);
+                      ``?sized=1``: the same with a ``content-length``
+``/ws`` (WebSocket)   every message echoed back (hypercorn over HTTP/1.1 upgrade, or RFC 8441)
 ``/status/N``         an empty answer with status N
 ``/hello``            :data:`origin.HELLO`
 
@@ -21,6 +23,9 @@ bytes, no protoc): ``/test.Echo/Unary`` answers ``b"echo:" + request``,
 ``/test.Echo/Stream`` answers ``N`` messages (N = the request as ASCII),
 both with the trailing metadata ``x-trailer: done``; a request ``b"fail"``
 ends with status ``INVALID_ARGUMENT``.
+
+:class:`WindowedOrigin`: a bare h2 server whose DATA goes only as far as the
+peer's windows allow, counting what it wrote (for the back-pressure tests).
 
 :func:`h2_request`: a minimal h2 client (``h2`` over ``ssl``) that returns
 status, headers, body and trailers: what httpx does not show.
@@ -45,7 +50,7 @@ import h2.events
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from origin import HELLO, pattern
-from tls_origin import ADDRESS, OriginPKI
+from tls_origin import ADDRESS, OriginPKI, h2_server_context, serve_connections
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -80,9 +85,10 @@ async def _download(send: Send, n: int) -> None:
         await send({"type": "http.response.body", "body": b""})
 
 
-async def _trailers(send: Send) -> None:
+async def _trailers(send: Send, sized: bool = False) -> None:
+    length = [(b"content-length", b"14")] if sized else []
     await send({"type": "http.response.start", "status": 200, "trailers": True,
-                "headers": [(b"content-type", b"text/plain")]})
+                "headers": [(b"content-type", b"text/plain"), *length]})
     await send({"type": "http.response.body", "body": b"with trailers\n"})
     await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"abc123"), (b"grpc-status", b"0")]})
 
@@ -94,7 +100,11 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
             await send({"type": message["type"] + ".complete"})
         await send({"type": "lifespan.shutdown.complete"})
         return
+    if scope["type"] == "websocket":
+        await _websocket_echo(receive, send)
+        return
     path: str = scope["path"]
+    query: str = scope["query_string"].decode()
     body = await _body(receive)
     if path == "/proto":
         seen = {"http_version": scope["http_version"], "scheme": scope["scheme"], "method": scope["method"],
@@ -105,13 +115,21 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     elif path.startswith("/bytes/"):
         await _download(send, int(path.split("/")[2]))
     elif path == "/trailers":
-        await _trailers(send)
+        await _trailers(send, sized=query == "sized=1")
     elif path.startswith("/status/"):
         await _answer(send, int(path.split("/")[2]), b"")
     elif path == "/hello":
         await _answer(send, 200, HELLO, [(b"content-type", b"text/plain")])
     else:
         await _answer(send, 404, b"not found\n")
+
+
+async def _websocket_echo(receive: Receive, send: Send) -> None:
+    while (message := await receive())["type"] != "websocket.disconnect":
+        if message["type"] == "websocket.connect":
+            await send({"type": "websocket.accept"})
+        elif message["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": message.get("text"), "bytes": message.get("bytes")})
 
 
 def _listener() -> socket.socket:
@@ -124,9 +142,12 @@ def _listener() -> socket.socket:
 
 
 class H2Origin:
-    """``H2Origin(pki).start()``; ``.tls_port``, ``.plain_port``, ``.url(path)``; ``.stop()``."""
+    """``H2Origin(pki).start()``; ``.tls_port``, ``.plain_port``, ``.url(path)``; ``.stop()``.
 
-    def __init__(self, pki: OriginPKI) -> None:
+    ``alpn=("h2",)`` makes an origin whose TLS side selects only h2 (a client
+    that offers http/1.1 alone gets no ALPN answer)."""
+
+    def __init__(self, pki: OriginPKI, alpn: tuple[str, ...] = ("h2", "http/1.1")) -> None:
         self.pki = pki
         tls, plain = _listener(), _listener()
         self.tls_port: int = tls.getsockname()[1]
@@ -136,7 +157,7 @@ class H2Origin:
         config.bind = [f"fd://{tls.detach()}"]
         config.insecure_bind = [f"fd://{plain.detach()}"]
         config.certfile, config.keyfile = str(pki.chain_path), str(pki.key_path)
-        config.alpn_protocols = ["h2", "http/1.1"]
+        config.alpn_protocols = list(alpn)
         config.accesslog = config.errorlog = None
         config.graceful_timeout = 1.0
         self._config = config
@@ -218,6 +239,67 @@ class GrpcOrigin:
         """A TLS channel straight to this server, trusting the origin CA only."""
         creds = grpc.ssl_channel_credentials(root_certificates=self.pki.ca_path.read_bytes())
         return grpc.secure_channel(self.target, creds, options=[("grpc.enable_http_proxy", 0), *options])
+
+
+# -- an origin that writes only what the windows allow ----------------------------
+
+class WindowedOrigin:
+    """A bare h2 server over TLS (the origin's leaf, ALPN h2): ``GET /bytes/N`` answers N
+    bytes, framing DATA only as far as the peer's flow-control windows allow, so
+    ``.sent`` (bytes framed so far, all connections) is what a reader let it write.
+    hypercorn cannot show this: its app's sends do not wait for the window (it
+    buffers). One thread per connection; ``.stop()`` closes the listener."""
+
+    _PIECE = bytes(1 << 20)
+
+    def __init__(self, pki: OriginPKI) -> None:
+        self._context = h2_server_context(pki)
+        self._sock = socket.create_server((ADDRESS, 0))
+        self.port: int = self._sock.getsockname()[1]
+        self.sent = 0
+        serve_connections(self._sock, self._serve)
+
+    def _serve(self, raw: socket.socket) -> None:
+        raw.settimeout(30)
+        with raw, self._context.wrap_socket(raw, server_side=True) as tls:
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
+            conn.initiate_connection()
+            tls.sendall(conn.data_to_send())
+            left: dict[int, int] = {}
+            while data := tls.recv(1 << 16):
+                for event in conn.receive_data(data):
+                    self._on(conn, event, left)
+                self._pump(conn, left)
+                tls.sendall(conn.data_to_send())
+
+    @staticmethod
+    def _on(conn: h2.connection.H2Connection, event: h2.events.Event, left: dict[int, int]) -> None:
+        if isinstance(event, h2.events.RequestReceived):
+            path = dict(event.headers)[b":path"].decode()
+            n = int(path.split("/")[2]) if path.startswith("/bytes/") else 0
+            conn.send_headers(event.stream_id, [(b":status", b"200"), (b"content-length", b"%d" % n)],
+                              end_stream=n == 0)
+            if n:
+                left[event.stream_id] = n
+        elif isinstance(event, h2.events.StreamReset):
+            left.pop(event.stream_id, None)
+        elif isinstance(event, h2.events.DataReceived):
+            conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+
+    def _pump(self, conn: h2.connection.H2Connection, left: dict[int, int]) -> None:
+        for sid in list(left):
+            while left[sid]:
+                n = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size, left[sid])
+                if n <= 0:
+                    break
+                left[sid] -= n
+                self.sent += n
+                conn.send_data(sid, self._PIECE[:n], end_stream=not left[sid])
+            if not left[sid]:
+                del left[sid]
+
+    def stop(self) -> None:
+        self._sock.close()
 
 
 # -- a minimal h2 client -----------------------------------------------------
