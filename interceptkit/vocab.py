@@ -27,6 +27,9 @@ TIMER_NAMES: tuple[TimerName, ...] = get_args(TimerName)
 #: one being answered), "pending" (the upstream is still connecting and its
 #: buffer is full), "hook" (a hook runs on the exchange), "pace" (a paced
 #: upload has pieces waiting for their turn).
+#: Why the core stops reading an upstream: a hook holds its exchange, a paced
+#: body waits for its timer, an HTTP/2 client's window for that stream is closed.
+UpstreamPause = Literal["hook", "pace", "window"]
 PauseReason = Literal["pipeline", "pending", "hook", "pace"]
 PAUSE_REASONS: tuple[PauseReason, ...] = get_args(PauseReason)
 

@@ -11,7 +11,7 @@ from itertools import count
 from typing import Any
 
 from ..flow import Flow, Request, TLSInfo
-from ..vocab import HookName, PauseReason
+from ..vocab import HookName, PauseReason, UpstreamPause
 from . import commands as cmd
 from .config import ProxyConfig
 from .exchange import Exchange, ExchangeState, SentPart, unbind
@@ -78,8 +78,14 @@ class ConnectionBase:
     _drop_upstream_if_busy: Callable[[Upstream | None], None]  # conn_upstreams.py
     _primary: Callable[[], Upstream | None]  # conn_upstreams.py
     _release_upstream: Callable[[], None]  # conn_upstreams.py
-    _pause_upstream: Callable[[Upstream], None]  # conn_upstreams.py
-    _resume_upstreams: Callable[[], None]  # conn_upstreams.py
+    def _resume_upstreams(self, reason: UpstreamPause = "hook") -> None:
+        raise NotImplementedError  # conn_upstreams.py
+
+    def _pause_upstream(self, up: Upstream, reason: UpstreamPause = "hook") -> None:
+        raise NotImplementedError  # conn_upstreams.py
+
+    def _resume_upstream(self, up: Upstream, reason: UpstreamPause) -> None:
+        raise NotImplementedError  # conn_upstreams.py
     _arm_read_timer: Callable[[float], None]  # conn_lifecycle.py
     _arm_idle_timer: Callable[[float], None]  # conn_lifecycle.py
     _restart_client_parser: Callable[[], None]  # conn_requests.py

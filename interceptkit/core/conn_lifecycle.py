@@ -76,7 +76,7 @@ class Lifecycle(ConnectionBase):
             self._resume_upstreams()
             self._resume_client("hook")
         self._client.resume(ex.xid)
-        if ex.upstream is not None:
+        if ex.upstream is not None and ex.upstream.layer.multiplexed:
             ex.upstream.layer.resume(ex.up_xid)  # HTTP/2: its acknowledgements flow again
         while ex.inbox and ex.waiting is None:
             source, event = ex.inbox.pop(0)
@@ -92,7 +92,6 @@ class Lifecycle(ConnectionBase):
         self._resume_client("hook")
         self._client.resume(0)
         for up in list(self._upstreams.values()):
-            up.layer.resume(0)
             self._pump_upstream(up)
         if not self._hook_blocks_client() and self._phase is Phase.HTTP:
             self._pump_client()

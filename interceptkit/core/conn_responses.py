@@ -135,12 +135,12 @@ class Responses(ConnectionBase):
         if not pace.ticking:
             self._tick(ex, pace)
         elif ex.upstream is not None:
-            self._pause_upstream(ex.upstream)  # what is queued is all we hold: read on when it is out
+            self._pause_upstream(ex.upstream, "pace")  # what is queued is all we hold: read on when it is out
 
     def _tick(self, ex: Exchange, pace: Pace) -> None:
         if not pace.queue:
             pace.ticking = False
-            self._resume_upstreams()
+            self._resume_upstreams("pace")
             if pace.end is not None:
                 up, pace.end = pace.end, None
                 self._end_response(ex, up)
@@ -238,8 +238,7 @@ class Responses(ConnectionBase):
             return
         ex.unacked += n
         if not up.layer.multiplexed:
-            up.layer.pause(ex.up_xid)
-            self._pause_upstream(up)
+            self._pause_upstream(up, "window")
 
     def _client_took(self, ex: Exchange) -> None:
         """The client's window opened for ``ex``: what waited for it may flow again."""
@@ -249,9 +248,8 @@ class Responses(ConnectionBase):
         if ex.unacked:
             up.layer.consumed(ex.up_xid, ex.unacked)
             ex.unacked = 0
-        if not up.layer.multiplexed and up.paused and not self._hook_blocks_client():
-            up.layer.resume(ex.up_xid)
-            self._resume_upstreams()
+        if "window" in up.paused_for:
+            self._resume_upstream(up, "window")
             self._pump_upstream(up)
 
     def _complete_exchange(self, ex: Exchange, up: Upstream | None) -> None:
@@ -299,6 +297,7 @@ class Responses(ConnectionBase):
         if up is not None and up.id in self._upstreams:
             if up.layer.next_cycle():
                 up.reused = True
+                self._resume_upstream(up, "window")  # that stream's window no longer holds it back
             else:
                 self._drop_upstream(up)
         if not self._client.next_cycle():

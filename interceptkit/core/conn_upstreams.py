@@ -23,6 +23,7 @@ from .tls import (
     TLSError,
 )
 from .websocket import SERVER
+from ..vocab import UpstreamPause
 from .alpn import H2, h2_enabled, listen_protocols, upstream_offer
 from .h2sides import H2Upstream
 
@@ -46,17 +47,29 @@ class Upstreams(ConnectionBase):
         upstreams = self._upstreams
         return next(iter(upstreams.values())) if upstreams else None
 
-    def _pause_upstream(self, up: Upstream) -> None:
-        """Stop reading ``up`` while a hook runs: bound what piles up meanwhile."""
-        if not up.paused and up.id in self._upstreams:
-            up.paused = True
+    def _pause_upstream(self, up: Upstream, reason: UpstreamPause = "hook") -> None:
+        """Stop reading ``up`` for ``reason``: bound what piles up meanwhile (its layer holds what came)."""
+        if up.id not in self._upstreams:
+            return
+        if not up.paused_for:
             self._emit(cmd.PauseUpstream(upstream=up.id))
+            if not up.layer.multiplexed:
+                up.layer.pause(0)
+        up.paused_for.add(reason)
 
-    def _resume_upstreams(self) -> None:
-        for up in self._upstreams.values():
-            if up.paused:
-                up.paused = False
-                self._emit(cmd.ResumeUpstream(upstream=up.id))
+    def _resume_upstream(self, up: Upstream, reason: UpstreamPause) -> None:
+        """Read ``up`` again once no reason to pause it is left (the caller pumps what its layer holds)."""
+        if reason not in up.paused_for:
+            return
+        up.paused_for.discard(reason)
+        if not up.paused_for:
+            if not up.layer.multiplexed:
+                up.layer.resume(0)
+            self._emit(cmd.ResumeUpstream(upstream=up.id))
+
+    def _resume_upstreams(self, reason: UpstreamPause = "hook") -> None:
+        for up in list(self._upstreams.values()):
+            self._resume_upstream(up, reason)
 
     def _current_upstream(self, upstream_id: int) -> Upstream | None:
         return self._upstreams.get(upstream_id)
@@ -78,7 +91,7 @@ class Upstreams(ConnectionBase):
         # A relayed tunnel's connection carries bytes h11 never saw: never pool it.
         relayed = self._phase in (Phase.TUNNEL, Phase.CONNECTING, Phase.SNIFF, Phase.WEBSOCKET)
         idle = up.ready and up.tls is None and not relayed and up.layer.idle
-        if idle and up.paused:
+        if idle and up.paused_for:
             self._out.append(cmd.ResumeUpstream(upstream=up.id))  # the pool must get a connection it reads
         del self._upstreams[up.id]
         self._out.append(cmd.CloseUpstream(upstream=up.id, reusable=idle))
@@ -325,8 +338,7 @@ class Upstreams(ConnectionBase):
             ex.upstream_bytes += len(data)
         held = self._hook_blocks_client() or any(ex.waiting is not None for ex in up.exchanges.values())
         if held and not up.layer.multiplexed:
-            up.layer.pause(0)  # the layer holds the rest until the hook returns
-            self._pause_upstream(up)  # and bound what piles up meanwhile
+            self._pause_upstream(up)  # its layer holds the rest until the hook returns
         events = up.layer.receive_data(data) if data else []
         if closed:
             events += up.layer.receive_data(b"")

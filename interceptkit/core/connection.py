@@ -120,8 +120,10 @@ class ProxyConnection(Requests, Responses, Upstreams, Tunnels, WebSockets, Lifec
             if not self._client.multiplexed:
                 self._pause_client("hook")  # HTTP/2: the stream is paused (no WINDOW_UPDATE), not the socket
         else:
-            source.layer.pause(ex.up_xid)
-            self._pause_upstream(source)
+            if source.layer.multiplexed:
+                source.layer.pause(ex.up_xid)  # HTTP/2: that stream's acknowledgements wait, the others flow
+            else:
+                self._pause_upstream(source)
 
     def _of_upstream(self, up: Upstream, up_xid: int) -> Exchange | None:
         return up.exchanges.get(up_xid)

@@ -97,6 +97,7 @@ class H2Layer:
         self._conn.initiate_connection()
         self._conn.increment_flow_control_window(CONNECTION_WINDOW - self._conn.inbound_flow_control_window)
         self._streams: dict[int, LayerStream] = {}  # by xid
+        self._held: set[int] = set()  # xids with DATA held by a window
         self._by_sid: dict[int, LayerStream] = {}
         self._events: list[LayerEvent] = []
         self.failed = False
@@ -237,7 +238,9 @@ class H2Layer:
             return 0
         stream.out.append(memoryview(data))
         stream.out_len += len(data)
-        return self._flush(stream) if stream.sid is not None else 0
+        sent = self._flush(stream) if stream.sid is not None else 0
+        self._flush_starved(xid)
+        return sent
 
     def send_trailers(self, xid: int, headers: Fields) -> None:
         """End the message with trailers (after any held DATA)."""
@@ -376,7 +379,31 @@ class H2Layer:
                 self._ended_after_data(stream)
         if not stream.out and stream.end_pending:
             self._send_end(stream, sid)
+        if stream.out:
+            self._held.add(stream.xid)
+        else:
+            self._held.discard(stream.xid)
         return sent
+
+    def _flush_starved(self, xid: int) -> None:
+        """Other streams' held DATA, once the connection window has room again.
+
+        Window events flush every stream, but a stream that sends as the window
+        opens can take it all; the others would then wait for a WINDOW_UPDATE
+        the peer has no reason to send (it still has room): flush them here.
+        """
+        if not self._held or self._conn.outbound_flow_control_window <= 0:
+            return
+        for other in list(self._held):
+            stream = self._streams.get(other)
+            if stream is None:
+                self._held.discard(other)
+                continue
+            if other == xid:
+                continue
+            sent = self._flush(stream)
+            if sent:
+                self._events.append(DataSent(xid=other, n=sent))
 
     def _ended_after_data(self, stream: LayerStream) -> None:
         stream.end_pending, stream.local_ended = False, True
@@ -414,6 +441,7 @@ class H2Layer:
     def _drop(self, stream: LayerStream) -> None:
         """Forget a stream without handing its window back (the connection is going away)."""
         self._streams.pop(stream.xid, None)
+        self._held.discard(stream.xid)
         if stream.sid is not None:
             self._by_sid.pop(stream.sid, None)
 
@@ -429,6 +457,7 @@ class H2Layer:
     def _forget(self, stream: LayerStream) -> None:
         """Drop every trace of a stream; give back the connection window its unconsumed bytes held."""
         self._streams.pop(stream.xid, None)
+        self._held.discard(stream.xid)
         if stream.sid is not None:
             self._by_sid.pop(stream.sid, None)
             self._ack(stream.unacked + stream.deferred_ack, stream.sid)

@@ -7,6 +7,7 @@ from enum import Enum, auto
 import h11
 
 from ..flow import TLSInfo
+from ..vocab import UpstreamPause
 from .h1layers import H1UpstreamLayer
 from .h2sides import H2Upstream
 from .exchange import Exchange, SentPart
@@ -49,7 +50,7 @@ class Upstream:
     (so a close may be retried).
     """
 
-    __slots__ = ("id", "key", "layer", "exchanges", "paused", "out", "deferred", "alpn_offer", "connected", "ready", "reused", "pending", "pending_size",
+    __slots__ = ("id", "key", "layer", "exchanges", "paused_for", "out", "deferred", "alpn_offer", "connected", "ready", "reused", "pending", "pending_size",
                  "last_activity", "tls", "server_name", "eof", "parent", "parent_answer",
                  "tunnel_to")
 
@@ -60,8 +61,8 @@ class Upstream:
         self.layer: H1UpstreamLayer | H2Upstream = H1UpstreamLayer()
         #: The exchanges this connection carries, by their id on its layer (HTTP/1: one at a time).
         self.exchanges: dict[int, Exchange] = {}
-        #: Not being read: a hook runs, or a paced body waits.
-        self.paused = False
+        #: Why it is not being read: a hook runs, a paced body waits, the client's window is closed.
+        self.paused_for: set[UpstreamPause] = set()
         #: Bytes for it in this ``handle`` call, joined into one send.
         self.out: list[bytes] = []
         #: What the ALPN offer of its TLS handshake is (h2 among it: the protocol is
