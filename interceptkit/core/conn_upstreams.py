@@ -104,8 +104,8 @@ class Upstreams(ConnectionBase):
         """An upstream for a new request to ``host:port``: one free for it here, else a new one."""
         key = (host, port, scheme in ("https", "wss"))
         for up in self._upstreams.values():
-            if up.key == key and not up.exchanges and up.layer.can_start_exchange():
-                return up
+            if up.key == key and (up.layer.multiplexed or not up.exchanges) and up.layer.can_start_exchange():
+                return up  # HTTP/2: one connection carries the streams; HTTP/1: a free one
         if not self._client.multiplexed:
             self._release_upstream()  # HTTP/1: one upstream at a time, kept while the host stays
         return self._open_upstream(key, reuse=True)
