@@ -85,7 +85,9 @@ def test_testing_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert "replayed with the service stopped: True plays: 1" in printed
     assert "token written to the file: False" in printed
     assert "the connection was reset:" in printed and "the fault acted on 1 flow(s)" in printed
-    assert "all assertions passed; 8 flows captured" in printed
+    assert "gave up after 0.3 s: " in printed and "after 1.0 s" in printed  # the delay, on the core's timer
+    assert "10485760 bytes streamed from an iterator" in printed
+    assert "all assertions passed; 11 flows captured" in printed
     html = "".join(outputs(notebook, "text/html"))
     assert 'class="interceptkit-table"' in html and 'class="interceptkit-flow"' in html
 
