@@ -104,6 +104,7 @@ class ConnectionBase:
     _client_offer: tuple[str, ...]  # conn_tunnels.py
     _speak_h2: Callable[[], None]  # conn_requests.py
     _frame: Callable[[Exchange, Upstream, SentPart], None]  # conn_upstreams.py
+    _exchange_error: Callable[[Exchange, int, str], None]  # conn_requests.py
     _awaiting_alpn: Callable[[], bool]  # conn_alpn.py
     _alpn_chosen: Callable[[Upstream], None]  # conn_alpn.py
     _alpn_failed: Callable[[Upstream, str, int], None]  # conn_alpn.py

@@ -145,6 +145,9 @@ class Lifecycle(ConnectionBase):
     def _check_idle_timeout(self) -> None:
         if self._phase is Phase.CLOSED:
             return
+        if self._client.multiplexed and self._phase is Phase.HTTP:
+            self._check_idle_streams()
+            return
         timeout = self._config.idle_timeout
         idle = self._now - self._client_activity
         primary = self._primary()
@@ -162,6 +165,22 @@ class Lifecycle(ConnectionBase):
             self._answer(408, "the request did not arrive in time")
         else:
             _IDLE[self._phase](self, ex)
+
+    def _check_idle_streams(self) -> None:
+        """HTTP/2: streams whose request stopped arriving get 408; with none left, a quiet connection closes."""
+        timeout = self._config.idle_timeout
+        idle = self._now - self._client_activity
+        exchanges = list(self._exchanges.values())
+        if any(ex.request_complete for ex in exchanges) or idle < timeout:
+            self._arm_idle_timer(timeout if exchanges else timeout - idle)
+            return
+        for ex in exchanges:
+            if not ex.response_started:
+                self._exchange_error(ex, 408, "the request did not arrive in time")
+        if not self._exchanges:
+            self._close_client()  # GOAWAY, then the close
+        else:
+            self._arm_idle_timer(timeout)
 
     def _idle_http(self, ex: Exchange | None) -> None:
         if self._client.receiving_body:

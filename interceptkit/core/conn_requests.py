@@ -177,6 +177,20 @@ class Requests(ConnectionBase):
             return
         self._client_error(status, message)
 
+    def _exchange_error(self, ex: Exchange, status: int, message: str) -> None:
+        """``ex``'s request is refused midway: HTTP/2 answers that stream alone; HTTP/1 answers and closes."""
+        if not self._client.multiplexed:
+            self._client_error(status, message)
+            return
+        started, up = ex.response_started, ex.upstream
+        self._fail_exchange(ex, f"bad request from client: {message}")
+        if up is not None:
+            self._abandon_upstream(ex, up)
+        if started:
+            self._end_stream_badly(ex)
+        else:
+            self._answer(status, message, ex.xid)
+
     def _client_error(self, status: int, message: str) -> None:
         ex = self._current()
         if ex is not None:
@@ -408,7 +422,7 @@ class Requests(ConnectionBase):
         capture_body(ex.flow.request, data, self._config.body_capture_limit)
         limit = self._config.max_request_body
         if limit is not None and ex.flow.request.body_size > limit:
-            self._client_error(413, f"request body over the limit of {limit} bytes")
+            self._exchange_error(ex, 413, f"request body over the limit of {limit} bytes")
             return
         if ex.state is ExchangeState.MOCKED:
             return

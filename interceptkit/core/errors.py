@@ -19,12 +19,19 @@ __all__ = ["ProxyError", "RemoteProtocolError", "UpstreamError", "map_exceptions
 
 
 @contextmanager
-def map_exceptions(status: int | None = None) -> Iterator[None]:
-    """Re-raise h11's protocol errors as RemoteProtocolError with h11's status hint.
+def map_exceptions(status: int | None = None, *, ours: str = "invalid message") -> Iterator[None]:
+    """Re-raise h11's errors as the one error model, at the layer boundary.
 
-    ``status`` overrides the hint (an upstream's bad answer is our 502, not its 400).
+    A peer's bad bytes (``h11.RemoteProtocolError``) become
+    ``RemoteProtocolError`` with h11's status hint (``status`` overrides it:
+    an upstream's bad answer is our 502, not its 400). A message we were
+    asked to send and h11 refuses (``h11.LocalProtocolError``: only a hook's
+    change can make one) becomes a ``ProxyError`` 502 whose reason starts
+    with ``ours``.
     """
     try:
         yield
     except h11.RemoteProtocolError as exc:
         raise RemoteProtocolError(str(exc), status or exc.error_status_hint) from exc
+    except (h11.LocalProtocolError, ValueError) as exc:
+        raise ProxyError(f"{ours}: {exc}", 502) from exc

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import h11
 
-from .errors import ProxyError, RemoteProtocolError
+from .errors import RemoteProtocolError, map_exceptions
 from .http1 import SUPPORTED_VERSIONS, ChunkSizeGuard, first_line_unversioned, h11_request, h11_response, raw_response
 from .layers import (
     ClientLayer,
@@ -59,10 +59,8 @@ def _no_body(fields: Fields, status: int = 0, head_request: bool = False) -> boo
 
 def check_request_head(head: RequestHead) -> None:
     """Raise ``ProxyError`` (502) for a head h11 would refuse to send: fields a hook set badly."""
-    try:
+    with map_exceptions(ours="a hook made an invalid request"):
         h11.Request(method=head.method, target=head.target, headers=head.headers)
-    except h11.LocalProtocolError as exc:
-        raise ProxyError(f"a hook made an invalid request: {exc}", 502) from exc
 
 
 class _H1Layer:
@@ -148,8 +146,9 @@ class _H1Layer:
         events, self._events = self._events, []
         while not self._paused and not self._failed:
             try:
-                event = self._conn.next_event()
-            except h11.RemoteProtocolError as exc:
+                with map_exceptions():
+                    event = self._conn.next_event()
+            except RemoteProtocolError as exc:
                 self._failed = True
                 events.append(self._parse_error(exc))
                 break
@@ -177,7 +176,7 @@ class _H1Layer:
     def _translate_head(self, event: object, events: list[LayerEvent]) -> bool:
         raise NotImplementedError
 
-    def _parse_error(self, exc: h11.RemoteProtocolError) -> LayerEvent:
+    def _parse_error(self, exc: RemoteProtocolError) -> LayerEvent:
         raise NotImplementedError
 
 
@@ -253,20 +252,18 @@ class H1ClientLayer(_H1Layer):
         self.held_back = event is h11.PAUSED
         return False
 
-    def _parse_error(self, exc: h11.RemoteProtocolError) -> LayerEvent:
+    def _parse_error(self, exc: RemoteProtocolError) -> LayerEvent:
         in_flight = (self._xid,) if self._conn.their_state is not h11.IDLE or self._xid else ()
-        return LayerFailed(reason=str(exc), status_hint=exc.error_status_hint, xids=in_flight)
+        return LayerFailed(reason=str(exc), status_hint=exc.status, xids=in_flight)
 
     # -- answers ---------------------------------------------------------------------------
 
     def send_head(self, xid: int, head: ResponseHead, *, end_stream: bool = False, validate: bool = True) -> None:
         """The final response head; ``validate``: h11 checks fields a hook may have set."""
-        try:
+        with map_exceptions(ours="a hook made an invalid response"):
             response = (h11.Response(status_code=head.status, reason=head.reason, headers=head.headers)
                         if validate else h11_response(head.status, head.reason, head.headers))
             self._write(self._conn.send(response))
-        except (h11.LocalProtocolError, ValueError) as exc:
-            raise ProxyError(f"a hook made an invalid response: {exc}", 502) from exc
         self._chunked = self._frames_chunked(head)
         if end_stream and self._conn.our_state is h11.SEND_BODY:
             self.end(xid)
@@ -292,10 +289,8 @@ class H1ClientLayer(_H1Layer):
         """An answer of our own, whole (then the connection closes); raw when h11 is past a clean one."""
         if self.head_request:
             body = b""  # RFC 9110 9.3.2: the same head as GET, never a body
-        try:
+        with map_exceptions(ours="a hook made an invalid response"):
             response = h11.Response(status_code=head.status, reason=head.reason, headers=head.headers)
-        except h11.LocalProtocolError as exc:
-            raise ProxyError(f"a hook made an invalid response: {exc}", 502) from exc
         try:
             parts = [self._conn.send(response)]
             if self._conn.our_state is h11.SEND_BODY:
@@ -397,7 +392,7 @@ class H1UpstreamLayer(_H1Layer):
             return head.status != 101  # after a 101 the bytes are another protocol's
         return False
 
-    def _parse_error(self, exc: h11.RemoteProtocolError) -> LayerEvent:
+    def _parse_error(self, exc: RemoteProtocolError) -> LayerEvent:
         detail = str(exc)
         if self._conn.their_state is h11.SEND_RESPONSE or "ConnectionClosed" in detail:
             reason = "upstream closed the connection before answering"
