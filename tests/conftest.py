@@ -11,9 +11,13 @@ again on uvloop, so the one test command covers both loops.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 
 import pytest
+
+# Helpers shared by the whole tree (tlspair.py) import by name from any test directory.
+sys.path.insert(0, os.path.dirname(__file__))
 
 pytest_plugins = ["pytester"]
 

@@ -7,6 +7,8 @@ import gc
 import ipaddress
 import os
 import ssl
+
+from tlspair import handshake
 import stat
 import tempfile
 import threading
@@ -393,34 +395,6 @@ def test_leaf_repr_hides_the_key(store: CertStore) -> None:
 
 
 # -- server contexts and handshakes -------------------------------------------
-
-
-def handshake(
-    server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, server_hostname: str
-) -> tuple[ssl.SSLObject, ssl.SSLObject]:
-    """Run a TLS handshake between two SSLObjects over memory BIOs; the first
-    side to fail raises."""
-    c_in, c_out, s_in, s_out = (
-        ssl.MemoryBIO(),
-        ssl.MemoryBIO(),
-        ssl.MemoryBIO(),
-        ssl.MemoryBIO(),
-    )
-    client = client_ctx.wrap_bio(c_in, c_out, server_hostname=server_hostname)
-    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
-    pending = [client, server]
-    for _ in range(10):
-        for side in list(pending):
-            try:
-                side.do_handshake()
-                pending.remove(side)
-            except ssl.SSLWantReadError:
-                pass
-        s_in.write(c_out.read())
-        c_in.write(s_out.read())
-        if not pending:
-            return client, server
-    raise AssertionError("handshake did not finish")
 
 
 def client_trusting(cafile: Path | None) -> ssl.SSLContext:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+import tlspair
 
 from interceptkit import Proxy, cli
 from interceptkit.certs import CertStore
@@ -28,22 +29,7 @@ def origin_ca(tmp_path_factory: pytest.TempPathFactory) -> CertStore:
 def handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext,
               host: str = "origin.test") -> tuple[str | None, str | None]:
     """A TLS handshake over memory BIOs; what (client, server) selected in ALPN."""
-    c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = client_ctx.wrap_bio(c_in, c_out, server_hostname=host)
-    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
-    pending = [client, server]
-    for _ in range(10):
-        for side in list(pending):
-            try:
-                side.do_handshake()
-                pending.remove(side)
-            except ssl.SSLWantReadError:
-                pass
-        s_in.write(c_out.read())
-        c_in.write(s_out.read())
-        if not pending:
-            return client.selected_alpn_protocol(), server.selected_alpn_protocol()
-    raise AssertionError("handshake did not finish")
+    return tlspair.selected(server_ctx, client_ctx, host)
 
 
 def client_offering(cafile: Path, protocols: Sequence[str]) -> ssl.SSLContext:

@@ -13,6 +13,7 @@ import ssl
 from collections.abc import Sequence
 
 import pytest
+import tlspair
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -126,22 +127,7 @@ def _selected(leaf: str, server_protocols: Sequence[str], client_protocols: Sequ
     client_ctx.check_hostname, client_ctx.verify_mode = False, ssl.CERT_NONE
     if client_protocols:
         client_ctx.set_alpn_protocols(list(client_protocols))
-    c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = client_ctx.wrap_bio(c_in, c_out, server_hostname="localhost")
-    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
-    pending = [client, server]
-    for _ in range(10):
-        for side in list(pending):
-            try:
-                side.do_handshake()
-                pending.remove(side)
-            except ssl.SSLWantReadError:
-                pass
-        s_in.write(c_out.read())
-        c_in.write(s_out.read())
-        if not pending:
-            return client.selected_alpn_protocol(), server.selected_alpn_protocol()
-    raise AssertionError("handshake did not finish")
+    return tlspair.selected(server_ctx, client_ctx, "localhost")
 
 
 @pytest.mark.parametrize("client", [["h2", "http/1.1"], ["http/1.1", "h2"], ["h2"], ["http/1.1"]])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -138,6 +139,18 @@ def h2_origin(origin_pki: OriginPKI) -> Iterator[H2Origin]:
     from h2_origin import H2Origin  # hypercorn and grpcio: only for the modules that use it
 
     server = H2Origin(origin_pki).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def grpc_origin(origin_pki: OriginPKI) -> Iterator[Any]:
+    """grpcio's TLS server (unary and server-streaming), one per module."""
+    from h2_origin import GrpcOrigin  # grpcio: only for the modules that use it
+
+    server = GrpcOrigin(origin_pki).start()
     try:
         yield server
     finally:

@@ -18,15 +18,6 @@ from origin import pattern_sha256
 from tls_origin import OriginPKI
 
 
-@pytest.fixture(scope="module")
-def grpc_origin(origin_pki: OriginPKI) -> Iterator[GrpcOrigin]:
-    server = GrpcOrigin(origin_pki).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def _client(origin_pki: OriginPKI, http2: bool) -> httpx.Client:
     return httpx.Client(http2=http2, verify=ssl.create_default_context(cafile=str(origin_pki.ca_path)),
                         trust_env=False, timeout=10)

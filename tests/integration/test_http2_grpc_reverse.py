@@ -24,15 +24,6 @@ from websockets.sync.client import connect as ws_connect
 from interceptkit import Proxy
 
 
-@pytest.fixture(scope="module")
-def grpc_origin(origin_pki: OriginPKI) -> Iterator[GrpcOrigin]:
-    server = GrpcOrigin(origin_pki).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def _channel(proxy: Proxy, origin: GrpcOrigin) -> grpc.Channel:
     """A TLS channel to ``localhost:<origin port>`` through ``proxy``, trusting the proxy's CA only."""
     creds = grpc.ssl_channel_credentials(root_certificates=proxy.ca_cert_path.read_bytes())
