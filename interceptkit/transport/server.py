@@ -110,6 +110,9 @@ class UpstreamProtocol(_Peer):
         self.session: ClientSession | None = None
         self.upstream_id = 0
         self.closed = False
+        #: The core asked not to read it (PauseUpstream: a hook, a paced body, a closed
+        #: HTTP/2 window); the client's back-pressure lifting must not override that.
+        self.core_paused = False
         self.key: tuple[str, int, bool] = ("", 0, False)
         self.pool: UpstreamPool | None = None
         self.address: tuple[str, int] | None = None
@@ -332,13 +335,16 @@ class ClientSession(_Peer):
 
     def _pause_upstream(self, command: cmd.PauseUpstream) -> None:
         upstream = self.upstreams.get(command.upstream)
-        if upstream is not None and upstream.transport is not None and not upstream.closed:
-            upstream.transport.pause_reading()
+        if upstream is not None:
+            upstream.core_paused = True
+            if upstream.transport is not None and not upstream.closed:
+                upstream.transport.pause_reading()
 
     def _resume_upstream(self, command: cmd.ResumeUpstream) -> None:
         upstream = self.upstreams.get(command.upstream)
-        if upstream is not None and upstream.transport is not None and not upstream.closed:
-            if self.reading_upstreams:
+        if upstream is not None:
+            upstream.core_paused = False
+            if upstream.transport is not None and not upstream.closed and self.reading_upstreams:
                 upstream.transport.resume_reading()
 
     def _run_hook(self, command: cmd.RunHook) -> None:
@@ -371,7 +377,8 @@ class ClientSession(_Peer):
         for upstream in self.upstreams.values():
             if upstream.transport is not None and not upstream.closed:
                 if reading:
-                    upstream.transport.resume_reading()
+                    if not upstream.core_paused:
+                        upstream.transport.resume_reading()
                 else:
                     upstream.transport.pause_reading()
 
