@@ -111,8 +111,9 @@ class Upstreams(ConnectionBase):
         return self._open_upstream(key, reuse=True)
 
     def _open_upstream(self, key: UpstreamKey, *, reuse: bool, for_exchange: Exchange | None = None) -> Upstream:
-        in_tunnel = self._origin is not None and key[0] == self._origin[1]
-        server_name = self._server_name if in_tunnel and self._server_name else key[0]
+        tunnel = self._tunnel
+        in_tunnel = tunnel.origin is not None and key[0] == tunnel.origin[1]
+        server_name = tunnel.server_name if in_tunnel and tunnel.server_name else key[0]
         # TLS sessions live in the core, so TLS connections are never pooled.
         up = Upstream(next(self._upstream_ids), key, self._now, server_name)
         self._upstreams[up.id] = up
@@ -250,9 +251,10 @@ class Upstreams(ConnectionBase):
     def _upstream_alpn(self) -> tuple[str, ...]:
         """What to offer an upstream in ALPN: what the client offered (of h2, http/1.1); in reverse mode, both."""
         http2 = h2_enabled(self._config.http2)
-        if self._config.mode == "reverse" and not self._client_offer:
+        offer = self._tunnel.client_offer
+        if self._config.mode == "reverse" and not offer:
             return listen_protocols(http2=http2)
-        return upstream_offer(self._client_offer, http2=http2)
+        return upstream_offer(offer, http2=http2)
 
     def _frame_deferred(self, up: Upstream) -> None:
         """TLS chose the protocol: the layer that speaks it frames what waited."""
@@ -294,7 +296,8 @@ class Upstreams(ConnectionBase):
 
     def _record_connect(self, event: ev.UpstreamConnected) -> None:
         up = self._upstreams[event.upstream]
-        flows = [ex.flow for ex in up.exchanges.values()] or ([self._tunnel] if self._tunnel else [])
+        tunnel = self._tunnel.flow
+        flows = [ex.flow for ex in up.exchanges.values()] or ([tunnel] if tunnel else [])
         for flow in flows:
             flow.timings.connect_end = self._now
             flow.server_address = event.address

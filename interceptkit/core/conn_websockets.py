@@ -55,7 +55,7 @@ class WebSockets(ConnectionBase):
         self._ws_exchange = ex
         self._enter(Phase.WEBSOCKET)
         self._resume_client("pipeline")
-        early = self._take_early()
+        early = self._tunnel.take_early()
         if early:
             self._ws.receive(CLIENT, early)
         if upstream_rest:
