@@ -10,7 +10,7 @@ from collections.abc import Callable
 from itertools import count
 from typing import Any
 
-from ..flow import Flow, Request, TLSInfo
+from ..flow import Flow, Request
 from ..vocab import HookName, PauseReason, UpstreamPause
 from . import commands as cmd
 from .config import ProxyConfig
@@ -23,6 +23,7 @@ from .client_hello import ClientHello
 from .socks5 import Reply, Socks5Handshake
 from .state import PHASE_TRANSITIONS, Phase, Upstream, UpstreamKey
 from .tls import TLSEndpoint
+from .tunnel import Tunnel
 from .websocket import WebSocketMessage
 
 
@@ -40,12 +41,7 @@ class ConnectionBase:
     _client_activity: float  # conn_requests.py
     _client_blocked: bool  # conn_requests.py
     _proxy_user: str | None  # conn_requests.py
-    _client_tls: TLSEndpoint | None  # conn_tunnels.py
-    _client_tls_info: TLSInfo | None  # conn_tunnels.py
-    _early: bytes  # conn_tunnels.py
-    _origin: tuple[str, str, int] | None  # conn_tunnels.py
-    _server_name: str | None  # conn_tunnels.py
-    _tunnel: Flow | None  # conn_tunnels.py
+    _tunnel: Tunnel  # conn_tunnels.py: the tunnel's state and the client's TLS endpoint
     _upstreams: dict[int, Upstream]  # conn_upstreams.py
     _socks: Socks5Handshake | None  # conn_socks5.py
     _waiting: Exchange | None  # conn_lifecycle.py: the exchange a hook call is out for
@@ -90,8 +86,6 @@ class ConnectionBase:
     _arm_idle_timer: Callable[[float], None]  # conn_lifecycle.py
     _restart_client_parser: Callable[[], None]  # conn_requests.py
     _touch_client: Callable[[], None]  # conn_requests.py
-    _close_client_tls: Callable[[], bytes]  # conn_tunnels.py
-    _take_early: Callable[[], bytes]  # conn_tunnels.py
     _relay_upgrade: Callable[[Flow, bytes], None]  # conn_tunnels.py
     _init_client_side: Callable[[tuple[str, int] | None], None]  # conn_requests.py
     _init_tunnels: Callable[[], None]  # conn_tunnels.py
@@ -101,7 +95,6 @@ class ConnectionBase:
     _init_socks5: Callable[[], None]  # conn_socks5.py
     _set_proxy_user: Callable[[str], None]  # conn_requests.py
     _begin_tunnel: Callable[[Exchange], None]  # conn_tunnels.py
-    _client_offer: tuple[str, ...]  # conn_tunnels.py
     _speak_h2: Callable[[], None]  # conn_requests.py
     _frame: Callable[[Exchange, Upstream, SentPart], None]  # conn_upstreams.py
     _exchange_error: Callable[[Exchange, int, str], None]  # conn_requests.py
@@ -150,6 +143,17 @@ class ConnectionBase:
 
     def _upstream_failed(self, up: Upstream, reason: str, status: int = 502, *, timeout: bool = False) -> None:
         raise NotImplementedError
+
+    # Reads of the tunnel's state that the request path makes per request.
+    @property
+    def _client_tls(self) -> TLSEndpoint | None:
+        """The client's TLS endpoint (an intercepted tunnel's, or reverse mode's), if it is decrypted."""
+        return self._tunnel.tls
+
+    @property
+    def _origin(self) -> tuple[str, str, int] | None:
+        """Inside an intercepted tunnel: the ``(scheme, host, port)`` every request goes to."""
+        return self._tunnel.origin
 
     def __init__(self, config: ProxyConfig, client_address: tuple[str, int] | None = None) -> None:
         self._config = config
@@ -225,8 +229,9 @@ class ConnectionBase:
         if self._client_buf:
             data = b"".join(self._client_buf) if len(self._client_buf) > 1 else self._client_buf[0]
             self._client_buf = []
-            if self._client_tls is not None:
-                data = self._client_tls.send(data)
+            tls = self._tunnel.tls
+            if tls is not None:
+                data = tls.send(data)
             self._out.append(cmd.SendToClient(data=data))
         if self._dirty:
             dirty, self._dirty = self._dirty, []
@@ -285,7 +290,7 @@ class ConnectionBase:
     def _new_flow(self, request: Request) -> Flow:
         flow = Flow(id=self._next_flow_id(), request=request, client_address=self._client_address)
         flow.timings.start = self._now
-        flow.client_tls = self._client_tls_info
+        flow.client_tls = self._tunnel.tls_info
         flow.proxy_user = self._proxy_user
         return flow
 
@@ -314,16 +319,16 @@ class ConnectionBase:
         self._release_upstream()
         if self._client.multiplexed:
             self._client.shutdown()  # GOAWAY: the client knows no stream of it goes on
-        if self._client_tls is not None:
+        if self._tunnel.tls is not None:
             self._flush()
             if not reset:  # a reset is abortive: no close_notify, as from a peer that crashed
-                self._send_client_raw(self._close_client_tls())
+                self._send_client_raw(self._tunnel.close_client_tls())
         self._enter(Phase.CLOSED)
         self._emit(cmd.CloseClient(reset=reset))
 
     def _abort(self, reason: str) -> None:
         self._fail_all(reason)
-        if self._tunnel is not None:
+        if self._tunnel.flow is not None:
             self._finish_tunnel(None if self._phase is Phase.TUNNEL else reason)
         self._close_client()
 

@@ -35,7 +35,7 @@ class AlpnFirst(ConnectionBase):
             return False
         if config.answers_locally is not None and config.answers_locally():
             return False  # a mock may answer: reach no upstream before a request asks
-        tunnel = self._tunnel
+        tunnel = self._tunnel.flow
         assert tunnel is not None
         host, port = tunnel.request.host, tunnel.request.port
         self._hello = hello

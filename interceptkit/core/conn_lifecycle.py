@@ -112,7 +112,7 @@ class Lifecycle(ConnectionBase):
             self._on_shape_timer()
         elif event.timer in ("hold", "upload"):
             self._on_exchange_timer(event)  # per exchange: routed by its key, the xid (conn_holds)
-        elif event.timer == "sniff" and self._phase is Phase.SNIFF and not self._early:
+        elif event.timer == "sniff" and self._phase is Phase.SNIFF and not self._tunnel.has_early:
             self._tunnel_raw()  # the client waits for the server to speak first
 
     def _check_read_timeout(self) -> None:

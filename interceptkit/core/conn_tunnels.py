@@ -7,78 +7,42 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..flow import Flow, Headers, Request, Response, TLSInfo
+from ..flow import Flow, Headers, Request, Response
 from ..vocab import ConnectCause
 from . import commands as cmd
 from .base import ConnectionBase
 from .errors import ProxyError, RemoteProtocolError
 from .exchange import Exchange, ExchangeState
-from .http1 import (
-    end_to_end_fields,
-    looks_like_http,
-    parse_authority,
-    sized,
-)
+from .http1 import end_to_end_fields, parse_authority, sized
 from .alpn import H2, fallback_protocols, h2_enabled
 from .layers import ResponseHead
 from .socks5 import Reply, connect_failure_reply
 from .state import Phase, Upstream
-from .tls import (
-    TLSEndpoint,
-    TLSError,
-    TLSParseError,
-    looks_like_tls,
-    parse_client_hello,
-)
+from .tls import TLSEndpoint, TLSError
+from .tunnel import Sniffed, Tunnel
 
 #: Alerts a client sends when it does not trust the certificate we showed it.
 UNTRUSTED_ALERTS = frozenset({"unknown ca", "bad certificate", "certificate unknown",
                               "unsupported certificate"})
-#: Bytes of a tunnel's first message we wait for before giving up on TLS.
-SNIFF_LIMIT = 64 * 1024
 
 
 class Tunnels(ConnectionBase):
-    """CONNECT: owns the tunnel's flow, its early bytes, the sniffing verdict, and the client's TLS endpoint.
+    """CONNECT: the decisions of a tunnel (answer, intercept, sniff, relay, decrypt) and the commands they emit.
 
-    Also the origin every request inside an intercepted tunnel goes to and
-    the server name (SNI) to use towards it. The client TLS endpoint also
-    serves reverse mode's TLS from the first byte.
+    Owns one attribute, ``_tunnel``: the connection's :class:`~.tunnel.Tunnel`
+    (its flow, early bytes, answered flag, origin and server name, the
+    ClientHello's ALPN offer, the client's TLS endpoint), read and written
+    only through that object's methods.
     """
 
     def _init_tunnels(self) -> None:
-        self._tunnel: Flow | None = None
-        #: Inside an intercepted CONNECT: where every request goes.
-        self._origin: tuple[str, str, int] | None = None
-        self._server_name: str | None = None
-        self._client_tls: TLSEndpoint | None = None
-        self._client_tls_info: TLSInfo | None = None
-        #: Bytes of a tunnel not yet consumed: early data, or the sniffed start.
-        self._early = b""
-        #: The protocols the client's ClientHello offered (ALPN), in its order.
-        self._client_offer: tuple[str, ...] = ()
-        self._tunnel_answered = False
-        #: Why the upstream being opened could not be reached (only while that failure is handled).
-        self._connect_cause: ConnectCause = "other"
-        if self._config.listen_context is not None:  # TLS from the first byte (reverse mode)
-            self._client_tls = TLSEndpoint(self._config.listen_context, server_side=True)
-            self._client_tls.start()
-            self._client_tls_info = TLSInfo()
-
-    def _close_client_tls(self) -> bytes:
-        """End the client's TLS session; the close_notify to send."""
-        tls, self._client_tls = self._client_tls, None
-        return tls.close() if tls is not None else b""
-
-    def _take_early(self) -> bytes:
-        """The tunnel bytes not consumed yet, handed to whoever parses them next."""
-        early, self._early = self._early, b""
-        return early
+        # TLS from the first byte in reverse mode: the tunnel object holds the client's endpoint.
+        self._tunnel = Tunnel(self._config.listen_context)
 
     def _relay_upgrade(self, flow: Flow, upstream_rest: bytes) -> None:
         """After a 101 we do not parse: relay the bytes both ways, unchanged."""
         flow.kind = "upgrade"
-        self._tunnel = flow
+        self._tunnel.open(flow)
         self._enter_tunnel()
         self._relay_to_client(upstream_rest)
 
@@ -99,7 +63,7 @@ class Tunnels(ConnectionBase):
         """A CONNECT (HTTP or SOCKS5) asked for a tunnel: the ``tunnel`` hook decides what it becomes."""
         ex.flow.kind = "tunnel"
         ex.flow.state = "new"
-        self._tunnel = ex.flow
+        self._tunnel.open(ex.flow)
         self._hook("tunnel", ex)
 
     def _after_tunnel_hook(self, ex: Exchange, _: Any) -> None:
@@ -107,14 +71,14 @@ class Tunnels(ConnectionBase):
         request = flow.request
         if flow.killed or (flow.response is not None and self._socks is not None):
             # SOCKS5 has no way to carry a hook's HTTP answer: it is refused (RFC 1928 6).
-            self._tunnel = None
+            self._tunnel.take_flow()
             self._end_flow(flow, "killed by a hook" if flow.killed else "refused by a hook")
             if self._socks is not None:
                 self._socks_reply(Reply.NOT_ALLOWED)
             self._close_client(reset=flow.kill_reset)
             return
         if flow.response is not None:  # a hook answered the CONNECT itself (e.g. block)
-            self._tunnel = None
+            self._tunnel.take_flow()
             ex.upstream_response = None
             self._send_mock_answer(flow)
             return
@@ -124,9 +88,9 @@ class Tunnels(ConnectionBase):
         if intercept:
             self._answer_connect()
             self._enter(Phase.SNIFF)
-            self._server_name = request.host
+            self._tunnel.name_server(request.host)
             self._emit(cmd.StartTimer(name="sniff", delay=self._config.sniff_timeout))
-            if self._early:
+            if self._tunnel.has_early:
                 self._sniff(b"")
             return
         flow.state = "open"
@@ -162,73 +126,76 @@ class Tunnels(ConnectionBase):
 
     def _answer_connect(self) -> None:
         """``200 Connection established``; what the client sent after it is kept."""
+        tunnel = self._tunnel
         if self._socks is not None:
-            self._early = self._socks_reply(Reply.SUCCEEDED)
+            tunnel.keep_early(self._socks_reply(Reply.SUCCEEDED))
         else:
             self._client.send_head(0, ResponseHead(status=200, reason=b"Connection established"), validate=False)
             self._to_client(self._client.bytes_to_send())
-            self._early = self._client.take_trailing()
-        self._tunnel_answered = True
-        if self._tunnel is not None:
+            tunnel.keep_early(self._client.take_trailing())
+        tunnel.mark_answered()
+        flow = tunnel.flow
+        if flow is not None:
             reason = "SOCKS5 request granted" if self._socks is not None else "Connection established"
-            self._tunnel.response = Response(status=200, reason=reason)
-            self._tunnel.timings.response_start = self._now
+            flow.response = Response(status=200, reason=reason)
+            flow.timings.response_start = self._now
 
     def _start_tunnel(self, up: Upstream) -> None:
         up.ready = True
-        if not self._tunnel_answered:
+        if not self._tunnel.answered:
             self._answer_connect()
         self._enter_tunnel()
 
     def _enter_tunnel(self) -> None:
         self._enter(Phase.TUNNEL)
-        early = self._take_early()
+        early = self._tunnel.take_early()
         self._resume_client("pipeline")
         self._relay_to_upstream(early)
 
     def _relay_to_upstream(self, data: bytes) -> None:
-        up, flow = self._primary(), self._tunnel
+        up, flow = self._primary(), self._tunnel.flow
         if up is not None and flow is not None and data:
             flow.request.body_size += len(data)
             self._to_upstream(up, data)
 
     def _relay_to_client(self, data: bytes) -> None:
-        flow = self._tunnel
+        flow = self._tunnel.flow
         if flow is not None and flow.response is not None and data:
             flow.response.body_size += len(data)
             self._to_client(data)
 
     def _finish_tunnel(self, error: str | None) -> None:
-        flow, self._tunnel = self._tunnel, None
+        flow = self._tunnel.take_flow()
         if flow is not None:
             self._end_flow(flow, error)
         self._close_client()
 
     def _connect_failed(self, up: Upstream, reason: str, status: int, cause: ConnectCause) -> None:
         """An upstream could not be opened: fail it as any other, ``cause`` kept for a SOCKS5 reply."""
-        self._connect_cause = cause
+        self._tunnel.note_cause(cause)
         try:
             self._upstream_failed(up, reason, status)
         finally:
-            self._connect_cause = "other"  # any later failure has a cause of its own
+            self._tunnel.note_cause("other")  # any later failure has a cause of its own
 
     def _fail_tunnel(self, reason: str, status: int) -> None:
-        flow, self._tunnel = self._tunnel, None
+        tunnel = self._tunnel
+        flow = tunnel.take_flow()
         if flow is not None:
             self._end_flow(flow, reason)
         self._enter(Phase.HTTP)  # so the answer goes out through h11
-        if self._socks is not None and not self._tunnel_answered:
+        if self._socks is not None and not tunnel.answered:
             # A 504 is a timeout whoever saw it (the transport, or the core's TLS handshake timer).
-            self._socks_reply(connect_failure_reply("timeout" if status == 504 else self._connect_cause))
+            self._socks_reply(connect_failure_reply("timeout" if status == 504 else tunnel.cause))
             self._close_client()
-        elif self._tunnel_answered:
+        elif tunnel.answered:
             self._close_client()  # the 200 is out: closing is all that is left
         else:
             self._answer(status, reason)
 
     def _tunnel_raw(self) -> None:
         """Not TLS, not HTTP: relay the tunnel unchanged after all."""
-        tunnel = self._tunnel
+        tunnel = self._tunnel.flow
         assert tunnel is not None
         self._enter(Phase.CONNECTING)
         tunnel.state = "open"
@@ -237,80 +204,64 @@ class Tunnels(ConnectionBase):
         tunnel.timings.connect_start = self._now
 
     def _report_tunnel_error(self, reason: str) -> None:
-        flow, self._tunnel = self._tunnel, None
+        flow = self._tunnel.take_flow()
         if flow is not None:
-            flow.client_tls = self._client_tls_info
+            flow.client_tls = self._tunnel.tls_info
             self._end_flow(flow, reason)
 
     def _sniff(self, data: bytes) -> None:
         """Decide from a tunnel's first bytes: TLS to intercept, HTTP, or a raw relay."""
-        buf = self._early = self._early + data
+        self._tunnel.add_early(data)
         if self._awaiting_alpn():
             return  # the hello is read: it waits for the upstream's choice (conn_alpn.py)
-        verdict = looks_like_tls(buf)
-        if verdict is None:
-            return
-        if not verdict:
-            self._start_inner_http() if looks_like_http(buf) else self._tunnel_raw()
-            return
-        try:
-            hello = parse_client_hello(buf)
-        except TLSParseError:
+        verdict = self._tunnel.sniff()
+        if verdict.kind is Sniffed.HTTP:
+            self._start_inner_http()
+        elif verdict.kind is Sniffed.RAW:
             self._tunnel_raw()
-            return
-        if hello is not None:
-            self._client_offer = hello.alpn
-            if not self._upstream_first(hello):
-                self._start_client_tls(hello.sni, None)
-        elif len(buf) > SNIFF_LIMIT:
-            self._tunnel_raw()
+        elif verdict.hello is not None and not self._upstream_first(verdict.hello):
+            self._start_client_tls(verdict.hello.sni, None)
 
     def _start_client_tls(self, sni: str | None, alpn: tuple[str, ...] | None = None) -> None:
         """Answer the client's hello; ``alpn`` is what to offer it (None: what it offered that we speak)."""
-        tunnel = self._tunnel
+        tunnel = self._tunnel.flow
         assert tunnel is not None and self._config.server_context is not None
         host, port = tunnel.request.host, tunnel.request.port
         if alpn is None:  # no upstream choice to follow: each side speaks what it chose, translated
-            alpn = fallback_protocols(self._client_offer, http2=h2_enabled(self._config.http2))
+            alpn = fallback_protocols(self._tunnel.client_offer, http2=h2_enabled(self._config.http2))
         try:
             context = self._config.server_context(sni or host, alpn)
         except ValueError:  # a name no certificate can carry: use the CONNECT host
             context = self._config.server_context(host, alpn)
-        self._client_tls = TLSEndpoint(context, server_side=True)
-        self._client_tls.start()
-        self._client_tls_info = TLSInfo(sni=sni)
-        self._server_name = sni or host
+        self._tunnel.start_client_tls(context, sni, host)
         self._enter_inner("https", host, port)
 
     def _start_inner_http(self) -> None:
-        tunnel = self._tunnel
+        tunnel = self._tunnel.flow
         assert tunnel is not None
         self._enter_inner("http", tunnel.request.host, tunnel.request.port)
 
     def _set_inner_origin(self, scheme: str, host: str, port: int, server_name: str) -> None:
         """Requests inside this tunnel go to ``host:port``, whose TLS name is ``server_name``."""
-        self._origin = (scheme, host, port)
-        self._server_name = server_name
+        self._tunnel.intercept(scheme, host, port, server_name)
 
     def _enter_inner(self, scheme: str, host: str, port: int) -> None:
         """Parse the tunnel's content as HTTP requests that all go to ``host:port``."""
-        self._origin = (scheme, host, port)
+        self._tunnel.intercept(scheme, host, port)
         self._restart_client_parser()
         self._enter(Phase.HTTP)
-        self._feed_client(self._take_early())
+        self._feed_client(self._tunnel.take_early())
 
     def _client_tls_done(self, tls: TLSEndpoint) -> None:
-        info = self._client_tls_info or TLSInfo()
-        info.version, info.cipher, info.alpn = tls.version, tls.cipher, tls.alpn
-        self._client_tls_info = info
+        self._tunnel.client_tls_done(tls)
         if tls.alpn == H2:
             self._speak_h2()
-        self._tunnel = None  # the CONNECT is not an exchange of its own once decrypted
+        self._tunnel.take_flow()  # the CONNECT is not an exchange of its own once decrypted
 
     def _client_tls_failed(self, exc: TLSError) -> None:
-        self._client_tls = None
+        self._tunnel.drop_client_tls()
         self._send_client_raw(exc.to_send)
-        name = self._server_name or "?"
+        name = self._tunnel.server_name or "?"
         if exc.alert in UNTRUSTED_ALERTS or "closed the connection during the TLS handshake" in exc.reason:
             reason = f"client does not trust the interceptkit CA for {name} ({exc.alert or exc.reason})"
             if name not in self._config.tls_warned:
@@ -323,10 +274,10 @@ class Tunnels(ConnectionBase):
 
     def _client_plaintext(self, data: bytes) -> tuple[bytes, bool] | None:
         """The client's bytes as plaintext and whether its TLS closed; None if TLS failed."""
-        return (data, False) if self._client_tls is None else self._decrypt_client(data)
+        return (data, False) if self._tunnel.tls is None else self._decrypt_client(data)
 
     def _decrypt_client(self, data: bytes) -> tuple[bytes, bool] | None:
-        tls = self._client_tls
+        tls = self._tunnel.tls
         assert tls is not None
         try:
             result = tls.receive(data)
@@ -348,7 +299,7 @@ class Tunnels(ConnectionBase):
         ex.flow.timings.response_start = self._now
         ex.enter(ExchangeState.UPGRADED)
         self._remove_exchange(ex)
-        self._early = self._client.take_trailing()
+        self._tunnel.keep_early(self._client.take_trailing())
         upstream_rest = up.layer.take_trailing()
         if ex.websocket:
             self._start_websocket(ex, upstream_rest)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from itertools import count
 
-import h11
-
 from ..flow import Request
 from . import commands as cmd
 from . import events as ev
@@ -17,7 +15,7 @@ from .exchange import Exchange, ExchangeState, SentEnd, SentPart, bind
 from .http1 import format_authority
 from .layers import RequestHead, ResponseHead, StreamReset
 from .state import Phase, Upstream, UpstreamKey, tls_info
-from .upstreamproxy import UpstreamProxy
+from .upstreamproxy import ParentAnswer, ParentTunnel, UpstreamProxy
 from .tls import (
     TLSEndpoint,
     TLSError,
@@ -29,7 +27,7 @@ from .h2sides import H2Upstream
 
 
 class Upstreams(ConnectionBase):
-    """Connections towards servers: owns the bound upstream (its h11 CLIENT connection and TLS), ids, pausing.
+    """Connections towards servers: owns the upstreams (each with its layer and TLS), their ids, pausing.
 
     Binding and releasing (to the pool when it sits between messages), TLS
     towards the server, failures, and the retry of an idempotent request.
@@ -111,8 +109,9 @@ class Upstreams(ConnectionBase):
         return self._open_upstream(key, reuse=True)
 
     def _open_upstream(self, key: UpstreamKey, *, reuse: bool, for_exchange: Exchange | None = None) -> Upstream:
-        in_tunnel = self._origin is not None and key[0] == self._origin[1]
-        server_name = self._server_name if in_tunnel and self._server_name else key[0]
+        tunnel = self._tunnel
+        in_tunnel = tunnel.origin is not None and key[0] == tunnel.origin[1]
+        server_name = tunnel.server_name if in_tunnel and tunnel.server_name else key[0]
         # TLS sessions live in the core, so TLS connections are never pooled.
         up = Upstream(next(self._upstream_ids), key, self._now, server_name)
         self._upstreams[up.id] = up
@@ -185,43 +184,23 @@ class Upstreams(ConnectionBase):
             self._upstream_ready(up)
 
     def _ask_parent(self, up: Upstream, host: str, port: int) -> None:
-        """Connected to the parent: ask it for a tunnel, and read its answer with h11."""
+        """Connected to the parent: ask it for a tunnel (``up.parent_answer`` reads its answer)."""
         parent = up.parent
         assert parent is not None
-        request = parent.connect_request(host, port)
-        up.parent_answer = h11.Connection(h11.CLIENT)
-        # h11 must know a CONNECT was sent to read the answer as one; the
-        # bytes on the wire are the builder's (the same request).
-        fields = [(b"Host", (f"[{host}]" if ":" in host else host).encode() + f":{port}".encode())]
-        target = fields[0][1]
-        up.parent_answer.send(h11.Request(method=b"CONNECT", target=target, headers=fields))
-        self._send_upstream_raw(up, request)
+        tunnel = up.parent_answer = ParentTunnel(parent, host, port)
+        self._send_upstream_raw(up, tunnel.request_bytes())
 
     def _parent_answered(self, up: Upstream, data: bytes) -> None:
         """Bytes from the parent before its tunnel is open: 2xx opens it, anything else fails."""
         reader, parent = up.parent_answer, up.parent
         assert reader is not None and parent is not None
-        try:
-            reader.receive_data(data)
-            event = reader.next_event()
-            while isinstance(event, h11.InformationalResponse):
-                event = reader.next_event()
-        except h11.RemoteProtocolError as exc:
-            what = "closed the connection without answering CONNECT" if not data else \
-                f"answered CONNECT with invalid HTTP: {exc}"
-            self._upstream_failed(up, parent.refused(what))
+        verdict = reader.receive(data)
+        if verdict.kind is ParentAnswer.WAIT:
             return
-        if event is h11.NEED_DATA:
+        if verdict.kind is ParentAnswer.FAILED:
+            self._upstream_failed(up, parent.refused(verdict.what))
             return
-        if isinstance(event, h11.ConnectionClosed):  # closed before a byte of an answer
-            self._upstream_failed(up, parent.refused("closed the connection without answering CONNECT"))
-            return
-        if not isinstance(event, h11.Response) or not 200 <= event.status_code < 300:
-            what = (f"{event.status_code} {event.reason.decode('latin-1')}".strip()
-                    if isinstance(event, h11.Response) else "unexpectedly")
-            self._upstream_failed(up, parent.refused(f"answered CONNECT with {what}"))
-            return
-        trailing = reader.trailing_data[0]
+        trailing = verdict.trailing
         up.parent_answer = None
         self._connected_to_server(up)
         if trailing and self._current_upstream(up.id) is up:
@@ -250,9 +229,10 @@ class Upstreams(ConnectionBase):
     def _upstream_alpn(self) -> tuple[str, ...]:
         """What to offer an upstream in ALPN: what the client offered (of h2, http/1.1); in reverse mode, both."""
         http2 = h2_enabled(self._config.http2)
-        if self._config.mode == "reverse" and not self._client_offer:
+        offer = self._tunnel.client_offer
+        if self._config.mode == "reverse" and not offer:
             return listen_protocols(http2=http2)
-        return upstream_offer(self._client_offer, http2=http2)
+        return upstream_offer(offer, http2=http2)
 
     def _frame_deferred(self, up: Upstream) -> None:
         """TLS chose the protocol: the layer that speaks it frames what waited."""
@@ -294,7 +274,8 @@ class Upstreams(ConnectionBase):
 
     def _record_connect(self, event: ev.UpstreamConnected) -> None:
         up = self._upstreams[event.upstream]
-        flows = [ex.flow for ex in up.exchanges.values()] or ([self._tunnel] if self._tunnel else [])
+        tunnel = self._tunnel.flow
+        flows = [ex.flow for ex in up.exchanges.values()] or ([tunnel] if tunnel else [])
         for flow in flows:
             flow.timings.connect_end = self._now
             flow.server_address = event.address

@@ -20,23 +20,25 @@ from .websocket import (
     TextMessage,
     WebSocketData,
     WebSocketMessage,
-    WebSocketRelay,
     _other,
     agreed_extensions,
     data_message,
     message_of,
     outgoing,
 )
+from .wssession import WebSocketSession
 
 
 class WebSockets(ConnectionBase):
-    """A WebSocket after its 101: owns both wsproto sides (the relay), its exchange, and what was streamed."""
+    """A WebSocket after its 101: what to do with each message and close, and the bytes that go out.
+
+    Owns one attribute, ``_ws``: the connection's :class:`~.wssession.WebSocketSession`
+    (both wsproto sides, their queue, fragments and streamed counts, the
+    exchange), None before a 101 and after the close.
+    """
 
     def _init_websockets(self) -> None:
-        self._ws: WebSocketRelay | None = None
-        self._ws_exchange: Exchange | None = None
-        #: Bytes of a message already streamed past the hooks, per side.
-        self._ws_streamed: dict[str, int] = {}
+        self._ws: WebSocketSession | None = None
 
     def _start_websocket(self, ex: Exchange, upstream_rest: bytes) -> None:
         response = ex.flow.response
@@ -51,15 +53,14 @@ class WebSockets(ConnectionBase):
         ex.flow.kind = "websocket"
         ex.flow.websocket = WebSocketData(max_messages=self._config.websocket_max_messages,
                                           max_content=self._config.websocket_max_content)
-        self._ws = WebSocketRelay(agreed)
-        self._ws_exchange = ex
+        ws = self._ws = WebSocketSession(ex, agreed)
         self._enter(Phase.WEBSOCKET)
         self._resume_client("pipeline")
-        early = self._take_early()
+        early = self._tunnel.take_early()
         if early:
-            self._ws.receive(CLIENT, early)
+            ws.receive(CLIENT, early)
         if upstream_rest:
-            self._ws.receive(SERVER, upstream_rest)
+            ws.receive(SERVER, upstream_rest)
         self._pump_ws()
 
     def _ws_receive(self, side: str, data: bytes | None) -> None:
@@ -87,15 +88,13 @@ class WebSockets(ConnectionBase):
 
     def _pump_ws(self) -> None:
         ws = self._ws
-        while ws is not None and ws.pending and self._waiting is None and self._ws is ws:
-            side, event = ws.pending.popleft()
+        while ws is not None and ws.has_pending and self._waiting is None and self._ws is ws:
+            side, event = ws.next_event()
             self._ws_event(side, event)
         if self._ws is not None and self._ws.finished():
             self._end_websocket(None)
 
     def _ws_event(self, side: str, event: Any) -> None:
-        ws, ex = self._ws, self._ws_exchange
-        assert ws is not None and ex is not None
         if isinstance(event, (TextMessage, BytesMessage)):
             self._ws_data(side, event)
         elif isinstance(event, (Ping, Pong)):
@@ -107,29 +106,23 @@ class WebSockets(ConnectionBase):
     def _ws_data(self, side: str, event: TextMessage | BytesMessage) -> None:
         ws = self._ws
         assert ws is not None
-        parts = ws.fragments[side]
-        parts.append(event.data if isinstance(event.data, str) else bytes(event.data))
+        size = ws.add_fragment(side, event.data if isinstance(event.data, str) else bytes(event.data))
         hooked = "websocket_message" in self._config.hooks
-        size = sum(len(p) for p in parts)
         if not event.message_finished:
             if not hooked or size > self._config.hook_body_limit:
                 # Stream what we have: the message is too large to hold (or nobody asked).
-                for part in parts:
+                for part in ws.take_fragments(side):
                     self._ws_send(_other(side), outgoing(part, finished=False))
-                ws.fragments[side] = []
-                self._ws_streamed[side] = self._ws_streamed.get(side, 0) + size
+                ws.add_streamed(side, size)
             return
-        streamed = self._ws_streamed.pop(side, 0)
-        message = data_message(side, parts, self._now)
-        ws.fragments[side] = []
+        streamed = ws.take_streamed(side)
+        message = data_message(side, ws.take_fragments(side), self._now)
         if streamed:
             self._ws_send(_other(side), outgoing(message.content, finished=True))
             message.size += streamed
             self._ws_record(message)
         elif hooked:
-            ex = self._ws_exchange
-            assert ex is not None
-            self._hook("websocket_message", ex, payload=message)
+            self._hook("websocket_message", ws.exchange, payload=message)
         else:
             self._ws_forward(message)
 
@@ -138,8 +131,7 @@ class WebSockets(ConnectionBase):
         if isinstance(result, (str, bytes)):
             message.content = result
         self._ws_forward(message)
-        flow = self._ws_exchange.flow if self._ws_exchange is not None else None
-        data = flow.websocket if flow is not None else None
+        data = self._ws.flow.websocket if self._ws is not None else None
         if isinstance(data, WebSocketData):
             outbox, data.outbox = data.outbox, []
             for to, content in outbox:
@@ -153,9 +145,8 @@ class WebSockets(ConnectionBase):
             self._ws_send(_other(message.direction), outgoing(message.content))
 
     def _ws_record(self, message: WebSocketMessage | None) -> None:
-        ex = self._ws_exchange
-        if message is not None and ex is not None and isinstance(ex.flow.websocket, WebSocketData):
-            ex.flow.websocket.record(message)
+        if self._ws is not None:
+            self._ws.record(message)
 
     def _ws_send(self, to: str, event: Any) -> None:
         ws = self._ws
@@ -175,10 +166,9 @@ class WebSockets(ConnectionBase):
                 self._to_upstream(up, data)
 
     def _ws_close(self, side: str, event: CloseConnection) -> None:
-        ws, ex = self._ws, self._ws_exchange
-        assert ws is not None and ex is not None
-        data = ex.flow.websocket
-        assert isinstance(data, WebSocketData)
+        ws = self._ws
+        assert ws is not None
+        data = ws.data
         if event.code == 1006 or ws.is_protocol_error(side, event):
             lost = event.code == 1006
             reason = (f"the {side} closed the connection without a close frame" if lost
@@ -200,18 +190,18 @@ class WebSockets(ConnectionBase):
 
     def _ws_idle_close(self) -> None:
         """Both peers fell silent: say goodbye properly (1001) on both sides."""
-        ws, ex = self._ws, self._ws_exchange
+        ws = self._ws
         if ws is not None:
             for side in (CLIENT, SERVER):
                 self._ws_write(side, ws.close_frame(side, 1001, "idle timeout"))
-        if ex is not None and isinstance(ex.flow.websocket, WebSocketData):
-            ex.flow.websocket.close_code = ex.flow.websocket.close_code or 1001
-            ex.flow.websocket.close_reason = ex.flow.websocket.close_reason or "idle timeout"
+            data = ws.flow.websocket
+            if isinstance(data, WebSocketData):
+                data.close_code = data.close_code or 1001
+                data.close_reason = data.close_reason or "idle timeout"
         self._end_websocket(None)
 
     def _end_websocket(self, error: str | None) -> None:
-        ex = self._ws_exchange
-        self._ws, self._ws_exchange = None, None
-        if ex is not None:
-            self._end_flow(ex.flow, error)
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            self._end_flow(ws.flow, error)
         self._close_client()

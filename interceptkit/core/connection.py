@@ -36,8 +36,9 @@ Layout
 The class is assembled from one mixin per concern, each in its own module:
 ``conn_requests`` (client side, request path), ``conn_responses`` (answers
 back to the client), ``conn_upstreams`` (connections towards servers),
-``conn_tunnels`` (CONNECT, interception, relays), ``conn_socks5`` (a SOCKS5
-client's handshake, up to its tunnel), ``conn_websockets`` and
+``conn_tunnels`` (CONNECT, interception, relays; the tunnel's state is a
+``tunnel.Tunnel``), ``conn_socks5`` (a SOCKS5 client's handshake, up to its
+tunnel), ``conn_websockets`` (over a ``wssession.WebSocketSession``) and
 ``conn_lifecycle`` (hooks returning, timers). ``base.ConnectionBase`` holds
 the shared state, the output path and the endings, and names the methods one
 part offers the others.

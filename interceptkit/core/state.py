@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from enum import Enum, auto
 
-import h11
-
 from ..flow import TLSInfo
 from ..vocab import UpstreamPause
 from .h1layers import H1UpstreamLayer
 from .h2sides import H2Upstream
 from .exchange import Exchange, SentPart
 from .tls import TLSEndpoint
-from .upstreamproxy import UpstreamProxy
+from .upstreamproxy import ParentTunnel, UpstreamProxy
 
 UpstreamKey = tuple[str, int, bool]
 
@@ -85,9 +83,9 @@ class Upstream:
         self.eof = False
         #: The upstream (parent) proxy this connection goes through, if any.
         self.parent: UpstreamProxy | None = None
-        #: Reads the parent's answer to our CONNECT; None once it said 2xx
-        #: (or when there is no CONNECT to the parent).
-        self.parent_answer: h11.Connection | None = None
+        #: Our CONNECT to the parent and the reader of its answer; None once
+        #: it said 2xx (or when there is no CONNECT to the parent).
+        self.parent_answer: ParentTunnel | None = None
         #: ``(host, port)`` the parent is asked to CONNECT to, if any.
         self.tunnel_to: tuple[str, int] | None = None
 

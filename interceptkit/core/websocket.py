@@ -1,8 +1,9 @@
-"""WebSocket relaying after a ``101 Switching Protocols``: wsproto on both sides.
+"""WebSockets after a ``101 Switching Protocols``: messages, what a flow records, extensions.
 
-The client side is a wsproto SERVER connection and the upstream side a
-CLIENT one, so every frame is parsed, messages are whole before a hook sees
-them, and whatever the hooks decide is framed anew. No I/O happens here.
+The two wsproto connections of one proxied WebSocket are a
+``wssession.WebSocketSession``'s; this module holds what the flow model and
+hooks see (:class:`WebSocketMessage`, :class:`WebSocketData`) and the pure
+helpers around wsproto's events. No I/O happens here.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import (
     BytesMessage,
     CloseConnection,
@@ -20,7 +20,6 @@ from wsproto.events import (
     Pong,
     TextMessage,
 )
-from wsproto.extensions import Extension, PerMessageDeflate
 
 #: The only extension we can parse frames of (RFC 7692).
 DEFLATE = "permessage-deflate"
@@ -87,14 +86,6 @@ class WebSocketData:
             self.dropped_records += 1
 
 
-def _extensions(agreed: str | None) -> list[Extension]:
-    if not agreed:
-        return []
-    deflate = PerMessageDeflate()
-    deflate.finalize(agreed)  # parses the parameters after the name
-    return [deflate]
-
-
 def only_deflate_offers(value: bytes) -> bytes:
     """Keep the permessage-deflate offers of a Sec-WebSocket-Extensions value.
 
@@ -117,53 +108,6 @@ def agreed_extensions(values: list[bytes]) -> tuple[str | None, bool]:
 
 def _other(side: str) -> str:
     return SERVER if side == CLIENT else CLIENT
-
-
-class WebSocketRelay:
-    """Both wsproto connections of one proxied WebSocket, and what is queued between them."""
-
-    def __init__(self, agreed: str | None = None) -> None:
-        """``agreed`` is the server's Sec-WebSocket-Extensions answer, if any.
-
-        Both sides use what the server agreed to: the client saw that same
-        answer, so its frames are compressed the way the server expects.
-        """
-        self.conns = {
-            CLIENT: Connection(ConnectionType.SERVER, _extensions(agreed)),  # we are the server to the client
-            SERVER: Connection(ConnectionType.CLIENT, _extensions(agreed)),
-        }
-        self.pending: deque[tuple[str, Event]] = deque()
-        #: Fragments of a message still arriving, per sending side.
-        self.fragments: dict[str, list[Content]] = {CLIENT: [], SERVER: []}
-
-    def receive(self, side: str, data: bytes | None) -> None:
-        """Bytes (None: the connection ended) from ``side``; events queue in ``pending``."""
-        conn = self.conns[side]
-        if conn.state is ConnectionState.CLOSED:
-            return
-        conn.receive_data(data)
-        self.pending.extend((side, event) for event in conn.events())
-
-    def send(self, to: str, event: Event) -> bytes:
-        """Frame ``event`` for side ``to``; b"" when that side can no longer take it."""
-        conn = self.conns[to]
-        if conn.state not in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-            return b""
-        if conn.state is ConnectionState.REMOTE_CLOSING and not isinstance(event, CloseConnection):
-            return b""
-        return conn.send(event)
-
-    def close_frame(self, to: str, code: int, reason: str = "") -> bytes:
-        # 1005 and 1006 only report what happened; they never go on the wire (RFC 6455 7.4.1).
-        wire_code = 1000 if code in (1005, 1006) else code
-        return self.send(to, CloseConnection(code=wire_code, reason=reason))
-
-    def is_protocol_error(self, side: str, event: CloseConnection) -> bool:
-        """wsproto reports a broken frame as a close while the connection is still open."""
-        return self.conns[side].state is ConnectionState.OPEN and event.code not in (1006,)
-
-    def finished(self) -> bool:
-        return all(conn.state is ConnectionState.CLOSED for conn in self.conns.values())
 
 
 def message_of(side: str, event: Event, time: float) -> WebSocketMessage | None:
@@ -194,5 +138,5 @@ def outgoing(content: Content, finished: bool = True) -> TextMessage | BytesMess
 
 __all__ = [
     "CLIENT", "SERVER", "BytesMessage", "CloseConnection", "Message", "Ping", "Pong", "TextMessage",
-    "WebSocketData", "WebSocketMessage", "WebSocketRelay", "data_message", "message_of", "outgoing",
+    "WebSocketData", "WebSocketMessage", "data_message", "message_of", "outgoing",
 ]
