@@ -25,10 +25,12 @@ from typing import Any
 from h2proxy import (
     ALL_HOOKS,
     OPENING,
+    PREFACE,
     H2ProxyRun,
     block,
     data,
     headers,
+    parse_frames,
     raw_frame,
     request_fields,
     reverse_h2_config,
@@ -49,7 +51,11 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-PROTOCOL_ERROR, FLOW_CONTROL_ERROR, CANCEL = 0x1, 0x3, 0x8
+from interceptkit.core.http2 import H2ClientLayer, H2UpstreamLayer
+from interceptkit.core.layers import LayerFailed
+
+PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, CANCEL = 0x1, 0x3, 0x6, 0x8
+MAX_FRAME_SIZE = 1 << 16  # what the proxy announces (core/h2settings.py)
 FUZZ = settings(max_examples=int(os.environ.get("INTERCEPTKIT_FUZZ_EXAMPLES", "60")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -269,10 +275,16 @@ def check(run: H2ProxyRun, stream: ClientStream, error_read: int | None) -> None
             assert flow.id not in run.finished or run.finished[flow.id].state in ("done", "error")
 
 
+#: Two streams open before the fuzzed steps (one answered at once, one with its body still coming),
+#: so most examples have flows in flight when the bad input comes.
+LEAD = [("client", [("req", True, b"GET"), ("req", False, b"POST")], []), ("connect", 0, False)]
+
+
 @FUZZ
-@given(steps, st.booleans())
-def test_any_frame_sequence_through_the_proxy_core(sequence: list[tuple[Any, ...]], hooked: bool) -> None:
-    play(ClientStream(), sequence, hooked)
+@given(st.booleans(), steps, st.booleans())
+def test_any_frame_sequence_through_the_proxy_core(lead: bool, sequence: list[tuple[Any, ...]],
+                                                   hooked: bool) -> None:
+    play(ClientStream(), LEAD * lead + sequence, hooked)
 
 
 @FUZZ
@@ -287,6 +299,10 @@ def test_arbitrary_bytes_after_the_preface_through_the_proxy_core(
         steps_ += [("connect", 0, False)]
     steps_ += [("client", [("raw", garbage)], cuts), *transport]
     run = play(stream, steps_, hooked)
+    if len(garbage) >= 9 and int.from_bytes(garbage[:3], "big") > MAX_FRAME_SIZE:
+        # Refused from the header alone, never buffered until the announced body arrives
+        # (PROTOCOL_ERROR when the header is also wrong otherwise, e.g. DATA on stream 0).
+        assert [g.error_code for g in run.goaways()][:1] in ([FRAME_SIZE_ERROR], [PROTOCOL_ERROR])
     if lead:
         [flow] = [f for f in run.started.values() if f.request.path == "/s1"]
         assert flow.state in ("done", "error")
@@ -357,3 +373,40 @@ def test_a_kill_hook_on_one_stream_resets_it_with_cancel_and_the_other_completes
     assert flows["/killed"].state == "error" and flows["/killed"].error == "killed by a hook"
     assert flows["/kept"].state == "done" and run.response_ended(3)
     assert not run.goaways() and not run.closed
+
+
+def test_a_request_read_with_a_bad_frame_behind_it_still_becomes_a_flow_that_errors() -> None:
+    # One read: h2 raises for the bad frame and used to drop the events of the
+    # frames before it, so the request on stream 1 was never shown nor answered.
+    run = H2ProxyRun(reverse_h2_config())
+    run.client(OPENING + headers(1, request_fields(b"/first"), end_stream=True)
+               + headers(3, request_fields(b"/bad", extra=[(b"X-Upper", b"1")]), end_stream=True))
+    assert [(g.error_code, g.last_stream_id) for g in run.goaways()][:1] == [(PROTOCOL_ERROR, 3)]
+    [flow] = run.started.values()
+    assert flow.request.path == "/first"
+    assert flow.state == "error" and "uppercase header name" in (flow.error or "")
+    assert run.closed and not run.unfinished()
+
+
+def test_an_overlong_frame_header_is_refused_at_once_not_buffered() -> None:
+    # A header announcing 1 MiB (the proxy allows 64 KiB): FRAME_SIZE_ERROR as
+    # soon as its 9 bytes are read, before any of the announced body arrives.
+    run = H2ProxyRun(reverse_h2_config())
+    run.client(OPENING + headers(1, request_fields(b"/live", b"POST")))
+    data_header = (1 << 20).to_bytes(3, "big") + bytes([0x0, 0x0]) + (1).to_bytes(4, "big")  # DATA on stream 1
+    run.client(data_header + b"only the start of the body")
+    assert [g.error_code for g in run.goaways()][:1] == [FRAME_SIZE_ERROR]
+    assert run.closed
+    [flow] = run.started.values()
+    assert flow.state == "error" and "over the maximum" in (flow.error or "")
+
+
+def test_both_layers_refuse_an_overlong_frame_header_from_the_header_alone() -> None:
+    overlong = (MAX_FRAME_SIZE + 1).to_bytes(3, "big") + bytes([0x0, 0x0]) + (1).to_bytes(4, "big")
+    for layer, opening in ((H2ClientLayer(), OPENING), (H2UpstreamLayer(), SettingsFrame(0).serialize())):
+        assert layer.receive_data(opening) == []
+        [failed] = layer.receive_data(overlong + b"x")
+        assert isinstance(failed, LayerFailed) and "over the maximum" in failed.reason
+        out = layer.bytes_to_send().removeprefix(PREFACE)  # the upstream layer is the one that sends it
+        sent = [f for f in parse_frames(out) if isinstance(f, GoAwayFrame)]
+        assert sent and sent[0].error_code == FRAME_SIZE_ERROR
