@@ -271,9 +271,43 @@ class H2ProxyRun:
         return any(isinstance(f, HeadersFrame | DataFrame) and f.stream_id == sid and "END_STREAM" in f.flags
                    for f in self.frames())
 
+    def check_output(self) -> None:
+        """What the proxy sent the client is valid HTTP/2 that a client can follow.
+
+        Whole frames; header blocks that one HPACK decoder reads in order (the
+        proxy's encoder never got ahead of what it sent); answers only on
+        streams the client opened (odd ids); nothing on a stream after the
+        proxy reset it; nothing but GOAWAY after a GOAWAY with an error code.
+        """
+        decoder = hpack.Decoder()
+        decoder.max_allowed_table_size = 1 << 32  # the client may have raised it in SETTINGS
+        reset: set[int] = set()
+        failed = False
+        pending: list[bytes] = []
+        for frame in self.frames():
+            assert not failed or isinstance(frame, GoAwayFrame), f"{frame!r} after a GOAWAY with an error"
+            if isinstance(frame, GoAwayFrame):
+                failed = failed or frame.error_code != 0
+            if frame.stream_id:
+                assert frame.stream_id % 2 == 1, f"{frame!r} on a stream the client did not open"
+                # h2 answers a frame the client had in flight on a stream the
+                # proxy reset with another RST_STREAM (STREAM_CLOSED), where
+                # RFC 9113 5.1 says to ignore it; never with an answer, though.
+                assert frame.stream_id not in reset or isinstance(frame, RstStreamFrame), \
+                    f"{frame!r} after the proxy reset that stream"
+            if isinstance(frame, RstStreamFrame):
+                reset.add(frame.stream_id)
+            elif isinstance(frame, HeadersFrame | ContinuationFrame):
+                pending.append(frame.data)
+                if "END_HEADERS" in frame.flags:
+                    fields = decoder.decode(b"".join(pending), raw=True)
+                    pending = []
+                    assert fields, "an empty header block"
+        assert not pending, "a header block never ended"
+
     def unfinished(self) -> list[Flow]:
         return [f for i, f in self.started.items() if i not in self.finished]
 
 
-__all__ = ["ContinuationFrame", "H2ProxyRun", "OPENING", "PREFACE", "block", "data", "headers",
+__all__ = ["H2ProxyRun", "OPENING", "PREFACE", "block", "data", "headers",
            "parse_frames", "raw_frame", "request_fields", "reverse_h2_config"]

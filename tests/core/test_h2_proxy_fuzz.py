@@ -221,8 +221,11 @@ def _transport(run: H2ProxyRun, op: tuple[Any, ...]) -> None:
     run.resume_held()
 
 
-def play(stream: ClientStream, sequence: list[tuple[Any, ...]], hooked: bool) -> H2ProxyRun:
-    """Run the sequence, settle what is in flight, and check the invariants at the end."""
+def play(stream: ClientStream, sequence: list[tuple[Any, ...]], hooked: bool, bytewise: bool = False) -> H2ProxyRun:
+    """Run the sequence, settle what is in flight, and check the invariants at the end.
+
+    Client bytes are cut where each step says, or (``bytewise``) fed one byte at a time.
+    """
     run = H2ProxyRun(reverse_h2_config(ALL_HOOKS if hooked else ()))
     run.client(OPENING)
     error_read: int | None = None  # delivered bytes before the read that failed the connection
@@ -234,11 +237,13 @@ def play(stream: ClientStream, sequence: list[tuple[Any, ...]], hooked: bool) ->
         for op in step[1]:
             BUILDERS[op[0]](stream, op)
         before, failed = run.delivered, bool(_errors(run))
-        run.client(bytes(stream.out[start:]), [c % (len(stream.out) - start + 1) for c in step[2]])
+        size = len(stream.out) - start
+        run.client(bytes(stream.out[start:]), range(size) if bytewise else [c % (size + 1) for c in step[2]])
         if error_read is None and not failed and _errors(run):
             error_read = before
     run.settle(ok(b"settled"))
     check(run, stream, error_read)
+    run.check_output()
     run.eof()
     if run.unfinished():
         run.eof(aborted=True)
@@ -281,10 +286,10 @@ LEAD = [("client", [("req", True, b"GET"), ("req", False, b"POST")], []), ("conn
 
 
 @FUZZ
-@given(st.booleans(), steps, st.booleans())
+@given(st.booleans(), steps, st.booleans(), st.booleans())
 def test_any_frame_sequence_through_the_proxy_core(lead: bool, sequence: list[tuple[Any, ...]],
-                                                   hooked: bool) -> None:
-    play(ClientStream(), LEAD * lead + sequence, hooked)
+                                                   hooked: bool, bytewise: bool) -> None:
+    play(ClientStream(), LEAD * lead + sequence, hooked, bytewise)
 
 
 @FUZZ
