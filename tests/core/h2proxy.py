@@ -111,6 +111,7 @@ class H2ProxyRun:
         self.connected: set[int] = set()
         self.owed: dict[int, int] = {}
         self.hooks: list[cmd.RunHook] = []
+        self.blocked = False  # the transport's buffer towards the client is full
         self.take(self.d.transcript)
 
     # -- what every command must satisfy -------------------------------------------
@@ -223,9 +224,25 @@ class H2ProxyRun:
         if self.connected:
             self.upstream_closed(sorted(self.connected)[pick % len(self.connected)], aborted)
 
-    def fire_timer(self, pick: int) -> None:
+    def fire_timer(self) -> None:
+        """The timer due first fires (the clock moves to it), as the transport's loop would."""
         if self.d.timers:
-            self.take(self.d.fire(sorted(self.d.timers)[pick % len(self.d.timers)]))
+            self.take(self.d.fire(min(self.d.timers, key=lambda name: (self.d.timers[name], name))))
+
+    def wait_out(self, rounds: int = 40) -> None:
+        """Hooks return, then nobody else says a word: only the timers the core started fire
+        (and connects time out, as the transport's connect timeout makes them). The client
+        reads what it was sent (a client that never reads is not what this checks)."""
+        if self.blocked:
+            self.backpressure(False)
+        for _ in range(rounds):
+            while self.hooks:
+                self.answer_hook()
+            while self.pending_opens:
+                self.take(self.d.connect_failed(self.pending_opens.pop(0), "timed out", timeout=True))
+            if not self.d.timers:
+                return
+            self.fire_timer()
 
     def answer_hook(self, kill: bool = False) -> None:
         """The oldest pending hook returns (after ``flow.kill()`` when ``kill``)."""
@@ -238,6 +255,7 @@ class H2ProxyRun:
         self.take(self.d.feed(ev.HookReturned, call=call.call, result=call.payload))
 
     def backpressure(self, blocked: bool) -> None:
+        self.blocked = blocked
         self.take(self.d.feed(ev.ClientBackpressure, blocked=blocked))
 
     # -- the end -----------------------------------------------------------------------
