@@ -51,7 +51,7 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from interceptkit.core.http2 import H2ClientLayer, H2UpstreamLayer
+from interceptkit.core.http2 import FrameBounds, H2ClientLayer, H2UpstreamLayer
 from interceptkit.core.layers import LayerFailed
 
 PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, CANCEL = 0x1, 0x3, 0x6, 0x8
@@ -431,3 +431,27 @@ def test_both_layers_refuse_an_overlong_frame_header_from_the_header_alone() -> 
         out = layer.bytes_to_send().removeprefix(PREFACE)  # the upstream layer is the one that sends it
         sent = [f for f in parse_frames(out) if isinstance(f, GoAwayFrame)]
         assert sent and sent[0].error_code == FRAME_SIZE_ERROR
+
+
+@FUZZ
+@given(st.booleans(), st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=300)), max_size=8),
+       st.lists(st.integers(0, 3000), max_size=6))
+def test_frame_bounds_cut_exactly_at_frame_ends(preface: bool, frames: list[tuple[int, bytes]],
+                                                cuts: list[int]) -> None:
+    """The layers feed h2 one frame at a time: every piece ends where a frame (or the preface) ends."""
+    wire = (PREFACE if preface else b"") + b"".join(raw_frame(kind, 1, body) for kind, body in frames)
+    ends, at = ({len(PREFACE)} if preface else set()), len(PREFACE) if preface else 0
+    for _, body in frames:
+        at += 9 + len(body)
+        ends.add(at)
+    bounds = FrameBounds(len(PREFACE) if preface else 0, MAX_FRAME_SIZE)
+    edges = [0, *sorted({c for c in cuts if 0 < c < len(wire)}), len(wire)]
+    fed = 0
+    for a, b in zip(edges, edges[1:], strict=False):
+        pieces, overlong = bounds.cut(wire[a:b])
+        assert overlong is None and b"".join(pieces) == wire[a:b]
+        for piece in pieces[:-1]:
+            fed += len(piece)
+            assert fed in ends, "a piece ends inside a frame"
+        fed += len(pieces[-1]) if pieces else 0
+        assert {e for e in ends if a < e < b} <= {a + sum(map(len, pieces[:i + 1])) for i in range(len(pieces))}
