@@ -10,7 +10,11 @@ the client sends, and in whatever pieces:
 - every flow that starts finishes once, ``done`` or ``error``;
 - a protocol error is a GOAWAY with a non-zero code, then ``CloseClient``;
 - a request the core had fully read before the error has its flow, and
-  that flow completed or ended with an error.
+  that flow completed or ended with an error;
+- what the proxy sent the client is valid HTTP/2 a client can follow
+  (``H2ProxyRun.check_output``);
+- when nobody but the core's timers acts (a "silent" ending), every flow
+  whose request the client finished ends by those timers.
 
 The deterministic examples at the end pin the single cases down.
 ``INTERCEPTKIT_FUZZ_EXAMPLES=2000`` runs the fuzz longer (the suite uses 60).
