@@ -9,8 +9,9 @@ the client sends, and in whatever pieces:
 - the core never raises and never logs an error (an internal error is one);
 - every flow that starts finishes once, ``done`` or ``error``;
 - a protocol error is a GOAWAY with a non-zero code, then ``CloseClient``;
-- a request the core had fully read before the error has its flow, and
-  that flow completed or ended with an error;
+- a request the core had fully read before the error (in an earlier read,
+  or in the same read on a stream below the failing frame's) has its flow,
+  and that flow completed or ended with an error;
 - what the proxy sent the client is valid HTTP/2 a client can follow
   (``H2ProxyRun.check_output``);
 - when nobody but the core's timers acts (a "silent" ending), every flow
@@ -298,6 +299,13 @@ def check(run: H2ProxyRun, stream: ClientStream, error_read: int | None) -> None
             assert path in by_path, f"the request for {path} was read but has no flow"
             flow = by_path[path]
             assert flow.id not in run.finished or run.finished[flow.id].state in ("done", "error")
+    # h2 is fed one frame at a time: a request below the failing frame's stream has its flow
+    # even when both came in the same read (GOAWAY's last stream id is the highest h2 took).
+    errors = _errors(run)
+    if errors and stream.clean:
+        for path, end in stream.requests.items():
+            if int(path[2:]) < errors[0].last_stream_id and end + len(OPENING) <= open_until:
+                assert path in by_path, f"the request for {path}, before the failing frame, has no flow"
 
 
 #: Two streams open before the fuzzed steps (one answered at once, one with its body still coming),
