@@ -19,12 +19,13 @@ import h2.events
 import h2.exceptions
 
 from .h2base import H2Layer, header_list, LayerStream, split_pseudo
-from .h2settings import ErrorCodes
+from .h2settings import MAX_FRAME_SIZE, ErrorCodes
 from .layers import (
     ClientLayer,
     Fields,
     HeadReceived,
     InformationalReceived,
+    LayerEvent,
     RequestHead,
     ResponseHead,
     StreamReset,
@@ -44,7 +45,75 @@ def starts_with_h2_preface(data: bytes) -> bool | None:
     return None if PREFACE.startswith(data) else False
 
 
-class H2ClientLayer(H2Layer):
+class FrameBounds:
+    """Where the peer's frames begin and end in the bytes it sends (a 9-byte header, then its length).
+
+    Two things h2 does not do, done here: it checks a frame's length against
+    our MAX_FRAME_SIZE only once the whole announced body has arrived, so a
+    header announcing 16 MiB made it buffer up to 16 MiB of garbage before
+    the FRAME_SIZE_ERROR (RFC 9113 4.2); and when a frame is a connection
+    error it raises without the events of the frames before it in the same
+    read, so a request read with a bad frame behind it never became a flow.
+    Cutting the bytes at frame ends and feeding h2 one frame at a time keeps
+    those events; an overlong header is refused as soon as it is read.
+    """
+
+    def __init__(self, skip: int, limit: int) -> None:
+        self._skip = skip  # bytes before the next frame header: the preface, then each body
+        self._header = bytearray()
+        self._limit = limit
+
+    def cut(self, data: bytes) -> tuple[list[bytes], int | None]:
+        """``data`` cut after each frame that ends in it, and the first overlong length announced (or None)."""
+        pieces: list[bytes] = []
+        start = at = 0
+        while at < len(data):
+            if self._skip:
+                step = min(self._skip, len(data) - at)
+                self._skip -= step
+                at += step
+                if not self._skip and not self._header:
+                    pieces.append(data[start:at])
+                    start = at
+                continue
+            piece = data[at:at + 9 - len(self._header)]
+            self._header += piece
+            at += len(piece)
+            if len(self._header) == 9:
+                self._skip = int.from_bytes(self._header[:3], "big")
+                self._header.clear()
+                if self._skip > self._limit:
+                    return [*pieces, data[start:at]], self._skip
+                if not self._skip:
+                    pieces.append(data[start:at])
+                    start = at
+        return ([*pieces, data[start:]] if start < len(data) else pieces), None
+
+
+class _FramedLayer(H2Layer):
+    """An h2 layer fed one frame at a time (see :class:`FrameBounds`)."""
+
+    preface_length = 0
+
+    def __init__(self, *, validate_inbound: bool = True) -> None:
+        super().__init__(validate_inbound=validate_inbound)
+        self._bounds = FrameBounds(self.preface_length, MAX_FRAME_SIZE)
+
+    def receive_data(self, data: bytes) -> list[LayerEvent]:
+        if not data or self.failed:
+            return super().receive_data(data)
+        pieces, overlong = self._bounds.cut(data)
+        events: list[LayerEvent] = []
+        for piece in pieces:
+            events += super().receive_data(piece)
+        if overlong is not None and not self.failed:
+            self._fail(f"HTTP/2 protocol error: a frame of {overlong} bytes announced, over the maximum "
+                       f"{MAX_FRAME_SIZE}", ErrorCodes.FRAME_SIZE_ERROR)
+            events += self.pop_events()
+        return events
+
+
+class H2ClientLayer(_FramedLayer):
     """The client speaks h2 to us (h2 in the server role); ``xid`` is the stream id.
 
     Reports ``HeadReceived`` with a ``RequestHead``; answers with
@@ -53,6 +122,7 @@ class H2ClientLayer(H2Layer):
 
     client_side = False
     status_hint = 400
+    preface_length = len(PREFACE)  # h2 checks the preface itself
 
     def _side_handlers(self) -> dict[type[h2.events.Event], Callable[..., None]]:
         return {h2.events.RequestReceived: self._on_request}
@@ -94,7 +164,7 @@ class H2ClientLayer(H2Layer):
 PROVISIONAL_MAX_STREAMS = 100  # until the origin's first SETTINGS says otherwise
 
 
-class H2UpstreamLayer(H2Layer):
+class H2UpstreamLayer(_FramedLayer):
     """We speak h2 to an origin (h2 in the client role).
 
     ``send_head(xid, RequestHead, end_stream=...)`` starts an exchange under
