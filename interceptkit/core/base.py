@@ -219,13 +219,17 @@ class ConnectionBase:
         self._out.append(command)
 
     def _flush(self) -> None:
-        framed = self._client.bytes_to_send()  # what a layer wrote on its own (h2: SETTINGS, PING, WINDOW_UPDATE)
-        if framed:
-            self._client_buf.append(framed)
-        for up in self._upstreams.values():
-            framed = up.layer.bytes_to_send()
+        # What an HTTP/2 layer wrote on its own (SETTINGS, PING, WINDOW_UPDATE);
+        # HTTP/1 layers write only when asked, and that is taken at once.
+        if self._client.multiplexed:
+            framed = self._client.bytes_to_send()
             if framed:
-                self._to_upstream(up, framed)
+                self._client_buf.append(framed)
+        for up in self._upstreams.values():
+            if up.layer.multiplexed:
+                framed = up.layer.bytes_to_send()
+                if framed:
+                    self._to_upstream(up, framed)
         if self._client_buf:
             data = b"".join(self._client_buf) if len(self._client_buf) > 1 else self._client_buf[0]
             self._client_buf = []

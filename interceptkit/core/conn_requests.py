@@ -223,7 +223,8 @@ class Requests(ConnectionBase):
             if allowed is None:
                 return
             fields = allowed
-        if method == "CONNECT" and self._origin is None and self._config.mode != "reverse":
+        origin = self._tunnel.origin
+        if method == "CONNECT" and origin is None and self._config.mode != "reverse":
             self._on_connect(xid, head.target, head.http_version, fields)
             return
         try:
@@ -241,12 +242,11 @@ class Requests(ConnectionBase):
         )
         reverse = self._config.mode == "reverse"
         ex = Exchange(xid, self._new_flow(request),
-                      absolute_form=(self._origin is None and not reverse) or (reverse and not self._config.keep_host))
+                      absolute_form=(origin is None and not reverse) or (reverse and not self._config.keep_host))
         upgrade = next((v for n, v in fields if n.lower() == b"upgrade"), None)
         ex.upgrade = upgrade is not None and b"upgrade" in connection_tokens(fields)
         ex.websocket = ex.upgrade and upgrade is not None and b"websocket" in upgrade.lower()
         ex.request_bodyless = bodyless
-        ex.te_trailers = any(n.lower() == b"te" and b"trailers" in v.lower() for n, v in fields)
         self._add_exchange(ex)
         self._emit(cmd.FlowStarted(flow=ex.flow))
         self._hook("request_headers", ex)
@@ -299,9 +299,10 @@ class Requests(ConnectionBase):
     def _resolve_target(self, target: bytes, fields: list[tuple[bytes, bytes]]) -> tuple[str, str, int, str]:
         """Where a request goes; scheme "" means it is addressed to the proxy itself."""
         origin_form = target.startswith(b"/") or target == b"*"
-        if self._origin is not None:
+        origin = self._tunnel.origin
+        if origin is not None:
             # Inside an intercepted tunnel everything goes where the CONNECT said.
-            scheme, host, port = self._origin
+            scheme, host, port = origin
             path = target.decode("latin-1") if origin_form else parse_absolute_url(target)[3]
             return scheme, host, port, path
         if self._config.mode == "reverse":
@@ -355,7 +356,8 @@ class Requests(ConnectionBase):
             fields = [(n, v) for n, v in fields if v or n.lower() != b"sec-websocket-extensions"]
         if self._config.mode == "reverse":
             fields = self._forwarded_fields(fields)
-        moved = self._origin is not None and (request.scheme, request.host, request.port) != self._origin
+        origin = self._tunnel.origin
+        moved = origin is not None and (request.scheme, request.host, request.port) != origin
         if ex.absolute_form or moved or not any(n.lower() == b"host" for n, _ in fields):
             # RFC 9112 3.2.2: the target's authority wins; an HTTP/1.0 request
             # without Host gets one, since we speak HTTP/1.1 upstream.
@@ -386,8 +388,8 @@ class Requests(ConnectionBase):
                 self._fail_exchange(ex, exc.reason)
                 self._answer(exc.status, exc.reason, ex.xid)
                 return
-        if ex.te_trailers:
-            head.headers.append((b"te", b"trailers"))  # gRPC needs it; an HTTP/1 layer drops it (hop-by-hop)
+        if (up.deferred is not None or up.layer.multiplexed) and _asks_for_trailers(request.headers.fields):
+            head.headers.append((b"te", b"trailers"))  # gRPC needs it towards h2; an HTTP/1 layer drops it
         bind(ex, up, up.layer.start_exchange())
         ex.enter(ExchangeState.FORWARDING)
         ex.remember(head, 0, self._config.retry_buffer_limit)
@@ -486,3 +488,8 @@ class Requests(ConnectionBase):
         up = self._primary()
         if not event.blocked and up is not None:
             up.last_activity = self._now  # a slow reader is not a stalled upstream
+
+
+def _asks_for_trailers(fields: list[tuple[bytes, bytes]]) -> bool:
+    """The client sent ``TE: trailers`` (gRPC): it goes on to an HTTP/2 origin (hop-by-hop otherwise)."""
+    return any(n.lower() == b"te" and b"trailers" in v.lower() for n, v in fields)

@@ -102,9 +102,9 @@ class ProxyConnection(Requests, Responses, Upstreams, Tunnels, WebSockets, Lifec
 
     def _deliver(self, source: Upstream | None, event: ly.LayerEvent) -> None:
         """One layer event to its handler; to its exchange's inbox while that waits for a hook."""
-        xid = getattr(event, "xid", None)
         ex = None
-        if xid is not None:
+        if type(event) not in _CONNECTION_WIDE:
+            xid = event.xid  # type: ignore[union-attr]  # every other event names its exchange
             ex = self._exchanges.get(xid) if source is None else self._of_upstream(source, xid)
             if ex is not None and ex.waiting is not None:
                 self._hold_for_hook(source, ex, event)
@@ -174,6 +174,10 @@ _HANDLERS[ev.ConnectionClosed] = _on_closed
 
 
 # -- what each layer event does (ex: its exchange, None if it has none or is over) -------------------
+
+
+#: Layer events about the whole connection (no exchange id).
+_CONNECTION_WIDE = frozenset({ly.LayerFailed, ly.ConnectionGoingAway, ly.PeerClosed})
 
 
 def _request_head(self: ProxyConnection, ex: Exchange | None, event: ly.HeadReceived) -> None:

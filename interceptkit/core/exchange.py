@@ -25,6 +25,8 @@ if TYPE_CHECKING:  # state.py's Upstream binds exchanges too: a type-only import
 class ExchangeState(Enum):
     """Where an exchange is; the request may still be arriving in any state before DONE."""
 
+    __hash__ = object.__hash__  # singletons: identity hashing, without a Python call per lookup
+
     RECEIVING = auto()  # its head arrived; the upstream is not asked yet (hooks decide, or hold the body)
     FORWARDING = auto()  # its head went to the upstream; the answer is owed
     MOCKED = auto()  # a hook answered it: the answer goes out once the request is complete
@@ -106,7 +108,7 @@ class Exchange:
     or the HTTP/2 stream id); ``up_xid`` the one on its upstream's layer.
     """
 
-    __slots__ = ("xid", "flow", "state", "upstream", "up_xid", "request_complete", "request_trailers", "te_trailers", "unacked",
+    __slots__ = ("xid", "flow", "state", "upstream", "up_xid", "request_complete", "request_trailers", "unacked",
                  "request_bodyless", "response_bodyless", "response_ended", "upstream_bytes", "replay",
                  "replay_size", "retried", "upgrade", "absolute_form", "request_parts", "response_parts",
                  "parts_size", "hooked", "upstream_response", "websocket", "body_shape", "waiting", "inbox",
@@ -120,8 +122,6 @@ class Exchange:
         self.up_xid = 0
         self.request_complete = False
         self.request_trailers: Fields = []
-        #: The client sent ``TE: trailers`` (gRPC): it goes on to an HTTP/2 origin.
-        self.te_trailers = False
         #: Response bytes from an HTTP/2 origin not acknowledged yet: the
         #: client's window holds them (acknowledged when it takes them).
         self.unacked = 0

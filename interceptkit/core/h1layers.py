@@ -92,7 +92,9 @@ class _H1Layer:
 
     def send_data(self, xid: int, data: bytes) -> int:
         """Frame body bytes (all of them: HTTP/1 has no window)."""
-        self._write(self._conn.send(h11.Data(data=data)))
+        framed = self._conn.send(h11.Data(data=data))
+        if framed:
+            self._out.append(framed)
         return len(data)
 
     def writable(self, xid: int) -> bool:
@@ -109,7 +111,9 @@ class _H1Layer:
         self._write(self._conn.send(h11.EndOfMessage(headers=headers)))
 
     def end(self, xid: int) -> None:
-        self._write(self._conn.send(h11.EndOfMessage()))
+        data = self._conn.send(h11.EndOfMessage())
+        if data:
+            self._out.append(data)
 
     def reset(self, xid: int, reason: str) -> None:
         """HTTP/1 cannot abandon one message: the connection is done."""
@@ -146,11 +150,10 @@ class _H1Layer:
         events, self._events = self._events, []
         while not self._paused and not self._failed:
             try:
-                with map_exceptions():
-                    event = self._conn.next_event()
-            except RemoteProtocolError as exc:
+                event = self._conn.next_event()
+            except h11.RemoteProtocolError as exc:  # the one boundary of this hot loop: mapped here
                 self._failed = True
-                events.append(self._parse_error(exc))
+                events.append(self._parse_error(RemoteProtocolError(str(exc), exc.error_status_hint)))
                 break
             if not self._translate(event, events):
                 break
@@ -260,10 +263,14 @@ class H1ClientLayer(_H1Layer):
 
     def send_head(self, xid: int, head: ResponseHead, *, end_stream: bool = False, validate: bool = True) -> None:
         """The final response head; ``validate``: h11 checks fields a hook may have set."""
-        with map_exceptions(ours="a hook made an invalid response"):
-            response = (h11.Response(status_code=head.status, reason=head.reason, headers=head.headers)
-                        if validate else h11_response(head.status, head.reason, head.headers))
-            self._write(self._conn.send(response))
+        if validate:
+            with map_exceptions(ours="a hook made an invalid response"):
+                data = self._conn.send(h11.Response(status_code=head.status, reason=head.reason,
+                                                    headers=head.headers))
+        else:  # fields h11 parsed a moment ago: the hot path (see http1.h11_response)
+            data = self._conn.send(h11_response(head.status, head.reason, head.headers))
+        if data:
+            self._out.append(data)
         self._chunked = self._frames_chunked(head)
         if end_stream and self._conn.our_state is h11.SEND_BODY:
             self.end(xid)
@@ -371,7 +378,9 @@ class H1UpstreamLayer(_H1Layer):
         self._head_request = head.method == b"HEAD"
         headers = [(n, v) for n, v in head.headers if n != b"te"] if (b"te", b"trailers") in head.headers \
             else head.headers  # added for HTTP/2 origins: hop-by-hop here
-        self._write(self._conn.send(h11_request(head.method, head.target, headers)))
+        data = self._conn.send(h11_request(head.method, head.target, headers))
+        if data:
+            self._out.append(data)
         if end_stream:
             self.end(xid)
 

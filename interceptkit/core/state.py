@@ -18,6 +18,10 @@ UpstreamKey = tuple[str, int, bool]
 class Phase(Enum):
     """What the client's bytes are, for one connection; moves only along PHASE_TRANSITIONS."""
 
+    # Members are singletons: identity hashing is exact, and C-level (Enum's own
+    # __hash__ is a Python call, paid on every table lookup per request).
+    __hash__ = object.__hash__
+
     HTTP = auto()  # the client's bytes are HTTP/1.x requests, parsed by h11
     SOCKS = auto()  # mode="socks5": the client's bytes are its SOCKS5 handshake
     CONNECTING = auto()  # a CONNECT waits for its upstream connection
