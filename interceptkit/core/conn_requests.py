@@ -395,7 +395,7 @@ class Requests(ConnectionBase):
         ex.remember(head, 0, self._config.retry_buffer_limit)
         self._frame(ex, up, head)
 
-    def _after_request_headers(self, ex: Exchange, _: Any) -> None:
+    def _after_request_headers(self, ex: Exchange, _: Any, payload: Any = None) -> None:
         if self._intervened(ex):
             return
         if "request" in self._config.hooks:
@@ -459,7 +459,7 @@ class Requests(ConnectionBase):
             return
         self._end_request_upstream(ex)
 
-    def _after_request_hook(self, ex: Exchange, _: Any) -> None:
+    def _after_request_hook(self, ex: Exchange, _: Any, payload: Any = None) -> None:
         if self._intervened(ex):
             return
         body = ex.flow.request.content

@@ -50,7 +50,7 @@ class Responses(ConnectionBase):
         ex.enter(ExchangeState.ANSWERING)
         self._hook("response_headers", ex)
 
-    def _after_response_headers(self, ex: Exchange, _: Any) -> None:
+    def _after_response_headers(self, ex: Exchange, _: Any, payload: Any = None) -> None:
         flow = ex.flow
         if flow.killed:
             self._kill(ex)
@@ -195,7 +195,7 @@ class Responses(ConnectionBase):
         self._to_client(self._client.bytes_to_send())
         self._complete_exchange(ex, up)
 
-    def _after_response_hook(self, ex: Exchange, _: Any) -> None:
+    def _after_response_hook(self, ex: Exchange, _: Any, payload: Any = None) -> None:
         flow = ex.flow
         if flow.killed:
             self._kill(ex)

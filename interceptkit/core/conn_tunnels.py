@@ -66,7 +66,7 @@ class Tunnels(ConnectionBase):
         self._tunnel.open(ex.flow)
         self._hook("tunnel", ex)
 
-    def _after_tunnel_hook(self, ex: Exchange, _: Any) -> None:
+    def _after_tunnel_hook(self, ex: Exchange, _: Any, payload: Any = None) -> None:
         flow = ex.flow
         request = flow.request
         if flow.killed or (flow.response is not None and self._socks is not None):

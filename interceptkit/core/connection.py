@@ -105,7 +105,7 @@ class ProxyConnection(Requests, Responses, Upstreams, Tunnels, WebSockets, Lifec
         ex = None
         if type(event) not in _CONNECTION_WIDE:
             xid = event.xid  # type: ignore[union-attr]  # every other event names its exchange
-            ex = self._exchanges.get(xid) if source is None else self._of_upstream(source, xid)
+            ex = self._exchanges.get(xid) if source is None else source.exchanges.get(xid)
             if ex is not None and ex.waiting is not None:
                 self._hold_for_hook(source, ex, event)
                 return
@@ -125,9 +125,6 @@ class ProxyConnection(Requests, Responses, Upstreams, Tunnels, WebSockets, Lifec
                 source.layer.pause(ex.up_xid)  # HTTP/2: that stream's acknowledgements wait, the others flow
             else:
                 self._pause_upstream(source)
-
-    def _of_upstream(self, up: Upstream, up_xid: int) -> Exchange | None:
-        return up.exchanges.get(up_xid)
 
     def _after_hook(self, name: HookName, ex: Exchange, result: Any,
                     payload: bytes | WebSocketMessage | None) -> None:
@@ -328,11 +325,11 @@ AfterHook = Callable[[ProxyConnection, Exchange, Any, Any], None]
 
 #: What follows each hook: the exchange moves on from the state the hook held it in.
 _AFTER_HOOK: dict[HookName, AfterHook] = {
-    "request_headers": lambda self, ex, result, payload: self._after_request_headers(ex, result),
-    "request": lambda self, ex, result, payload: self._after_request_hook(ex, result),
-    "response_headers": lambda self, ex, result, payload: self._after_response_headers(ex, result),
-    "response": lambda self, ex, result, payload: self._after_response_hook(ex, result),
-    "response_chunk": lambda self, ex, result, payload: self._after_chunk_hook(ex, result, payload),
-    "tunnel": lambda self, ex, result, payload: self._after_tunnel_hook(ex, result),
+    "request_headers": Requests._after_request_headers,
+    "request": Requests._after_request_hook,
+    "response_headers": Responses._after_response_headers,
+    "response": Responses._after_response_hook,
+    "response_chunk": Responses._after_chunk_hook,
+    "tunnel": Tunnels._after_tunnel_hook,
     "websocket_message": lambda self, ex, result, payload: self._ws_after_hook(payload, result),
 }

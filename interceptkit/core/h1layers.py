@@ -155,26 +155,22 @@ class _H1Layer:
                 self._failed = True
                 events.append(self._parse_error(RemoteProtocolError(str(exc), exc.error_status_hint)))
                 break
-            if not self._translate(event, events):
+            # The seam's events for one h11 event (inline: this loop runs for every body piece).
+            kind = type(event)
+            if kind is h11.Data:
+                events.append(DataReceived(xid=self._xid, data=event.data))  # type: ignore[union-attr]
+            elif kind is h11.EndOfMessage:
+                trailers = event.headers  # type: ignore[union-attr]
+                if trailers:
+                    events.append(TrailersReceived(xid=self._xid, headers=trailers.raw_items()))
+                events.append(MessageEnded(xid=self._xid))
+                break  # the other side answers first (HTTP/1: one exchange at a time)
+            elif kind is h11.ConnectionClosed:
+                events.append(PeerClosed())
                 break
+            elif not self._translate_head(event, events):
+                break  # NEED_DATA or PAUSED: nothing more comes now
         return events
-
-    def _translate(self, event: object, events: list[LayerEvent]) -> bool:
-        """Append the seam's events for one h11 event; False when nothing more comes now."""
-        kind = type(event)
-        if kind is h11.Data:
-            events.append(DataReceived(xid=self._xid, data=event.data))  # type: ignore[attr-defined]
-            return True
-        if kind is h11.EndOfMessage:
-            trailers = event.headers  # type: ignore[attr-defined]
-            if trailers:
-                events.append(TrailersReceived(xid=self._xid, headers=trailers.raw_items()))
-            events.append(MessageEnded(xid=self._xid))
-            return False  # the other side answers first (HTTP/1: one exchange at a time)
-        if kind is h11.ConnectionClosed:
-            events.append(PeerClosed())
-            return False
-        return self._translate_head(event, events)
 
     def _translate_head(self, event: object, events: list[LayerEvent]) -> bool:
         raise NotImplementedError
@@ -201,7 +197,7 @@ class H1ClientLayer(_H1Layer):
         #: over the limit needs more bytes than the limit in all.
         self.head_bytes = 0
         self.head_request = False
-        self._chunked = False  # the response in flight is framed chunked (it can carry trailers)
+        self._head: ResponseHead | None = None  # the response head in flight (is it chunked? trailers ask)
         #: The last read stopped at bytes of a next message (pipelining, or after CONNECT/Upgrade).
         self.held_back = False
 
@@ -271,7 +267,7 @@ class H1ClientLayer(_H1Layer):
             data = self._conn.send(h11_response(head.status, head.reason, head.headers))
         if data:
             self._out.append(data)
-        self._chunked = self._frames_chunked(head)
+        self._head = head  # its framing is read only if trailers come (can_send_trailers)
         if end_stream and self._conn.our_state is h11.SEND_BODY:
             self.end(xid)
 
@@ -283,7 +279,7 @@ class H1ClientLayer(_H1Layer):
                                                               reason=head.reason)))
 
     def can_send_trailers(self, xid: int) -> bool:
-        return self._chunked
+        return self._head is not None and self._frames_chunked(self._head)
 
     def _frames_chunked(self, head: ResponseHead) -> bool:
         """Whether h11 frames this response's body chunked: h11's own rule (RFC 9112 6.3), without its privates."""

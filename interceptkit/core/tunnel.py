@@ -75,11 +75,12 @@ class Tunnel:
     endpoint and its ``TLSInfo``, and why the upstream of the tunnel could
     not be reached (for a SOCKS5 reply, only while that failure is handled).
     The client TLS endpoint also serves reverse mode's TLS from the first byte.
-    Read through the properties; written only through the methods.
+    Read through the properties (``origin`` and ``tls``, read on every
+    request, are plain attributes); written only through the methods.
     """
 
-    __slots__ = ("_flow", "_early", "_answered", "_origin", "_server_name", "_client_offer",
-                 "_tls", "_tls_info", "_cause")
+    __slots__ = ("_flow", "_early", "_answered", "origin", "_server_name", "_client_offer",
+                 "tls", "_tls_info", "_cause")
 
     def __init__(self, listen_context: ssl.SSLContext | None = None) -> None:
         """``listen_context``: TLS from the first byte (reverse mode), else None."""
@@ -87,11 +88,12 @@ class Tunnel:
         self._early = b""
         self._answered = False
         #: Inside an intercepted CONNECT: where every request goes.
-        self._origin: tuple[str, str, int] | None = None
+        self.origin: tuple[str, str, int] | None = None
         self._server_name: str | None = None
         #: The protocols the client's ClientHello offered (ALPN), in its order.
         self._client_offer: tuple[str, ...] = ()
-        self._tls: TLSEndpoint | None = None
+        #: The client's TLS endpoint, when the tunnel (or reverse mode's listener) decrypts.
+        self.tls: TLSEndpoint | None = None
         self._tls_info: TLSInfo | None = None
         self._cause: ConnectCause = "other"
         if listen_context is not None:
@@ -107,21 +109,12 @@ class Tunnel:
         return self._answered
 
     @property
-    def origin(self) -> tuple[str, str, int] | None:
-        """``(scheme, host, port)`` every request inside an intercepted tunnel goes to."""
-        return self._origin
-
-    @property
     def server_name(self) -> str | None:
         return self._server_name
 
     @property
     def client_offer(self) -> tuple[str, ...]:
         return self._client_offer
-
-    @property
-    def tls(self) -> TLSEndpoint | None:
-        return self._tls
 
     @property
     def tls_info(self) -> TLSInfo | None:
@@ -178,7 +171,7 @@ class Tunnel:
 
     def intercept(self, scheme: str, host: str, port: int, server_name: str | None = None) -> None:
         """Requests inside this tunnel go to ``host:port`` (and, if given, use ``server_name`` for TLS)."""
-        self._origin = (scheme, host, port)
+        self.origin = (scheme, host, port)
         if server_name is not None:
             self._server_name = server_name
 
@@ -188,7 +181,7 @@ class Tunnel:
         return self._start_tls(context, TLSInfo(sni=sni))
 
     def _start_tls(self, context: ssl.SSLContext, info: TLSInfo) -> TLSEndpoint:
-        tls = self._tls = TLSEndpoint(context, server_side=True)
+        tls = self.tls = TLSEndpoint(context, server_side=True)
         tls.start()
         self._tls_info = info
         return tls
@@ -201,11 +194,11 @@ class Tunnel:
 
     def drop_client_tls(self) -> None:
         """The client's TLS failed: nothing more goes through it."""
-        self._tls = None
+        self.tls = None
 
     def close_client_tls(self) -> bytes:
         """End the client's TLS session; the close_notify to send."""
-        tls, self._tls = self._tls, None
+        tls, self.tls = self.tls, None
         return tls.close() if tls is not None else b""
 
     # -- failures ---------------------------------------------------------
