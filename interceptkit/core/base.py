@@ -241,7 +241,7 @@ class ConnectionBase:
             dirty, self._dirty = self._dirty, []
             for up in dirty:
                 data = b"".join(up.out) if len(up.out) > 1 else up.out[0]
-                up.out = []
+                up.out.clear()
                 if up.id not in self._upstreams:
                     continue  # dropped meanwhile: nothing goes to a closed connection
                 if up.tls is not None:

@@ -79,7 +79,7 @@ class Lifecycle(ConnectionBase):
         if ex.upstream is not None and ex.upstream.layer.multiplexed:
             ex.upstream.layer.resume(ex.up_xid)  # HTTP/2: its acknowledgements flow again
         while ex.inbox and ex.waiting is None:
-            source, event = ex.inbox.pop(0)
+            source, event = ex.inbox.pop(0)  # (None until a hook held an event)
             self._deliver(source, event)
         if self._hook_blocks_client():
             return

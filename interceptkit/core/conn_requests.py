@@ -134,17 +134,21 @@ class Requests(ConnectionBase):
 
     def _run_client_events(self, events: list[LayerEvent]) -> None:
         """Handle client events in order; events and asks to read on that come meanwhile join the loop."""
-        self._queued.extend(events)
         if self._pumping:
+            self._queued.extend(events)
             return
         self._pumping = True
         try:
-            while self._queued:
-                batch, self._queued = self._queued, []
+            batch: list[LayerEvent] | None = events
+            while batch:
                 self._client_events(batch)
+                batch = None
+                if self._queued:  # came while these were handled (rare): a fresh list only then
+                    batch, self._queued = self._queued, []
                 if self._pump_again and self._phase is Phase.HTTP and not self._hook_blocks_client():
                     self._pump_again = False
-                    self._queued.extend(self._client.pop_events())
+                    more = self._client.pop_events()
+                    batch = batch + more if batch else more
         finally:
             self._pumping = False
 
@@ -463,7 +467,7 @@ class Requests(ConnectionBase):
         if self._intervened(ex):
             return
         body = ex.flow.request.content
-        ex.request_trailers = []  # the body is whole now, framed by its length
+        ex.request_trailers = ()  # the body is whole now, framed by its length
         ex.request_bodyless = ex.request_bodyless and not body  # a hook may have given it one
         self._send_request_head(ex, body_length=len(body))
         if not ex.live:

@@ -174,7 +174,7 @@ class Responses(ConnectionBase):
             assert ex.flow.response is not None
             set_held_body(ex.flow.response, ex.response_parts)
             ex.response_parts = None
-            ex.response_trailers = []
+            ex.response_trailers = ()
             self._hook("response", ex)
             return
         pace = ex.body_shape.pace if ex.body_shape is not None else None
@@ -304,4 +304,5 @@ class Responses(ConnectionBase):
             self._close_client()  # Connection: close, HTTP/1.0, or an unread request body
             return
         self._resume_client("pipeline")
-        self._pump_client()
+        if self._client.input_waiting:  # HTTP/1: only a pipelined request or an EOF is worth a read
+            self._pump_client()

@@ -116,6 +116,8 @@ class ProxyConnection(Requests, Responses, Upstreams, Tunnels, WebSockets, Lifec
 
     def _hold_for_hook(self, source: Upstream | None, ex: Exchange, event: ly.LayerEvent) -> None:
         """``ex`` waits for a hook: keep ``event`` for after it, and read no more from its source meanwhile."""
+        if ex.inbox is None:
+            ex.inbox = []
         ex.inbox.append((source, event))
         if source is None:
             if not self._client.multiplexed:

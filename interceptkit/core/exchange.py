@@ -94,7 +94,7 @@ class SentEnd:
 
     __slots__ = ("trailers",)
 
-    def __init__(self, trailers: Fields) -> None:
+    def __init__(self, trailers: Fields | tuple[()]) -> None:
         self.trailers = trailers
 
 
@@ -121,7 +121,9 @@ class Exchange:
         self.upstream: Upstream | None = None
         self.up_xid = 0
         self.request_complete = False
-        self.request_trailers: Fields = []
+        # Empty tuples, shared: an exchange allocates as little as it can (each
+        # container is one more object for the garbage collector to track).
+        self.request_trailers: Fields | tuple[()] = ()
         #: Response bytes from an HTTP/2 origin not acknowledged yet: the
         #: client's window holds them (acknowledged when it takes them).
         self.unacked = 0
@@ -156,9 +158,9 @@ class Exchange:
         #: The hook call this exchange waits for; None when it is not waiting.
         self.waiting: PendingHook | None = None
         #: Layer events that arrived while it waited, taken up in order after.
-        self.inbox: list[tuple[Upstream | None, LayerEvent]] = []
+        self.inbox: list[tuple[Upstream | None, LayerEvent]] | None = None
         #: The upstream's trailers, kept while paced pieces still go out.
-        self.response_trailers: Fields = []
+        self.response_trailers: Fields | tuple[()] = ()
         #: How the request body is paced towards the upstream (flow.pace_upload); None: as it comes.
         self.upload_pace: Pace | None = None
         #: The source of a streamed mock body being pulled (flow.respond(body=...)); None otherwise.

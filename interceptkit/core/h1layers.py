@@ -147,7 +147,11 @@ class _H1Layer:
 
     def pop_events(self) -> list[LayerEvent]:
         """The events h11 can give now, up to a pause, a message end or missing bytes."""
-        events, self._events = self._events, []
+        events = self._events  # what calls left (a refused chunk size), else a fresh list
+        if events:
+            self._events = []
+        else:
+            events = []
         while not self._paused and not self._failed:
             try:
                 event = self._conn.next_event()
@@ -200,6 +204,8 @@ class H1ClientLayer(_H1Layer):
         self._head: ResponseHead | None = None  # the response head in flight (is it chunked? trailers ask)
         #: The last read stopped at bytes of a next message (pipelining, or after CONNECT/Upgrade).
         self.held_back = False
+        #: After ``next_cycle``: a pipelined request or the client's EOF waits to be read.
+        self.input_waiting = False
 
     def receive_data(self, data: bytes) -> list[LayerEvent]:
         if data:
@@ -335,7 +341,9 @@ class H1ClientLayer(_H1Layer):
         if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
             return False  # Connection: close, HTTP/1.0, or an unread request body
         conn.start_next_cycle()
-        self.head_bytes = len(conn.trailing_data[0])
+        pending, closed = conn.trailing_data
+        self.head_bytes = len(pending)
+        self.input_waiting = bool(pending) or closed
         return True
 
 

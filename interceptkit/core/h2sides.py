@@ -43,6 +43,7 @@ class H2Client(H2ClientLayer):
     head_bytes = 0  # h2 bounds the header list itself (SETTINGS_MAX_HEADER_LIST_SIZE)
     held_back = False
     pipelined = False
+    input_waiting = True  # events may wait in the layer: reading on costs a list
     expects_continue = False
     receiving_body = False
 
