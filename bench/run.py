@@ -12,6 +12,7 @@ direct connection measured in the same run.  See bench/README.md.
   python bench/run.py --scenarios keepalive,websocket
   python bench/run.py --upload             # + 1 GiB up/downloads, memory must stay bounded
   python bench/run.py --tool wrk --json out.json
+  python bench/run.py --scenarios http2    # HTTP/2 next to HTTP/1.1 (bench/h2load.py)
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ import wsloadgen
 MB = 10**6
 GIB = 1 << 30
 # In the order they run; "upload" is also switched on by --upload.
-SCENARIOS = ("keepalive", "reverse", "websocket", "bulk", "upload")
+#: "http2": 50 concurrent h2 streams of small GETs over one connection and a 100 MB h2
+#: download, each next to the same load over HTTP/1.1 (bench/h2load.py, run after the rest).
+SCENARIOS = ("keepalive", "reverse", "websocket", "bulk", "upload", "http2")
 DEFAULT_SCENARIOS = "keepalive,reverse,websocket,bulk"
 
 
@@ -478,8 +481,11 @@ def main(argv: list[str] | None = None) -> int:
     if bench.cpus["origin"]:
         procs.pin(os.getpid(), bench.cpus["origin"])  # this process runs the download client
     status = 0
+    http2 = "http2" in args.scenarios
+    args.scenarios = [s for s in args.scenarios if s != "http2"]
     try:
-        bench.run()
+        if args.scenarios:
+            bench.run()
     except KeyboardInterrupt:
         bench.results["notes"].append("interrupted")
         log("interrupted; stopping the processes started")
@@ -493,7 +499,11 @@ def main(argv: list[str] | None = None) -> int:
     if status == 0 and bench.failed:
         status = 1
     bench.results["elapsed_s"] = round(time.monotonic() - t0, 1)
-    print(report.render(bench.results))
+    if args.scenarios:
+        print(report.render(bench.results))
+    if http2 and status == 0:
+        import h2load  # its own origins and proxy; prints its table (and issue 10's targets)
+        status = h2load.main([])
     if args.json:
         with open(args.json, "w") as f:
             json.dump(bench.results, f, indent=1)
