@@ -44,7 +44,7 @@ class ConnectionBase:
     _tunnel: Tunnel  # conn_tunnels.py: the tunnel's state and the client's TLS endpoint
     _upstreams: dict[int, Upstream]  # conn_upstreams.py
     _socks: Socks5Handshake | None  # conn_socks5.py
-    _waiting: Exchange | None  # conn_lifecycle.py: the exchange a hook call is out for
+    _calls: dict[int, Exchange]  # conn_lifecycle.py: the exchange each hook call that is out belongs to
 
     # Methods one part offers the others.
     _route_client_bytes: Callable[[bytes], None]  # connection.py
@@ -53,7 +53,7 @@ class ConnectionBase:
     _pump_upstream: Callable[[Upstream], None]  # conn_responses.py
     _send_mock: Callable[[Exchange], None]  # conn_responses.py
     _kill: Callable[[Exchange], None]  # conn_responses.py
-    _on_shape_timer: Callable[[], None]  # conn_responses.py
+    _on_shape_timer: Callable[[int], None]  # conn_responses.py
     _client_plaintext: Callable[[bytes], tuple[bytes, bool] | None]  # conn_tunnels.py
     _enter_tunnel: Callable[[], None]  # conn_tunnels.py
     _fail_tunnel: Callable[[str, int], None]  # conn_tunnels.py
@@ -102,6 +102,7 @@ class ConnectionBase:
     _alpn_chosen: Callable[[Upstream], None]  # conn_alpn.py
     _alpn_failed: Callable[[Upstream, str, int], None]  # conn_alpn.py
     _take_alpn_failure: Callable[[], tuple[str, int] | None]  # conn_alpn.py
+    _alpn_failure: tuple[str, int] | None  # conn_alpn.py
     _set_inner_origin: Callable[[str, str, int, str], None]  # conn_tunnels.py
     _init_alpn: Callable[[], None]  # conn_alpn.py
     _start_client_tls: Callable[[str | None, tuple[str, ...] | None], None]  # conn_tunnels.py
@@ -194,7 +195,7 @@ class ConnectionBase:
 
     def _hook_blocks_client(self) -> bool:
         """A hook holds the client's bytes: HTTP/1 (one exchange at a time); an HTTP/2 stream waits alone."""
-        return self._waiting is not None and not self._client.multiplexed
+        return bool(self._calls) and not self._client.multiplexed
 
     def _add_exchange(self, ex: Exchange) -> None:
         self._exchanges[ex.xid] = ex

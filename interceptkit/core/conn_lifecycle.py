@@ -29,7 +29,6 @@ class Lifecycle(ConnectionBase):
         self._idle_timer = False
         #: The exchange each hook call that is out belongs to, by call id.
         self._calls: dict[int, Exchange] = {}
-        self._waiting: Exchange | None = None
         self._hook_calls = count(1)
 
     def _hook(self, name: HookName, ex: Exchange, payload: bytes | WebSocketMessage | None = None) -> None:
@@ -45,7 +44,6 @@ class Lifecycle(ConnectionBase):
         call = next(self._hook_calls)
         ex.waiting = PendingHook(call, name, payload)
         self._calls[call] = ex
-        self._waiting = ex
         self._client.pause(ex.xid)  # HTTP/1: h11 holds what comes next until the hook returns
         self._emit(cmd.RunHook(name=name, flow=ex.flow, call=call, payload=payload))
 
@@ -65,7 +63,6 @@ class Lifecycle(ConnectionBase):
         if ex is None or pending is None or pending.call != event.call:
             return
         ex.waiting = None
-        self._waiting = next(iter(self._calls.values()), None)
         if ex.flow.state in ("open", "new") and not self._start_hold(ex, pending, event.result):
             self._after_hook(pending.name, ex, event.result, pending.payload)  # not ended, not held (conn_holds)
         self._continue(ex)
@@ -109,7 +106,7 @@ class Lifecycle(ConnectionBase):
             self._idle_timer = False
             self._check_idle_timeout()
         elif event.timer == "shape":
-            self._on_shape_timer()
+            self._on_shape_timer(event.key)  # per exchange, by its xid
         elif event.timer in ("hold", "upload"):
             self._on_exchange_timer(event)  # per exchange: routed by its key, the xid (conn_holds)
         elif event.timer == "sniff" and self._phase is Phase.SNIFF and not self._tunnel.has_early:

@@ -345,7 +345,7 @@ class Requests(ConnectionBase):
         return fields
 
     def _send_request_head(self, ex: Exchange, body_length: int | None = None) -> None:
-        failure = self._take_alpn_failure()
+        failure = self._take_alpn_failure() if self._alpn_failure is not None else None
         if failure is not None:  # the upstream failed as the tunnel opened: that is this request's answer
             self._fail_exchange(ex, failure[0])
             self._answer(failure[1], failure[0], ex.xid)

@@ -149,13 +149,14 @@ class Responses(ConnectionBase):
         assert ex.body_shape is not None
         self._send_cut(ex, ex.body_shape, pace.queue.popleft())
         if ex.live:
-            self._emit(cmd.StartTimer(name="shape", delay=pace.interval))
+            # Keyed by the exchange, as "hold" and "upload": several paced HTTP/2 streams tick apart.
+            self._emit(cmd.StartTimer(name="shape", key=ex.xid, delay=pace.interval))
 
-    def _on_shape_timer(self) -> None:
-        for ex in list(self._exchanges.values()):
-            pace = ex.body_shape.pace if ex.body_shape is not None else None
-            if pace is not None and pace.ticking:
-                self._tick(ex, pace)
+    def _on_shape_timer(self, xid: int) -> None:
+        ex = self._exchanges.get(xid)
+        pace = ex.body_shape.pace if ex is not None and ex.body_shape is not None else None
+        if ex is not None and pace is not None and pace.ticking:
+            self._tick(ex, pace)
 
     def _after_chunk_hook(self, ex: Exchange, result: Any, original: Any) -> None:
         """Send a chunk as the hooks left it: replaced (bytes), unchanged (None), or dropped (b"")."""

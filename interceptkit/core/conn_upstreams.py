@@ -317,8 +317,9 @@ class Upstreams(ConnectionBase):
             return
         for ex in up.exchanges.values():
             ex.upstream_bytes += len(data)
-        held = self._hook_blocks_client() or any(ex.waiting is not None for ex in up.exchanges.values())
-        if held and not up.layer.multiplexed:
+        # A hook (or a fault's hold) keeps one of its exchanges waiting: hold what this HTTP/1 upstream sends.
+        if not up.layer.multiplexed and (self._hook_blocks_client()
+                                         or any(ex.waiting is not None for ex in up.exchanges.values())):
             self._pause_upstream(up)  # its layer holds the rest until the hook returns
         events = up.layer.receive_data(data) if data else []
         if closed:

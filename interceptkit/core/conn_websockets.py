@@ -67,7 +67,7 @@ class WebSockets(ConnectionBase):
         if self._ws is None:
             return
         self._ws.receive(side, data)
-        if self._waiting is None:
+        if not self._calls:
             self._pump_ws()
             return
         # A hook is deciding on an earlier message: hold both sides meanwhile.
@@ -88,7 +88,7 @@ class WebSockets(ConnectionBase):
 
     def _pump_ws(self) -> None:
         ws = self._ws
-        while ws is not None and ws.has_pending and self._waiting is None and self._ws is ws:
+        while ws is not None and ws.has_pending and not self._calls and self._ws is ws:
             side, event = ws.next_event()
             self._ws_event(side, event)
         if self._ws is not None and self._ws.finished():

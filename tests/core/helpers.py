@@ -63,6 +63,7 @@ class Driver:
         self.transcript: list[cmd.Command] = []
         #: Timer name -> the clock value at which it is due.
         self.timers: dict[str, float] = {}
+        self.timer_keys: dict[str, int] = {}  # the key each timer was started with (per-exchange timers)
         if announce:
             self.feed(ev.ClientConnected, address=client_address)
 
@@ -79,6 +80,7 @@ class Driver:
         for command in out:
             if isinstance(command, cmd.StartTimer):
                 self.timers[command.name] = self.now + command.delay
+                self.timer_keys[command.name] = command.key
         self.transcript.extend(out)
         return out
 
@@ -116,7 +118,7 @@ class Driver:
         due = due if at is None else at
         assert due is not None, f"timer {name!r} was never started"
         self.now = max(self.now, due)
-        return self.feed(ev.TimerFired, timer=name)
+        return self.feed(ev.TimerFired, timer=name, key=self.timer_keys.get(name, 0))
 
 
 # -- reading commands -------------------------------------------------------------
