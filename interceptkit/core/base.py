@@ -6,9 +6,9 @@ connection.py for the theory of operation.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from itertools import count
-from typing import Any
+from typing import Any, ClassVar
 
 from ..flow import Flow, Request
 from ..vocab import HookName, PauseReason, UpstreamPause
@@ -132,15 +132,17 @@ class ConnectionBase:
     def _hook(self, name: HookName, ex: Exchange, payload: bytes | WebSocketMessage | None = None) -> None:
         raise NotImplementedError  # conn_lifecycle.py
 
-    def _client_events(self, events: list[LayerEvent]) -> None:
+    def _client_events(self, events: list[LayerEvent], *, any_phase: bool = False) -> None:
         raise NotImplementedError  # connection.py
+
+    def _upstream_events(self, up: Upstream, events: list[LayerEvent]) -> None:
+        raise NotImplementedError  # connection.py: a batch of ``up``'s layer events to their handlers
 
     def _deliver(self, source: Upstream | None, event: LayerEvent) -> None:
         raise NotImplementedError  # connection.py: one layer event to its handler (source None: the client)
 
-    def _after_hook(self, name: HookName, ex: Exchange, result: Any,
-                    payload: bytes | WebSocketMessage | None) -> None:
-        raise NotImplementedError  # connection.py: what follows each hook
+    #: What follows each hook, by name: ``(self, ex, result, payload)`` (connection.py's table).
+    _after_hooks: ClassVar[Mapping[HookName, Callable[[Any, Exchange, Any, Any], None]]]
 
     def _upstream_failed(self, up: Upstream, reason: str, status: int = 502, *, timeout: bool = False) -> None:
         raise NotImplementedError

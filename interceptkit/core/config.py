@@ -61,6 +61,12 @@ class ProxyConfig:
     #: A comment in our Via field that is unique per proxy, so a request that
     #: comes back to the same proxy is recognised as a loop (RFC 9110 7.6.3).
     via_token: str = "interceptkit"
+    #: Made from ``via_token`` (``__post_init__``): the ``Via`` value for a
+    #: message received over HTTP/1.x, for one over HTTP/2, and the comment
+    #: that shows a request came through this proxy before.
+    via: bytes = field(init=False, repr=False, compare=False)
+    _via_h2: bytes = field(init=False, repr=False, compare=False)
+    loop_token: bytes = field(init=False, repr=False, compare=False)
     #: Bytes of each body kept on the flow (the rest is counted, not kept).
     body_capture_limit: int = 64 * 1024
     #: Bodies up to this size are buffered whole when a ``request`` or
@@ -141,10 +147,12 @@ class ProxyConfig:
             return self.upstream_context_h2
         return self.upstream_context
 
-    @property
-    def via(self) -> bytes:
-        return f"1.1 interceptkit ({self.via_token})".encode("ascii")
+    def __post_init__(self) -> None:
+        # Made once: every forwarded message carries one (frozen: set the way dataclasses do).
+        object.__setattr__(self, "via", f"1.1 interceptkit ({self.via_token})".encode("ascii"))
+        object.__setattr__(self, "_via_h2", f"2 interceptkit ({self.via_token})".encode("ascii"))
+        object.__setattr__(self, "loop_token", f"({self.via_token})".encode("ascii"))
 
     def via_for(self, http_version: str) -> bytes:
         """``Via`` naming the protocol the message was received with (RFC 9110 7.6.3): "1.1" or "2"."""
-        return self.via if http_version != "HTTP/2" else f"2 interceptkit ({self.via_token})".encode("ascii")
+        return self.via if http_version != "HTTP/2" else self._via_h2

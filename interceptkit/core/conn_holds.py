@@ -79,7 +79,7 @@ class Holds(ConnectionBase):
         assert isinstance(hold, PendingHold)
         ex.waiting = None
         if ex.flow.state in ("open", "new"):
-            self._after_hook(hold.name, ex, hold.result, hold.payload)
+            self._after_hooks[hold.name](self, ex, hold.result, hold.payload)
         self._continue(ex)
 
     def _holding_forever(self) -> bool:

@@ -38,7 +38,7 @@ class Lifecycle(ConnectionBase):
         follows runs now.
         """
         if name not in self._config.hooks:
-            self._after_hook(name, ex, None, payload)
+            self._after_hooks[name](self, ex, None, payload)
             return
         ex.hooked = True
         call = next(self._hook_calls)
@@ -64,7 +64,7 @@ class Lifecycle(ConnectionBase):
             return
         ex.waiting = None
         if ex.flow.state in ("open", "new") and not self._start_hold(ex, pending, event.result):
-            self._after_hook(pending.name, ex, event.result, pending.payload)  # not ended, not held (conn_holds)
+            self._after_hooks[pending.name](self, ex, event.result, pending.payload)  # not ended, not held (conn_holds)
         self._continue(ex)
 
     def _continue(self, ex: Exchange) -> None:

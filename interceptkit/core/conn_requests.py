@@ -23,9 +23,11 @@ from .proxyauth import challenge_answer
 from .http1 import (
     IDEMPOTENT_METHODS,
     append_to_field,
+    asks_for_trailers,
     check_request_framing,
     connection_tokens,
     end_to_end_fields,
+    first_value,
     format_authority,
     has_dot_segments,
     head_size,
@@ -209,12 +211,13 @@ class Requests(ConnectionBase):
 
     def _on_request(self, xid: int, head: RequestHead, bodyless: bool = False) -> None:
         fields = head.headers
-        if any(n.lower() == b"upgrade" and b"h2c" in v.lower() for n, v in fields):
+        upgrade = first_value(fields, b"upgrade")
+        if upgrade is not None and any(n.lower() == b"upgrade" and b"h2c" in v.lower() for n, v in fields):
             fields = strip_h2c_upgrade(fields)  # never half-honoured: the request goes on as HTTP/1.1
+            upgrade = first_value(fields, b"upgrade")
         method = head.method.decode("ascii")
-        what = f"{method} {head.target[:200]!r}"
         if head.http_version not in self._client.versions:
-            self._refuse(505, f"HTTP/{head.http_version.decode('ascii')} is not supported", what, xid)
+            self._refuse(505, f"HTTP/{head.http_version.decode('ascii')} is not supported", head.describe(), xid)
             return
         max_head = self._config.max_header_size
         if self._client.head_bytes > max_head and head_size(head.target, fields) > max_head:
@@ -223,7 +226,7 @@ class Requests(ConnectionBase):
             self._answer(431, "request header block too large", xid)
             return
         if self._config.credentials is not None:
-            allowed = self._authenticate(fields, what)
+            allowed = self._authenticate(fields, head.describe())
             if allowed is None:
                 return
             fields = allowed
@@ -234,7 +237,7 @@ class Requests(ConnectionBase):
         try:
             scheme, host, port, path = self._check_request(head, fields)
         except RemoteProtocolError as exc:
-            self._refuse(exc.status, str(exc), what, xid)
+            self._refuse(exc.status, str(exc), head.describe(), xid)
             return
         if scheme == "":
             self._serve_info(path, xid)
@@ -247,7 +250,6 @@ class Requests(ConnectionBase):
         reverse = self._config.mode == "reverse"
         ex = Exchange(xid, self._new_flow(request),
                       absolute_form=(origin is None and not reverse) or (reverse and not self._config.keep_host))
-        upgrade = next((v for n, v in fields if n.lower() == b"upgrade"), None)
         ex.upgrade = upgrade is not None and b"upgrade" in connection_tokens(fields)
         ex.websocket = ex.upgrade and upgrade is not None and b"websocket" in upgrade.lower()
         ex.request_bodyless = bodyless
@@ -317,8 +319,8 @@ class Requests(ConnectionBase):
         scheme, host, port, path = parse_absolute_url(target)
         if host == "interceptkit" or (host, port) in self._config.listen_addresses:
             return "", "", 0, path
-        token = f"({self._config.via_token})".encode("ascii")
-        if any(n.lower() == b"via" and token in v for n, v in fields):
+        token = self._config.loop_token
+        if any(token in v and n.lower() == b"via" for n, v in fields):  # the cheap test first
             raise RemoteProtocolError("request loop: it came through this proxy already", 508)
         return scheme, host, port, path
 
@@ -335,7 +337,7 @@ class Requests(ConnectionBase):
 
     def _forwarded_fields(self, fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """X-Forwarded-For/-Proto/-Host, appended to what earlier proxies said."""
-        host = next((v for n, v in fields if n.lower() == b"host"), b"")
+        host = first_value(fields, b"host") or b""
         proto = b"https" if self._client_tls is not None else b"http"
         client = (self._client_address[0] if self._client_address else "unknown").encode("ascii")
         for name, value in ((b"X-Forwarded-For", client), (b"X-Forwarded-Proto", proto),
@@ -392,7 +394,7 @@ class Requests(ConnectionBase):
                 self._fail_exchange(ex, exc.reason)
                 self._answer(exc.status, exc.reason, ex.xid)
                 return
-        if (up.deferred is not None or up.layer.multiplexed) and _asks_for_trailers(request.headers.fields):
+        if (up.deferred is not None or up.layer.multiplexed) and asks_for_trailers(request.headers.fields):
             head.headers.append((b"te", b"trailers"))  # gRPC needs it towards h2; an HTTP/1 layer drops it
         bind(ex, up, up.layer.start_exchange())
         ex.enter(ExchangeState.FORWARDING)
@@ -478,8 +480,8 @@ class Requests(ConnectionBase):
 
     def _end_request_upstream(self, ex: Exchange) -> None:
         up = ex.upstream
-        if up is None or not ex.live or self._upload_end_waits(ex):  # after the last paced piece
-            return
+        if up is None or not ex.live or (ex.upload_pace is not None and self._upload_end_waits(ex)):
+            return  # over, or it goes after the last paced piece
         end = SentEnd(ex.request_trailers)
         ex.remember(end, 0, self._config.retry_buffer_limit)
         self._frame(ex, up, end)
@@ -494,6 +496,3 @@ class Requests(ConnectionBase):
             up.last_activity = self._now  # a slow reader is not a stalled upstream
 
 
-def _asks_for_trailers(fields: list[tuple[bytes, bytes]]) -> bool:
-    """The client sent ``TE: trailers`` (gRPC): it goes on to an HTTP/2 origin (hop-by-hop otherwise)."""
-    return any(n.lower() == b"te" and b"trailers" in v.lower() for n, v in fields)

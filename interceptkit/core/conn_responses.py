@@ -28,8 +28,7 @@ class Responses(ConnectionBase):
     def _pump_upstream(self, up: Upstream) -> None:
         """Take up what ``up``'s layer holds (the rest of a response after a hook)."""
         if up.id in self._upstreams and not self._hook_blocks_client():
-            for event in up.layer.pop_events():
-                self._deliver(up, event)
+            self._upstream_events(up, up.layer.pop_events())
 
     def _on_informational(self, up: Upstream, ex: Exchange, head: ResponseHead) -> None:
         if head.status == 101:
@@ -298,12 +297,14 @@ class Responses(ConnectionBase):
         if up is not None and up.id in self._upstreams:
             if up.layer.next_cycle():
                 up.reused = True
-                self._resume_upstream(up, "window")  # that stream's window no longer holds it back
+                if up.paused_for:
+                    self._resume_upstream(up, "window")  # that stream's window no longer holds it back
             else:
                 self._drop_upstream(up)
         if not self._client.next_cycle():
             self._close_client()  # Connection: close, HTTP/1.0, or an unread request body
             return
-        self._resume_client("pipeline")
+        if self._pause_reasons:
+            self._resume_client("pipeline")
         if self._client.input_waiting:  # HTTP/1: only a pipelined request or an EOF is worth a read
             self._pump_client()

@@ -292,7 +292,7 @@ class Upstreams(ConnectionBase):
         self._connect_failed(up, reason, status, event.cause)
 
     def _on_upstream_data(self, event: ev.UpstreamDataReceived) -> None:
-        up = self._current_upstream(event.upstream)
+        up = self._upstreams.get(event.upstream)
         if up is None or up.eof:
             return
         up.last_activity = self._now
@@ -310,22 +310,25 @@ class Upstreams(ConnectionBase):
     def _http_response_bytes(self, up: Upstream, data: bytes, closed: bool) -> None:
         if not data and not closed:
             return  # a TLS record with no plaintext (a session ticket after the handshake)
-        if not up.exchanges and not up.layer.multiplexed:
+        layer, exchanges, size = up.layer, up.exchanges, len(data)
+        if layer.multiplexed:
+            for ex in exchanges.values():
+                ex.upstream_bytes += size
+        elif not exchanges:
             # Nobody asked this connection anything (a server's "408" before
             # it closes an idle connection, say): it cannot be trusted again.
             self._drop_upstream(up)
             return
-        for ex in up.exchanges.values():
-            ex.upstream_bytes += len(data)
-        # A hook (or a fault's hold) keeps one of its exchanges waiting: hold what this HTTP/1 upstream sends.
-        if not up.layer.multiplexed and (self._hook_blocks_client()
-                                         or any(ex.waiting is not None for ex in up.exchanges.values())):
-            self._pause_upstream(up)  # its layer holds the rest until the hook returns
-        events = up.layer.receive_data(data) if data else []
+        else:
+            ex = next(iter(exchanges.values()))  # HTTP/1: one at a time
+            ex.upstream_bytes += size
+            if ex.waiting is not None or self._hook_blocks_client():
+                # A hook (or a fault's hold) keeps it waiting: its layer holds the rest until it returns.
+                self._pause_upstream(up)
+        events = layer.receive_data(data) if data else []
         if closed:
-            events += up.layer.receive_data(b"")
-        for event in events:
-            self._deliver(up, event)
+            events += layer.receive_data(b"")
+        self._upstream_events(up, events)
 
     def _tunnel_bytes(self, up: Upstream, data: bytes, closed: bool) -> None:
         self._relay_to_client(data)
@@ -363,8 +366,7 @@ class Upstreams(ConnectionBase):
         _UPSTREAM_CLOSED.get(self._phase, Upstreams._http_upstream_closed)(self, up)
 
     def _http_upstream_closed(self, up: Upstream) -> None:
-        for event in up.layer.receive_data(b""):
-            self._deliver(up, event)
+        self._upstream_events(up, up.layer.receive_data(b""))
 
     def _tunnel_upstream_closed(self, up: Upstream) -> None:
         self._finish_tunnel(None)

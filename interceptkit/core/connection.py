@@ -68,6 +68,20 @@ from .state import Phase, Upstream
 from .websocket import WebSocketMessage
 
 
+AfterHook = Callable[[Any, Exchange, Any, Any], None]
+
+#: What follows each hook: the exchange moves on from the state the hook held it in.
+_AFTER_HOOK: dict[HookName, AfterHook] = {
+    "request_headers": Requests._after_request_headers,
+    "request": Requests._after_request_hook,
+    "response_headers": Responses._after_response_headers,
+    "response": Responses._after_response_hook,
+    "response_chunk": Responses._after_chunk_hook,
+    "tunnel": Tunnels._after_tunnel_hook,
+    "websocket_message": lambda self, ex, result, payload: self._ws_after_hook(payload, result),
+}
+
+
 class ProxyConnection(Requests, Responses, Upstreams, Tunnels, WebSockets, Lifecycle, Socks5Side, Holds, Streams,
                       AlpnFirst):
     """The proxy state machine for one client connection.
@@ -75,6 +89,8 @@ class ProxyConnection(Requests, Responses, Upstreams, Tunnels, WebSockets, Lifec
     ``handle(event)`` returns the commands to execute, in order. It never
     raises on any bytes from a peer: bad input becomes an HTTP answer.
     """
+
+    _after_hooks = _AFTER_HOOK
 
     def handle(self, event: ev.Event) -> list[cmd.Command]:
         """Process one event; return the commands it calls for."""
@@ -94,25 +110,39 @@ class ProxyConnection(Requests, Responses, Upstreams, Tunnels, WebSockets, Lifec
         if route is not None:  # CLOSED: nothing is read any more
             route(self, data)
 
-    def _client_events(self, events: list[ly.LayerEvent]) -> None:
+    # _client_events and _upstream_events are _deliver unrolled for a batch:
+    # they run for every event of every request (HTTP/1 forwarding's hot path).
+
+    def _client_events(self, events: list[ly.LayerEvent], *, any_phase: bool = False) -> None:
+        exchanges = self._exchanges
         for event in events:
-            if self._phase is not Phase.HTTP:
+            if self._phase is not Phase.HTTP and not any_phase:
                 return  # a CONNECT or an upgrade took the stream over: the rest is not HTTP
-            self._deliver(None, event)
+            kind = type(event)
+            ex = None if kind in _CONNECTION_WIDE else exchanges.get(event.xid)  # type: ignore[union-attr]
+            if ex is not None and ex.waiting is not None:
+                self._hold_for_hook(None, ex, event)
+            else:
+                _FROM_CLIENT[kind](self, ex, event)
+
+    def _upstream_events(self, up: Upstream, events: list[ly.LayerEvent]) -> None:
+        exchanges = up.exchanges
+        for event in events:
+            if up.id not in self._upstreams:
+                return  # dropped by an earlier event: the rest is for nobody
+            kind = type(event)
+            ex = None if kind in _CONNECTION_WIDE else exchanges.get(event.xid)  # type: ignore[union-attr]
+            if ex is not None and ex.waiting is not None:
+                self._hold_for_hook(up, ex, event)
+            else:
+                _FROM_UPSTREAM[kind](self, up, ex, event)
 
     def _deliver(self, source: Upstream | None, event: ly.LayerEvent) -> None:
         """One layer event to its handler; to its exchange's inbox while that waits for a hook."""
-        ex = None
-        if type(event) not in _CONNECTION_WIDE:
-            xid = event.xid  # type: ignore[union-attr]  # every other event names its exchange
-            ex = self._exchanges.get(xid) if source is None else source.exchanges.get(xid)
-            if ex is not None and ex.waiting is not None:
-                self._hold_for_hook(source, ex, event)
-                return
         if source is None:
-            _FROM_CLIENT[type(event)](self, ex, event)
-        elif source.id in self._upstreams:
-            _FROM_UPSTREAM[type(event)](self, source, ex, event)
+            self._client_events([event], any_phase=True)
+        else:
+            self._upstream_events(source, [event])
 
     def _hold_for_hook(self, source: Upstream | None, ex: Exchange, event: ly.LayerEvent) -> None:
         """``ex`` waits for a hook: keep ``event`` for after it, and read no more from its source meanwhile."""
@@ -128,9 +158,6 @@ class ProxyConnection(Requests, Responses, Upstreams, Tunnels, WebSockets, Lifec
             else:
                 self._pause_upstream(source)
 
-    def _after_hook(self, name: HookName, ex: Exchange, result: Any,
-                    payload: bytes | WebSocketMessage | None) -> None:
-        _AFTER_HOOK[name](self, ex, result, payload)
 
 
 #: Who takes the client's bytes in each phase. CONNECTING: h11 holds them
@@ -255,7 +282,7 @@ _FROM_CLIENT: dict[type[ly.LayerEvent], Callable[[ProxyConnection, Exchange | No
 
 def _response_head(self: ProxyConnection, up: Upstream, ex: Exchange | None, event: ly.HeadReceived) -> None:
     assert isinstance(event.head, ly.ResponseHead)
-    if ex is not None and not self._parent_refused(up, event.head):
+    if ex is not None and (up.parent is None or not self._parent_refused(up, event.head)):
         ex.response_bodyless = event.end_stream
         self._on_response(ex, event.head)
 
@@ -271,7 +298,8 @@ def _response_data(self: ProxyConnection, up: Upstream, ex: Exchange | None, eve
         up.layer.consumed(event.xid, len(event.data))
         return
     self._on_response_data(ex, event.data)
-    self._upstream_data_sent_on(ex, up, len(event.data))
+    if self._client.multiplexed or up.layer.multiplexed:  # HTTP/1 both sides: no window, nothing to say
+        self._upstream_data_sent_on(ex, up, len(event.data))
 
 
 def _response_trailers(self: ProxyConnection, up: Upstream, ex: Exchange | None,
@@ -321,17 +349,4 @@ _FROM_UPSTREAM: dict[type[ly.LayerEvent], Callable[[ProxyConnection, Upstream, E
     ly.DataSent: _upstream_window,
     ly.StreamReset: _upstream_reset,
     ly.ConnectionGoingAway: _upstream_going_away,
-}
-
-AfterHook = Callable[[ProxyConnection, Exchange, Any, Any], None]
-
-#: What follows each hook: the exchange moves on from the state the hook held it in.
-_AFTER_HOOK: dict[HookName, AfterHook] = {
-    "request_headers": Requests._after_request_headers,
-    "request": Requests._after_request_hook,
-    "response_headers": Responses._after_response_headers,
-    "response": Responses._after_response_hook,
-    "response_chunk": Responses._after_chunk_hook,
-    "tunnel": Tunnels._after_tunnel_hook,
-    "websocket_message": lambda self, ex, result, payload: self._ws_after_hook(payload, result),
 }

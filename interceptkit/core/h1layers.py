@@ -23,7 +23,14 @@ from typing import TYPE_CHECKING
 import h11
 
 from .errors import RemoteProtocolError, map_exceptions
-from .http1 import SUPPORTED_VERSIONS, ChunkSizeGuard, first_line_unversioned, h11_request, h11_response, raw_response
+from .http1 import (
+    SUPPORTED_VERSIONS,
+    ChunkSizeGuard,
+    first_line_unversioned,
+    h11_request,
+    h11_response,
+    raw_response,
+)
 from .layers import (
     ClientLayer,
     DataReceived,
@@ -43,6 +50,12 @@ from .layers import (
 __all__ = ["H1ClientLayer", "H1UpstreamLayer"]
 
 
+_FRAMING = frozenset({b"transfer-encoding", b"content-length"})
+
+# h11's names, bound once: the read loop below runs for every body piece.
+_DATA, _END, _CLOSED, _PAUSED = h11.Data, h11.EndOfMessage, h11.ConnectionClosed, h11.PAUSED
+
+
 def _no_body(fields: Fields, status: int = 0, head_request: bool = False) -> bool:
     """Whether a message has no body by its framing (RFC 9112 6.3): no length or chunks; a 1xx, 204,
     304 or an answer to HEAD. (A response without framing is read to the close: it has one.)"""
@@ -50,10 +63,8 @@ def _no_body(fields: Fields, status: int = 0, head_request: bool = False) -> boo
         return True
     for name, value in fields:
         lower = name.lower()
-        if lower == b"transfer-encoding":
-            return False
-        if lower == b"content-length":
-            return value.strip() == b"0"
+        if lower in _FRAMING:
+            return lower == b"content-length" and value.strip() == b"0"
     return status == 0  # a request without framing has no body
 
 
@@ -152,24 +163,25 @@ class _H1Layer:
             self._events = []
         else:
             events = []
-        while not self._paused and not self._failed:
+        next_event = self._conn.next_event
+        while not (self._paused or self._failed):
             try:
-                event = self._conn.next_event()
+                event = next_event()
             except h11.RemoteProtocolError as exc:  # the one boundary of this hot loop: mapped here
                 self._failed = True
                 events.append(self._parse_error(RemoteProtocolError(str(exc), exc.error_status_hint)))
                 break
             # The seam's events for one h11 event (inline: this loop runs for every body piece).
             kind = type(event)
-            if kind is h11.Data:
+            if kind is _DATA:
                 events.append(DataReceived(xid=self._xid, data=event.data))  # type: ignore[union-attr]
-            elif kind is h11.EndOfMessage:
+            elif kind is _END:
                 trailers = event.headers  # type: ignore[union-attr]
                 if trailers:
                     events.append(TrailersReceived(xid=self._xid, headers=trailers.raw_items()))
                 events.append(MessageEnded(xid=self._xid))
                 break  # the other side answers first (HTTP/1: one exchange at a time)
-            elif kind is h11.ConnectionClosed:
+            elif kind is _CLOSED:
                 events.append(PeerClosed())
                 break
             elif not self._translate_head(event, events):
@@ -254,7 +266,7 @@ class H1ClientLayer(_H1Layer):
             events.append(HeadReceived(xid=self._xid, head=head, end_stream=_no_body(fields)))
             return True
         # NEED_DATA, or PAUSED: the client sent more while we still answer (h11 holds it).
-        self.held_back = event is h11.PAUSED
+        self.held_back = event is _PAUSED
         return False
 
     def _parse_error(self, exc: RemoteProtocolError) -> LayerEvent:

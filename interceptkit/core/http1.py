@@ -87,6 +87,8 @@ def check_request_framing(fields: Fields, http_version: bytes) -> tuple[int | No
 
 
 _NEVER_HOP_BY_HOP = frozenset({b"close", b"keep-alive", b"content-length", b"host"})
+#: What a Connection field's list leaves to drop beyond these: only other names.
+_NOT_NAMED = _NEVER_HOP_BY_HOP | HOP_BY_HOP
 
 
 def end_to_end_fields(fields: Fields, *, keep_upgrade: bool = False) -> tuple[Fields, bool]:
@@ -95,22 +97,40 @@ def end_to_end_fields(fields: Fields, *, keep_upgrade: bool = False) -> tuple[Fi
     With ``keep_upgrade`` the Upgrade field and ``Connection: upgrade`` pass,
     which is how a WebSocket handshake crosses the proxy.
     """
-    # A Connection field cannot make end-to-end framing or routing fields
-    # hop-by-hop: "Connection: content-length" would desync the body.
-    named = connection_tokens(fields) - _NEVER_HOP_BY_HOP
     chunked = False
+    named: set[bytes] | None = None  # what Connection fields list: hop-by-hop too
     kept: Fields = []
-    for name, value in fields:
+    for name, value in fields:  # one pass: this runs for every message forwarded
         lower = name.lower()
-        if lower == b"transfer-encoding":
+        if lower not in HOP_BY_HOP:
+            kept.append((name, value))
+        elif lower == b"connection":
+            named = (named or set()).union(t.strip().lower() for t in value.split(b","))
+        elif lower == b"transfer-encoding":
             chunked = True
         elif keep_upgrade and lower == b"upgrade":
             kept.append((name, value))
-        elif lower not in HOP_BY_HOP and lower not in named:
-            kept.append((name, value))
+    if named is not None:
+        # A Connection field cannot make end-to-end framing or routing fields
+        # hop-by-hop: "Connection: content-length" would desync the body.
+        named -= _NOT_NAMED
+        if keep_upgrade:
+            named.discard(b"upgrade")
+        if named:  # rare: most list only keep-alive, close or upgrade
+            kept = [(n, v) for n, v in kept if n.lower() not in named]
     if keep_upgrade:
         kept.append((b"Connection", b"upgrade"))
     return kept, chunked
+
+
+def first_value(fields: Fields, name: bytes) -> bytes | None:
+    """The value of the first field called ``name`` (lower-case), if any."""
+    return next((v for n, v in fields if n.lower() == name), None)
+
+
+def asks_for_trailers(fields: Fields) -> bool:
+    """``TE: trailers`` (gRPC): it goes on to an HTTP/2 origin (hop-by-hop otherwise)."""
+    return any(n.lower() == b"te" and b"trailers" in v.lower() for n, v in fields)
 
 
 def reframe(fields: Fields, chunked: bool) -> Fields:

@@ -85,6 +85,10 @@ class RequestHead:
     authority: bytes | None = None
     scheme: bytes | None = None
 
+    def describe(self) -> str:
+        """The request as log lines name it (made only when one is written: a repr per request adds up)."""
+        return f"{self.method.decode('ascii', 'replace')} {self.target[:200]!r}"
+
 
 @dataclass(slots=True, kw_only=True)
 class ResponseHead:
