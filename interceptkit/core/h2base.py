@@ -51,6 +51,7 @@ from .h2settings import (
     error_name,
     h2_config,
     local_settings,
+    quiet_frame_repr,
 )
 from .layers import (
     ConnectionGoingAway,
@@ -89,6 +90,7 @@ class H2Layer:
     status_hint: int = 400
 
     def __init__(self, *, validate_inbound: bool = True) -> None:
+        quiet_frame_repr()  # h2 builds repr(frame) of every frame received
         self._conn = h2.connection.H2Connection(h2_config(client_side=self.client_side,
                                                           validate_inbound=validate_inbound))
         self._conn.local_settings = local_settings(client_side=self.client_side)
