@@ -35,6 +35,7 @@ Closed streams are forgotten at once (ours and h2's own map).
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,6 +66,10 @@ from .layers import (
     StreamReset,
     TrailersReceived,
 )
+
+#: A frame header: 24-bit length (as 16 + 8 bits), type, flags, stream id (RFC 9113 4.1; hyperframe's layout).
+_DATA_HEADER = struct.Struct(">HBBBL")
+
 
 @dataclass(slots=True)
 class LayerStream:
@@ -363,20 +368,12 @@ class H2Layer:
         return 0
 
     def _flush_stream(self, stream: LayerStream, sid: int) -> int:
-        sent = 0
-        while stream.out:
-            room = min(self._conn.local_flow_control_window(sid), self._conn.max_outbound_frame_size)
-            if room <= 0:
-                break
-            piece = stream.out[0][:room]
+        n = min(self._conn.local_flow_control_window(sid), stream.out_len)
+        if n > 0:
+            run = self._take(stream, n)
             # END_STREAM rides on the last DATA frame when no trailers follow.
-            last = stream.end_pending and stream.trailers is None and stream.out_len == len(piece)
-            self._conn.send_data(sid, bytes(piece), end_stream=last)
-            sent += len(piece)
-            stream.out_len -= len(piece)
-            stream.out[0] = stream.out[0][len(piece):]
-            if not stream.out[0]:
-                stream.out.popleft()
+            last = stream.end_pending and stream.trailers is None and not stream.out
+            self._send_run(sid, run, last)
             if last:
                 self._ended_after_data(stream)
         if not stream.out and stream.end_pending:
@@ -385,7 +382,81 @@ class H2Layer:
             self._held.add(stream.xid)
         else:
             self._held.discard(stream.xid)
-        return sent
+        return max(n, 0)
+
+    @staticmethod
+    def _take(stream: LayerStream, n: int) -> memoryview:
+        """The first ``n`` held bytes of ``stream`` (a slice when one piece holds them, else joined once)."""
+        out = stream.out
+        stream.out_len -= n
+        head = out[0]
+        if len(head) >= n:
+            if len(head) == n:
+                out.popleft()
+            else:
+                out[0] = head[n:]
+            return head[:n]
+        parts: list[memoryview] = []
+        while n:
+            head = out[0]
+            if len(head) <= n:
+                parts.append(out.popleft())
+                n -= len(head)
+            else:
+                parts.append(head[:n])
+                out[0] = head[n:]
+                n = 0
+        return memoryview(b"".join(parts))
+
+    def _send_run(self, sid: int, run: memoryview, end_stream: bool) -> None:
+        """Frame ``run`` (within both windows) as DATA frames of the peer's maximum size.
+
+        The first frame goes through h2's ``send_data``, which checks the
+        connection's and the stream's states; so does the last when it carries
+        END_STREAM (h2 moves the stream's state). The frames between are
+        framed by ``_frame_more``.
+        """
+        conn = self._conn
+        size = conn.max_outbound_frame_size
+        conn.send_data(sid, run[:size], end_stream=end_stream and len(run) <= size)
+        rest = run[size:]
+        if not rest:
+            return
+        tail = rest[:0]
+        if end_stream:
+            cut = (len(rest) - 1) // size * size
+            rest, tail = rest[:cut], rest[cut:]
+        if rest:
+            self._frame_more(sid, rest, size)
+        if tail:
+            conn.send_data(sid, tail, end_stream=True)
+
+    def _frame_more(self, sid: int, view: memoryview, size: int) -> None:
+        """More DATA frames on ``sid`` right after h2 framed one on it: what
+        ``h2.send_data`` does per frame, without its per-frame cost.
+
+        For each frame, h2 checks the windows and the frame size, feeds
+        SEND_DATA to the connection's and the stream's state machines, builds
+        and serialises a ``DataFrame``, appends it to its output and takes its
+        length off both windows. Here: the caller took no more than the
+        windows allow, frames are at most ``size`` (the peer's
+        MAX_FRAME_SIZE), SEND_DATA changes neither state (h2 accepted it on
+        this stream a moment ago, in the same call, with nothing in between),
+        and the same bytes go to h2's output (a 9-byte header: length, type 0,
+        no flags, stream id; then the payload) with the same window arithmetic
+        (``tests/core/test_http2_layers.py`` compares the bytes with h2's).
+        It cost a third of the proxy's CPU on an h2 download to a client
+        whose frames are 16 KiB (curl, browsers).
+        """
+        conn = self._conn
+        out = conn._data_to_send
+        full = _DATA_HEADER.pack(size >> 8, size & 0xFF, 0, 0, sid)
+        for at in range(0, len(view), size):
+            piece = view[at:at + size]
+            out += full if len(piece) == size else _DATA_HEADER.pack(len(piece) >> 8, len(piece) & 0xFF, 0, 0, sid)
+            out += piece
+        conn.outbound_flow_control_window -= len(view)
+        conn.streams[sid].outbound_flow_control_window -= len(view)
 
     def _flush_starved(self, xid: int) -> None:
         """Other streams' held DATA, once the connection window has room again.

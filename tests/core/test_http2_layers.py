@@ -8,7 +8,10 @@ import h2.settings
 import pytest
 from h2.errors import ErrorCodes
 from h2helpers import Pair, data_of, frames_in, peer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hyperframe.frame import (
+    DataFrame,
     ExtensionFrame,
     Frame,
     GoAwayFrame,
@@ -475,3 +478,113 @@ def test_prior_knowledge_preface_sniffing() -> None:
     assert starts_with_h2_preface(sniffed) is True
     events = H2ClientLayer().receive_data(sniffed)
     assert not any(isinstance(e, LayerFailed) for e in events)
+
+
+# -- DATA framing: h2 frames the first (and an END_STREAM) frame of a run, the layer the frames between ---------
+
+
+def _big_window_client(window: int = 1 << 20) -> Pair:
+    """A client layer whose peer allows ``window`` bytes (stream and connection) in 16 KiB frames."""
+    pair = Pair(H2ClientLayer(), peer(client_side=True)).pump()
+    pair.peer.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+    pair.peer.increment_flow_control_window(window)
+    pair.pump().take()
+    return pair
+
+
+@pytest.mark.parametrize("size,end", [(16384, False), (16385, True), (100_000, False), (100_000, True),
+                                      (3 * 16384, True), (3 * 16384, False), (1, True)])
+def test_a_run_of_data_frames_is_byte_for_byte_what_h2_would_send(size: int, end: bool) -> None:
+    pair = _big_window_client()
+    pair.peer.send_headers(1, REQ, end_stream=True)
+    pair.pump().take()
+    pair.layer.send_head(1, ResponseHead(status=200))
+    pair.peer.receive_data(pair.layer.bytes_to_send())
+    window = pair.layer._conn.local_flow_control_window(1)
+    connection_window = pair.layer._conn.outbound_flow_control_window
+    body = bytes(range(256)) * (size // 256 + 1)
+    body = body[:size]
+    pair.layer.send_data(1, body)
+    assert pair.layer._conn.local_flow_control_window(1) == window - size
+    assert pair.layer._conn.outbound_flow_control_window == connection_window - size
+    if end:
+        pair.layer.end(1)
+    wire = pair.layer.bytes_to_send()
+    frames = frames_in(wire)
+    # what h2 itself makes: one DataFrame per 16 KiB; the end, given after the DATA went, an empty END_STREAM frame
+    expected = b"".join(DataFrame(1, body[at:at + 16384]).serialize() for at in range(0, size, 16384))
+    if end:
+        expected += DataFrame(1, b"", flags=["END_STREAM"]).serialize()
+    assert wire == expected, [(type(f).__name__, len(getattr(f, "data", b""))) for f in frames]
+    pair.peer_events += pair.peer.receive_data(wire)  # the peer's h2 accepts them (its windows, its states)
+    _, theirs = pair.take()
+    assert data_of(theirs) == body
+    assert any(isinstance(e, h2.events.StreamEnded) for e in theirs) is end
+
+
+@given(pieces=st.lists(st.integers(1, 70_000), min_size=1, max_size=6),
+       acks=st.lists(st.integers(0, 90_000), min_size=1, max_size=12),
+       trailers=st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_random_bodies_and_windows_arrive_whole_and_in_order(pieces: list[int], acks: list[int],
+                                                             trailers: bool) -> None:
+    """Pieces of any size against windows that open by any amount: the peer's h2
+    accepts every frame (no window overrun, frames within its MAX_FRAME_SIZE)
+    and receives the body whole, in order, then the end."""
+    pair = client_pair()  # the peer's default 65,535-byte windows
+    pair.peer.send_headers(1, REQ, end_stream=True)
+    pair.pump().take()
+    pair.layer.send_head(1, ResponseHead(status=200))
+    body = b"".join(bytes([i % 251]) * n for i, n in enumerate(pieces))
+    at = 0
+    for n in pieces:
+        pair.layer.send_data(1, body[at:at + n])
+        at += n
+    if trailers:
+        pair.layer.send_trailers(1, [(b"grpc-status", b"0")])
+    else:
+        pair.layer.end(1)
+    received = b""
+    ended = False
+    for ack in [*acks, *([65535] * 200)]:
+        _, theirs = pair.pump().take()
+        received += data_of(theirs)
+        ended = ended or any(isinstance(e, h2.events.StreamEnded) for e in theirs)
+        if ended:
+            break
+        if ack:  # the peer opens both windows by ``ack`` (it never acknowledges on its own)
+            pair.peer.increment_flow_control_window(ack, stream_id=1)
+            pair.peer.increment_flow_control_window(ack)
+    assert received == body and ended
+    assert pair.layer.pending(1) == 0 and not pair.layer.failed
+
+
+@pytest.mark.parametrize("trailers", [False, True])
+def test_held_data_released_with_its_end_rides_on_the_last_frame(trailers: bool) -> None:
+    pair = _big_window_client(window=20_000)
+    pair.peer.increment_flow_control_window(1 << 20)
+    pair.peer.send_headers(1, REQ, end_stream=True)
+    pair.pump().take()
+    pair.layer.send_head(1, ResponseHead(status=200))
+    pair.peer.receive_data(pair.layer.bytes_to_send())
+    body = bytes(range(256)) * 400  # 102,400 bytes
+    assert pair.layer.send_data(1, body) == 20_000
+    if trailers:
+        pair.layer.send_trailers(1, [(b"grpc-status", b"0")])
+    else:
+        pair.layer.end(1)
+    first = pair.layer.bytes_to_send()
+    assert first == DataFrame(1, body[:16384]).serialize() + DataFrame(1, body[16384:20_000]).serialize()
+    pair.peer.receive_data(first)
+    pair.peer.increment_flow_control_window(200_000, stream_id=1)
+    pair.layer.receive_data(pair.peer.data_to_send())
+    wire = pair.layer.bytes_to_send()
+    rest = body[20_000:]
+    frames = [DataFrame(1, rest[at:at + 16384]) for at in range(0, len(rest), 16384)]
+    if not trailers:
+        frames[-1].flags.add("END_STREAM")
+    assert wire.startswith(b"".join(f.serialize() for f in frames))
+    assert [type(f) for f in frames_in(wire)] == [DataFrame] * len(frames) + ([HeadersFrame] if trailers else [])
+    _, theirs = Pair(pair.layer, pair.peer, peer_events=pair.peer.receive_data(wire)).take()
+    assert data_of(theirs) == rest and any(isinstance(e, h2.events.StreamEnded) for e in theirs)
+    assert pair.layer.active == 0
