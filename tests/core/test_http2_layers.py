@@ -3,6 +3,7 @@ what the peer sent, what the layer reported, and what the peer received."""
 
 from __future__ import annotations
 
+import h2.connection
 import h2.events
 import h2.settings
 import pytest
@@ -621,3 +622,22 @@ def test_many_data_frames_in_one_read_are_one_event_and_flow_control_counts_them
     pair.peer.send_data(1, b"", end_stream=True)
     ours, _ = pair.pump().take()
     assert [type(e) for e in ours] == [MessageEnded] and pair.layer.active == 0
+
+
+def test_data_is_framed_without_h2_only_where_h2_would_change_no_state() -> None:
+    pair = _big_window_client()
+    pair.peer.send_headers(1, REQ, end_stream=True)  # stream 1: half-closed (remote) for the layer
+    pair.peer.send_headers(3, [(b":method", b"POST"), *REQ[1:4]])  # stream 3: open
+    pair.pump().take()
+    layer = pair.layer
+    assert layer._data_is_a_no_op(1) and layer._data_is_a_no_op(3)
+    assert not layer._data_is_a_no_op(5)  # no such stream: h2 frames it (and raises)
+    layer.send_head(1, ResponseHead(status=200))
+    layer.send_data(1, b"x" * 40_000)
+    layer.end(1)
+    assert 1 not in layer._conn.streams or not layer._data_is_a_no_op(1)  # closed: never framed by hand
+    layer._conn.state_machine.state = h2.connection.ConnectionState.CLOSED
+    assert not layer._data_is_a_no_op(3)
+    layer._conn.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN
+    _, theirs = pair.pump().take()
+    assert data_of(theirs, 1) == b"x" * 40_000
