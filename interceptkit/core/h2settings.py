@@ -6,8 +6,6 @@ docs/http2.md; in short: validate what comes in, forward what we got.
 
 from __future__ import annotations
 
-import binascii
-
 import h2.config
 import h2.errors
 import h2.settings
@@ -69,13 +67,16 @@ def _data_frame_body_repr(self: hyperframe.frame.DataFrame) -> str:
     a bulk h2 download. This one looks at the first 10 bytes only; the result
     is the same string (tests/core/test_h2settings.py compares them).
     """
-    padded = "PADDED" in self.flags
     data = self.data or b""
-    size = padded + len(data) + self.pad_length
+    pad = self.pad_length
+    if pad or "PADDED" in self.flags:  # the pad-length byte, then the data, then ``pad`` zero bytes
+        size = 1 + len(data) + pad if "PADDED" in self.flags else len(data) + pad
+        head = ((bytes([pad & 0xFF]) if "PADDED" in self.flags else b"") + bytes(data[:10]) + bytes(min(pad, 10)))[:10]
+    else:
+        size, head = len(data), data[:10]
     if not size:
         return "None"
-    head = ((bytes([self.pad_length & 0xFF]) if padded else b"") + bytes(data[:10]) + bytes(min(self.pad_length, 10)))[:10]
-    return "<hex:" + binascii.hexlify(head).decode("ascii") + ("..." if size > 10 else "") + ">"
+    return "<hex:" + head.hex() + ("..." if size > 10 else "") + ">"
 
 
 def quiet_frame_repr() -> None:
