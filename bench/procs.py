@@ -154,6 +154,24 @@ def cpu_ticks(pid: int) -> int:
         return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time of every thread of ``pid`` in seconds, at nanosecond resolution
+    (``/proc/PID/task/*/schedstat``); clock ticks (``cpu_ticks``) where that is missing."""
+    total, seen = 0, False
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        tids = []
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+                seen = True
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / 1e9 if seen else cpu_ticks(pid) / CLK_TCK
+
+
 def cpu_stat() -> dict[int, tuple[int, int, int]]:
     """{cpu: (busy, steal, total)} jiffies from /proc/stat; busy excludes idle, iowait and steal."""
     out: dict[int, tuple[int, int, int]] = {}

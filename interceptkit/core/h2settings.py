@@ -9,6 +9,7 @@ from __future__ import annotations
 import h2.config
 import h2.errors
 import h2.settings
+import hyperframe.frame
 
 STREAM_WINDOW = 1 << 20  # per stream: enough for a fast link, small enough to bound a slow reader
 CONNECTION_WINDOW = 16 << 20  # all streams together
@@ -54,3 +55,36 @@ def error_name(code: int) -> str:
         return ErrorCodes(code).name
     except ValueError:
         return f"error {code}"
+
+
+def _data_frame_body_repr(self: hyperframe.frame.DataFrame) -> str:
+    """``repr`` of a DATA frame's body, the string hyperframe makes, in constant time.
+
+    hyperframe's fallback (``Frame._body_repr``) serialises the whole body and
+    hex-encodes all of it to show the first 10 bytes; h2 asks for that repr on
+    every frame it receives (``_receive_frame`` builds a trace log line
+    whether logging is on or not), which cost a quarter of the proxy's CPU on
+    a bulk h2 download. This one looks at the first 10 bytes only; the result
+    is the same string (tests/core/test_h2settings.py compares them).
+    """
+    data = self.data or b""
+    pad = self.pad_length
+    if pad or "PADDED" in self.flags:  # the pad-length byte, then the data, then ``pad`` zero bytes
+        size = 1 + len(data) + pad if "PADDED" in self.flags else len(data) + pad
+        head = ((bytes([pad & 0xFF]) if "PADDED" in self.flags else b"") + bytes(data[:10]) + bytes(min(pad, 10)))[:10]
+    else:
+        size, head = len(data), data[:10]
+    if not size:
+        return "None"
+    return "<hex:" + head.hex() + ("..." if size > 10 else "") + ">"
+
+
+def quiet_frame_repr() -> None:
+    """Give hyperframe's ``DataFrame`` the constant-time body repr above.
+
+    Process-wide, but nothing observable changes: ``repr(frame)`` is the same
+    string, made without hex-encoding the whole body. Idempotent; the h2
+    layers call it when they are created.
+    """
+    if hyperframe.frame.DataFrame.__dict__.get("_body_repr") is not _data_frame_body_repr:
+        hyperframe.frame.DataFrame._body_repr = _data_frame_body_repr  # type: ignore[method-assign, assignment]

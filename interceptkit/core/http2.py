@@ -22,6 +22,7 @@ from .h2base import H2Layer, header_list, LayerStream, split_pseudo
 from .h2settings import MAX_FRAME_SIZE, ErrorCodes
 from .layers import (
     ClientLayer,
+    DataReceived,
     Fields,
     HeadReceived,
     InformationalReceived,
@@ -110,7 +111,32 @@ class _FramedLayer(H2Layer):
             self._fail(f"HTTP/2 protocol error: a frame of {overlong} bytes announced, over the maximum "
                        f"{MAX_FRAME_SIZE}", ErrorCodes.FRAME_SIZE_ERROR)
             events += self.pop_events()
-        return events
+        return coalesced(events) if len(events) > 1 else events
+
+
+def coalesced(events: list[LayerEvent]) -> list[LayerEvent]:
+    """``events`` with each run of adjacent ``DataReceived`` of one stream made one (their bytes joined once).
+
+    A read carries many DATA frames of a stream (16 KiB each from most
+    servers); one event per read instead of one per frame saves the exchange
+    logic, the other layer's framing and the acknowledgement a call each per
+    frame. Order is kept: only neighbours merge. The bytes are the same, so
+    flow control counts the same (``consumed`` takes any split).
+    """
+    out: list[LayerEvent] = []
+    run_xid = -1  # while >= 0, out[-1] is a DataReceived of this stream that may grow
+    run: list[bytes] = []
+    for event in events:
+        if isinstance(event, DataReceived) and event.xid == run_xid:
+            run.append(event.data)
+            continue
+        if len(run) > 1:
+            out[-1] = DataReceived(xid=run_xid, data=b"".join(run))
+        run_xid, run = (event.xid, [event.data]) if isinstance(event, DataReceived) else (-1, [])
+        out.append(event)
+    if len(run) > 1:
+        out[-1] = DataReceived(xid=run_xid, data=b"".join(run))
+    return out
 
 
 class H2ClientLayer(_FramedLayer):

@@ -3,12 +3,16 @@ what the peer sent, what the layer reported, and what the peer received."""
 
 from __future__ import annotations
 
+import h2.connection
 import h2.events
 import h2.settings
 import pytest
 from h2.errors import ErrorCodes
 from h2helpers import Pair, data_of, frames_in, peer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hyperframe.frame import (
+    DataFrame,
     ExtensionFrame,
     Frame,
     GoAwayFrame,
@@ -34,7 +38,7 @@ from interceptkit.core.layers import (
     StreamReset,
     TrailersReceived,
 )
-from interceptkit.core.http2 import H2ClientLayer, H2UpstreamLayer
+from interceptkit.core.http2 import H2ClientLayer, H2UpstreamLayer, coalesced
 
 REQ = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"example.test"), (b":path", b"/a?b=1"),
        (b"user-agent", b"t/1"), (b"Cookie".lower(), b"a=1"), (b"cookie", b"b=2")]
@@ -99,9 +103,11 @@ def test_post_with_body_and_response_with_trailers(bytewise: bool) -> None:
     pair.peer.send_data(1, b"world")
     pair.peer.send_headers(1, [(b"x-checksum", b"abc")], end_stream=True)
     ours, _ = pair.pump().take()
-    assert [type(e) for e in ours] == [HeadReceived, DataReceived, DataReceived, TrailersReceived, MessageEnded]
+    # two DATA frames read at once are one event (coalesced); read byte by byte, one event each
+    data_events = [DataReceived] * (2 if bytewise else 1)
+    assert [type(e) for e in ours] == [HeadReceived, *data_events, TrailersReceived, MessageEnded]
     assert b"".join(e.data for e in ours if isinstance(e, DataReceived)) == b"hello world"
-    assert ours[3] == TrailersReceived(xid=1, headers=[(b"x-checksum", b"abc")])
+    assert ours[-2] == TrailersReceived(xid=1, headers=[(b"x-checksum", b"abc")])
     pair.layer.send_head(1, ResponseHead(status=200, headers=[(b"content-type", b"application/grpc")]))
     assert pair.layer.send_data(1, b"payload") == 7
     pair.layer.send_trailers(1, [(b"grpc-status", b"0"), (b"grpc-message", b"")])
@@ -475,3 +481,163 @@ def test_prior_knowledge_preface_sniffing() -> None:
     assert starts_with_h2_preface(sniffed) is True
     events = H2ClientLayer().receive_data(sniffed)
     assert not any(isinstance(e, LayerFailed) for e in events)
+
+
+# -- DATA framing: h2 frames the first (and an END_STREAM) frame of a run, the layer the frames between ---------
+
+
+def _big_window_client(window: int = 1 << 20) -> Pair:
+    """A client layer whose peer allows ``window`` bytes (stream and connection) in 16 KiB frames."""
+    pair = Pair(H2ClientLayer(), peer(client_side=True)).pump()
+    pair.peer.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+    pair.peer.increment_flow_control_window(window)
+    pair.pump().take()
+    return pair
+
+
+@pytest.mark.parametrize("size,end", [(16384, False), (16385, True), (100_000, False), (100_000, True),
+                                      (3 * 16384, True), (3 * 16384, False), (1, True)])
+def test_a_run_of_data_frames_is_byte_for_byte_what_h2_would_send(size: int, end: bool) -> None:
+    pair = _big_window_client()
+    pair.peer.send_headers(1, REQ, end_stream=True)
+    pair.pump().take()
+    pair.layer.send_head(1, ResponseHead(status=200))
+    pair.peer.receive_data(pair.layer.bytes_to_send())
+    window = pair.layer._conn.local_flow_control_window(1)
+    connection_window = pair.layer._conn.outbound_flow_control_window
+    body = bytes(range(256)) * (size // 256 + 1)
+    body = body[:size]
+    pair.layer.send_data(1, body)
+    assert pair.layer._conn.local_flow_control_window(1) == window - size
+    assert pair.layer._conn.outbound_flow_control_window == connection_window - size
+    if end:
+        pair.layer.end(1)
+    wire = pair.layer.bytes_to_send()
+    frames = frames_in(wire)
+    # what h2 itself makes: one DataFrame per 16 KiB; the end, given after the DATA went, an empty END_STREAM frame
+    expected = b"".join(DataFrame(1, body[at:at + 16384]).serialize() for at in range(0, size, 16384))
+    if end:
+        expected += DataFrame(1, b"", flags=["END_STREAM"]).serialize()
+    assert wire == expected, [(type(f).__name__, len(getattr(f, "data", b""))) for f in frames]
+    pair.peer_events += pair.peer.receive_data(wire)  # the peer's h2 accepts them (its windows, its states)
+    _, theirs = pair.take()
+    assert data_of(theirs) == body
+    assert any(isinstance(e, h2.events.StreamEnded) for e in theirs) is end
+
+
+@given(pieces=st.lists(st.integers(1, 70_000), min_size=1, max_size=6),
+       acks=st.lists(st.integers(0, 90_000), min_size=1, max_size=12),
+       trailers=st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_random_bodies_and_windows_arrive_whole_and_in_order(pieces: list[int], acks: list[int],
+                                                             trailers: bool) -> None:
+    """Pieces of any size against windows that open by any amount: the peer's h2
+    accepts every frame (no window overrun, frames within its MAX_FRAME_SIZE)
+    and receives the body whole, in order, then the end."""
+    pair = client_pair()  # the peer's default 65,535-byte windows
+    pair.peer.send_headers(1, REQ, end_stream=True)
+    pair.pump().take()
+    pair.layer.send_head(1, ResponseHead(status=200))
+    body = b"".join(bytes([i % 251]) * n for i, n in enumerate(pieces))
+    at = 0
+    for n in pieces:
+        pair.layer.send_data(1, body[at:at + n])
+        at += n
+    if trailers:
+        pair.layer.send_trailers(1, [(b"grpc-status", b"0")])
+    else:
+        pair.layer.end(1)
+    received = b""
+    ended = False
+    for ack in [*acks, *([65535] * 200)]:
+        _, theirs = pair.pump().take()
+        received += data_of(theirs)
+        ended = ended or any(isinstance(e, h2.events.StreamEnded) for e in theirs)
+        if ended:
+            break
+        if ack:  # the peer opens both windows by ``ack`` (it never acknowledges on its own)
+            pair.peer.increment_flow_control_window(ack, stream_id=1)
+            pair.peer.increment_flow_control_window(ack)
+    assert received == body and ended
+    assert pair.layer.pending(1) == 0 and not pair.layer.failed
+
+
+@pytest.mark.parametrize("trailers", [False, True])
+def test_held_data_released_with_its_end_rides_on_the_last_frame(trailers: bool) -> None:
+    pair = _big_window_client(window=20_000)
+    pair.peer.increment_flow_control_window(1 << 20)
+    pair.peer.send_headers(1, REQ, end_stream=True)
+    pair.pump().take()
+    pair.layer.send_head(1, ResponseHead(status=200))
+    pair.peer.receive_data(pair.layer.bytes_to_send())
+    body = bytes(range(256)) * 400  # 102,400 bytes
+    assert pair.layer.send_data(1, body) == 20_000
+    if trailers:
+        pair.layer.send_trailers(1, [(b"grpc-status", b"0")])
+    else:
+        pair.layer.end(1)
+    first = pair.layer.bytes_to_send()
+    assert first == DataFrame(1, body[:16384]).serialize() + DataFrame(1, body[16384:20_000]).serialize()
+    pair.peer.receive_data(first)
+    pair.peer.increment_flow_control_window(200_000, stream_id=1)
+    pair.layer.receive_data(pair.peer.data_to_send())
+    wire = pair.layer.bytes_to_send()
+    rest = body[20_000:]
+    frames = [DataFrame(1, rest[at:at + 16384]) for at in range(0, len(rest), 16384)]
+    if not trailers:
+        frames[-1].flags.add("END_STREAM")
+    assert wire.startswith(b"".join(f.serialize() for f in frames))
+    assert [type(f) for f in frames_in(wire)] == [DataFrame] * len(frames) + ([HeadersFrame] if trailers else [])
+    _, theirs = Pair(pair.layer, pair.peer, peer_events=pair.peer.receive_data(wire)).take()
+    assert data_of(theirs) == rest and any(isinstance(e, h2.events.StreamEnded) for e in theirs)
+    assert pair.layer.active == 0
+
+
+def test_coalesced_merges_only_neighbouring_data_of_one_stream() -> None:
+    events = [DataReceived(xid=1, data=b"a"), DataReceived(xid=1, data=b"b"), DataReceived(xid=3, data=b"c"),
+              DataReceived(xid=3, data=b"d"), DataReceived(xid=3, data=b"e"), MessageEnded(xid=3),
+              DataReceived(xid=1, data=b"f"), TrailersReceived(xid=1, headers=[]), DataReceived(xid=5, data=b"g")]
+    assert coalesced(events) == [DataReceived(xid=1, data=b"ab"), DataReceived(xid=3, data=b"cde"),
+                                 MessageEnded(xid=3), DataReceived(xid=1, data=b"f"),
+                                 TrailersReceived(xid=1, headers=[]), DataReceived(xid=5, data=b"g")]
+    assert coalesced([]) == [] and coalesced(events[:1]) == events[:1]
+
+
+def test_many_data_frames_in_one_read_are_one_event_and_flow_control_counts_them_all() -> None:
+    pair = upstream_pair()
+    pair.layer.send_head(1, get(), end_stream=True)
+    pair.pump().take()
+    pair.peer.send_headers(1, [(b":status", b"200")])
+    body = b"".join(bytes([i]) * 16384 for i in range(40)) + b"z" * 100  # 40 frames, over half the stream window
+    for at in range(0, len(body), 16384):
+        pair.peer.send_data(1, body[at:at + 16384])
+    window = pair.peer.local_flow_control_window(1)
+    ours, _ = pair.pump().take()
+    assert [type(e) for e in ours] == [HeadReceived, DataReceived] and ours[1].data == body
+    assert pair.layer.unacknowledged(1) == len(body)
+    pair.layer.consumed(1, len(body))
+    pair.pump()
+    assert pair.layer.unacknowledged(1) == 0
+    assert pair.peer.local_flow_control_window(1) == window + len(body)  # one WINDOW_UPDATE for all of it
+    pair.peer.send_data(1, b"", end_stream=True)
+    ours, _ = pair.pump().take()
+    assert [type(e) for e in ours] == [MessageEnded] and pair.layer.active == 0
+
+
+def test_data_is_framed_without_h2_only_where_h2_would_change_no_state() -> None:
+    pair = _big_window_client()
+    pair.peer.send_headers(1, REQ, end_stream=True)  # stream 1: half-closed (remote) for the layer
+    pair.peer.send_headers(3, [(b":method", b"POST"), *REQ[1:4]])  # stream 3: open
+    pair.pump().take()
+    layer = pair.layer
+    assert layer._data_is_a_no_op(1) and layer._data_is_a_no_op(3)
+    assert not layer._data_is_a_no_op(5)  # no such stream: h2 frames it (and raises)
+    layer.send_head(1, ResponseHead(status=200))
+    layer.send_data(1, b"x" * 40_000)
+    layer.end(1)
+    assert 1 not in layer._conn.streams or not layer._data_is_a_no_op(1)  # closed: never framed by hand
+    layer._conn.state_machine.state = h2.connection.ConnectionState.CLOSED
+    assert not layer._data_is_a_no_op(3)
+    layer._conn.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN
+    _, theirs = pair.pump().take()
+    assert data_of(theirs, 1) == b"x" * 40_000
