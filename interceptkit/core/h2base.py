@@ -35,7 +35,6 @@ Closed streams are forgotten at once (ours and h2's own map).
 
 from __future__ import annotations
 
-import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,8 +42,8 @@ from dataclasses import dataclass, field
 import h2.connection
 import h2.events
 import h2.exceptions
-import h2.stream
 
+from .h2data import send_run, take
 from .h2settings import (
     CONNECTION_WINDOW,
     GARBAGE_ERRORS,
@@ -67,12 +66,6 @@ from .layers import (
     StreamReset,
     TrailersReceived,
 )
-
-#: A frame header: 24-bit length (as 16 + 8 bits), type, flags, stream id (RFC 9113 4.1; hyperframe's layout).
-_DATA_HEADER = struct.Struct(">HBBBL")
-#: The states in which h2 sends DATA without changing state (its transition tables).
-_SENDING_CONNECTION = frozenset({h2.connection.ConnectionState.CLIENT_OPEN, h2.connection.ConnectionState.SERVER_OPEN})
-_SENDING_STREAM = frozenset({h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_REMOTE})
 
 
 @dataclass(slots=True)
@@ -374,10 +367,11 @@ class H2Layer:
     def _flush_stream(self, stream: LayerStream, sid: int) -> int:
         n = min(self._conn.local_flow_control_window(sid), stream.out_len)
         if n > 0:
-            run = self._take(stream, n)
+            run = take(stream.out, n)
+            stream.out_len -= n
             # END_STREAM rides on the last DATA frame when no trailers follow.
             last = stream.end_pending and stream.trailers is None and not stream.out
-            self._send_run(sid, run, last)
+            send_run(self._conn, sid, run, last)
             if last:
                 self._ended_after_data(stream)
         if not stream.out and stream.end_pending:
@@ -387,86 +381,6 @@ class H2Layer:
         else:
             self._held.discard(stream.xid)
         return max(n, 0)
-
-    @staticmethod
-    def _take(stream: LayerStream, n: int) -> memoryview:
-        """The first ``n`` held bytes of ``stream`` (a slice when one piece holds them, else joined once)."""
-        out = stream.out
-        stream.out_len -= n
-        head = out[0]
-        if len(head) >= n:
-            if len(head) == n:
-                out.popleft()
-            else:
-                out[0] = head[n:]
-            return head[:n]
-        parts: list[memoryview] = []
-        while n:
-            head = out[0]
-            if len(head) <= n:
-                parts.append(out.popleft())
-                n -= len(head)
-            else:
-                parts.append(head[:n])
-                out[0] = head[n:]
-                n = 0
-        return memoryview(b"".join(parts))
-
-    def _send_run(self, sid: int, run: memoryview, end_stream: bool) -> None:
-        """Frame ``run`` (within both windows) as DATA frames of the peer's maximum size.
-
-        h2's ``send_data`` frames a last frame that carries END_STREAM (h2
-        moves the stream's state), and every frame when the connection or the
-        stream is in a state where h2 would refuse DATA or change state (h2
-        raises there, as it should). Otherwise ``_frame_more`` frames them.
-        """
-        conn = self._conn
-        size = conn.max_outbound_frame_size
-        tail = run[:0]
-        if end_stream:
-            cut = (len(run) - 1) // size * size
-            run, tail = run[:cut], run[cut:]
-        if run and not self._data_is_a_no_op(sid):
-            conn.send_data(sid, run[:size])
-            run = run[size:]
-        if run:
-            self._frame_more(sid, run, size)
-        if tail:
-            conn.send_data(sid, tail, end_stream=True)
-
-    def _data_is_a_no_op(self, sid: int) -> bool:
-        """True when SEND_DATA changes neither h2's connection state nor the stream's
-        (both open for sending: h2's transition tables map them to themselves, with no action)."""
-        stream = self._conn.streams.get(sid)
-        return (stream is not None and self._conn.state_machine.state in _SENDING_CONNECTION
-                and stream.state_machine.state in _SENDING_STREAM)
-
-    def _frame_more(self, sid: int, view: memoryview, size: int) -> None:
-        """DATA frames on ``sid`` without END_STREAM: what ``h2.send_data``
-        does per frame, without its per-frame cost.
-
-        For each frame, h2 checks the windows and the frame size, feeds
-        SEND_DATA to the connection's and the stream's state machines, builds
-        and serialises a ``DataFrame``, appends it to its output and takes its
-        length off both windows. Here: the caller took no more than the
-        windows allow, frames are at most ``size`` (the peer's
-        MAX_FRAME_SIZE), SEND_DATA changes neither state (``_data_is_a_no_op``
-        held, or h2 accepted a frame on this stream a moment ago, in the same
-        call), and the same bytes go to h2's output (a 9-byte header: length,
-        type 0, no flags, stream id; then the payload) with the same window
-        arithmetic (``tests/core/test_http2_layers.py`` compares the bytes
-        with h2's). h2's own path cost a third of the proxy's CPU on a
-        download to a client whose frames are 16 KiB (curl, browsers).
-        """
-        conn = self._conn
-        out = conn._data_to_send
-        full = _DATA_HEADER.pack(size >> 8, size & 0xFF, 0, 0, sid)
-        for at in range(0, len(view), size):
-            piece = view[at:at + size]
-            out += full if len(piece) == size else _DATA_HEADER.pack(len(piece) >> 8, len(piece) & 0xFF, 0, 0, sid)
-            out += piece
-        conn.outbound_flow_control_window -= len(view)
-        conn.streams[sid].outbound_flow_control_window -= len(view)
 
     def _flush_starved(self, xid: int) -> None:
         """Other streams' held DATA, once the connection window has room again.

@@ -23,6 +23,7 @@ from hyperframe.frame import (
     SettingsFrame,
 )
 
+from interceptkit.core.h2data import data_is_a_no_op
 from interceptkit.core.h2settings import CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW
 from interceptkit.core.layers import (
     ConnectionGoingAway,
@@ -630,14 +631,14 @@ def test_data_is_framed_without_h2_only_where_h2_would_change_no_state() -> None
     pair.peer.send_headers(3, [(b":method", b"POST"), *REQ[1:4]])  # stream 3: open
     pair.pump().take()
     layer = pair.layer
-    assert layer._data_is_a_no_op(1) and layer._data_is_a_no_op(3)
-    assert not layer._data_is_a_no_op(5)  # no such stream: h2 frames it (and raises)
+    assert data_is_a_no_op(layer._conn, 1) and data_is_a_no_op(layer._conn, 3)
+    assert not data_is_a_no_op(layer._conn, 5)  # no such stream: h2 frames it (and raises)
     layer.send_head(1, ResponseHead(status=200))
     layer.send_data(1, b"x" * 40_000)
     layer.end(1)
-    assert 1 not in layer._conn.streams or not layer._data_is_a_no_op(1)  # closed: never framed by hand
+    assert 1 not in layer._conn.streams or not data_is_a_no_op(layer._conn, 1)  # closed: never framed by hand
     layer._conn.state_machine.state = h2.connection.ConnectionState.CLOSED
-    assert not layer._data_is_a_no_op(3)
+    assert not data_is_a_no_op(layer._conn, 3)
     layer._conn.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN
     _, theirs = pair.pump().take()
     assert data_of(theirs, 1) == b"x" * 40_000
