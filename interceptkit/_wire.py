@@ -8,6 +8,7 @@ written once. RFC 3986 3.2 (authority), RFC 9112 3.2 (request-target forms).
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from .errors_base import RemoteProtocolError
 
@@ -17,6 +18,7 @@ DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _REG_NAME = re.compile(rb"[A-Za-z0-9\-._~%!$&'()*+,;=]+")
 _IPV6 = re.compile(rb"\[[0-9A-Fa-f:.]+\]")
 _PORT = re.compile(rb"[0-9]{1,5}")
+_AUTHORITY_END = re.compile(rb"[/?#]")
 
 
 def bracket(host: str) -> str:
@@ -39,6 +41,9 @@ def format_authority(host: str, port: int, scheme: str | None = None) -> str:
     return f"{text}:{port}"
 
 
+# Cached: a client sends the same few authorities again and again, and this is
+# checked for every request (a refusal raises, and is not cached). Bounded.
+@lru_cache(maxsize=1024)
 def parse_authority(authority: bytes, default_port: int | None) -> tuple[str, int]:
     """Split ``host[:port]`` (RFC 3986 3.2) into a host and a port.
 
@@ -84,11 +89,8 @@ def parse_absolute_url(target: bytes) -> tuple[str, str, int, str]:
     scheme_text = scheme.decode("ascii", "replace").lower()
     if not sep or scheme_text not in DEFAULT_PORTS:
         raise RemoteProtocolError(f"unsupported request-target: {target[:100]!r}")
-    cut = len(rest)
-    for delimiter in (b"/", b"?", b"#"):
-        index = rest.find(delimiter)
-        if 0 <= index < cut:
-            cut = index
+    end = _AUTHORITY_END.search(rest)
+    cut = len(rest) if end is None else end.start()
     authority, path = rest[:cut], rest[cut:].partition(b"#")[0]
     if not authority:
         raise RemoteProtocolError("empty host in request-target")

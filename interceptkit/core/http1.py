@@ -10,6 +10,7 @@ building the answers the proxy gives on its own behalf.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from http import HTTPStatus
 
 import h11
@@ -44,6 +45,7 @@ MAX_BODY_SIZE = 2**63 - 1
 SUPPORTED_VERSIONS = (b"1.1", b"1.0")
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
+@lru_cache(maxsize=1024)  # the Host of every forwarded request: a client asks the same few hosts
 def format_authority(host: str, port: int, scheme: str | None = None) -> bytes:
     """``host:port`` for a Host field; the port is left out when it is the default."""
     return _wire.format_authority(host, port, scheme).encode("ascii")
