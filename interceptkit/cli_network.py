@@ -107,8 +107,8 @@ def exposure_warning(host: str, port: int, *, authenticated: bool, auth_availabl
     """The startup warning for a proxy others can reach without credentials, or None."""
     if authenticated or is_loopback(host):
         return None
-    fix = (f"require credentials with --proxy-auth USER:PASS (or --proxy-auth-file FILE), or listen on "
-           f"127.0.0.1" if auth_available else "listen on 127.0.0.1 (the default) unless other devices must "
+    fix = ("require credentials with --proxy-auth USER:PASS (or --proxy-auth-file FILE), or listen on "
+           "127.0.0.1" if auth_available else "listen on 127.0.0.1 (the default) unless other devices must "
            "use it, and firewall the port if they must")
     return (f"warning: listening on {host}:{port} without authentication: anyone who can reach this port can "
             f"use the proxy, and because it decrypts HTTPS with its CA, read and change that traffic for "

@@ -8,7 +8,6 @@ string views are computed only when someone asks.
 
 from __future__ import annotations
 
-import asyncio
 import json as _json
 import os
 import zlib

@@ -65,7 +65,6 @@ from .conn_upstreams import Upstreams
 from .conn_websockets import WebSockets
 from .exchange import Exchange
 from .state import Phase, Upstream
-from .websocket import WebSocketMessage
 
 
 AfterHook = Callable[[Any, Exchange, Any, Any], None]
