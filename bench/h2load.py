@@ -421,37 +421,48 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _where(r: dict[str, Any]) -> str:
+    return r["path"] if r["path"] == "direct" else f"proxy ({r['loop']})"
+
+
+def _table(head: list[str], rows: list[dict[str, Any]], start: Callable[[dict[str, Any]], str],
+           cells: Callable[[dict[str, Any]], str], empty_cells: int) -> list[str]:
+    """Markdown rows: ``start(r)`` then ``cells(r)``, or "skipped" and empty cells for a load that did not run."""
+    lines = list(head)
+    for r in rows:
+        rest = f" | {r['proto']} | skipped: {r['skipped']} |" + " |" * empty_cells if "skipped" in r else cells(r)
+        lines.append(start(r) + rest)
+    return lines
+
+
+def _small_cells(r: dict[str, Any]) -> str:
+    cpu = r.get("proxy_cpu_ms_per_request")
+    return (f" | {r['proto']} | {r['rps']} | {r.get('p50_ms', '')} | {r.get('p99_ms', '')} | {r.get('errors', 0)} | "
+            f"{'' if cpu is None else f'{cpu} ms/request'} | {r.get('proxy_peak_rss_mb') or ''} |")
+
+
+def _download_cells(r: dict[str, Any], idle: dict[str, Any]) -> str:
+    cpu = r.get("proxy_cpu_s_per_100mb")
+    rss = f"{r.get('proxy_peak_rss_mb')} ({idle.get(r['loop'])})" if cpu is not None else ""
+    ok = "yes" if r.get("ok") else f"FAILED {r.get('errors') or ''}"
+    return (f" | {r['proto']} | {r['mb_per_s']} | {' '.join(str(x) for x in r['runs_mb_per_s'])}"
+            f" | {ok} | {'' if cpu is None else cpu} | {rss} |")
+
+
 def render(res: dict[str, Any]) -> str:
     lines = ["## HTTP/2 vs HTTP/1.1 (bench/h2load.py)", ""]
     idle = res.get("proxy_idle_rss_mb") or {}
     if res["small"]:
-        lines += ["| load | path | protocol | req/s | p50 ms | p99 ms | errors | proxy CPU | proxy peak RSS MB |",
-                  "|---|---|---|---:|---:|---:|---:|---:|---:|"]
-        for r in res["small"]:
-            where = r["path"] if r["path"] == "direct" else f"proxy ({r['loop']})"
-            if "skipped" in r:
-                lines.append(f"| 50 streams, small GETs | {where} | {r['proto']} | skipped: {r['skipped']} | | | | | |")
-                continue
-            cpu = r.get("proxy_cpu_ms_per_request")
-            lines.append(f"| 50 streams, small GETs | {where} | {r['proto']} | {r['rps']} | {r.get('p50_ms', '')} | "
-                         f"{r.get('p99_ms', '')} | {r.get('errors', 0)} | "
-                         f"{'' if cpu is None else f'{cpu} ms/request'} | {r.get('proxy_peak_rss_mb') or ''} |")
+        lines += _table(["| load | path | protocol | req/s | p50 ms | p99 ms | errors | proxy CPU | proxy peak RSS MB |",
+                         "|---|---|---|---:|---:|---:|---:|---:|---:|"], res["small"],
+                        lambda r: f"| 50 streams, small GETs | {_where(r)}", _small_cells, 5)
         lines.append("")
     if res["download"]:
         lines += [f"{res.get('bulk_mb')} MB download, origin: {res.get('download_origin')}, client: "
-                  f"{res.get('download_client')}; MB/s is the median of {res.get('bulk_reps')} runs.", "",
-                  "| path | protocol | MB/s | runs MB/s | ok | proxy CPU s / 100 MB | proxy peak RSS MB (idle) |",
-                  "|---|---|---:|---|---|---:|---:|"]
-        for r in res["download"]:
-            where = r["path"] if r["path"] == "direct" else f"proxy ({r['loop']})"
-            if "skipped" in r:
-                lines.append(f"| {where} | {r['proto']} | skipped: {r['skipped']} | | | | |")
-                continue
-            cpu = r.get("proxy_cpu_s_per_100mb")
-            rss = f"{r.get('proxy_peak_rss_mb')} ({idle.get(r['loop'])})" if cpu is not None else ""
-            ok = "yes" if r.get("ok") else f"FAILED {r.get('errors') or ''}"
-            lines.append(f"| {where} | {r['proto']} | {r['mb_per_s']} | {' '.join(str(x) for x in r['runs_mb_per_s'])}"
-                         f" | {ok} | {'' if cpu is None else cpu} | {rss} |")
+                  f"{res.get('download_client')}; MB/s is the median of {res.get('bulk_reps')} runs.", ""]
+        lines += _table(["| path | protocol | MB/s | runs MB/s | ok | proxy CPU s / 100 MB | proxy peak RSS MB (idle) |",
+                         "|---|---|---:|---|---|---:|---:|"], res["download"],
+                        lambda r: f"| {_where(r)}", lambda r: _download_cells(r, idle), 4)
     if idle:
         lines += ["", "Proxy idle RSS: " + ", ".join(f"{mb} MB ({loop})" for loop, mb in idle.items()) + "."]
     lines += targets(res)

@@ -43,7 +43,6 @@ class ConnectionBase:
     _proxy_user: str | None  # conn_requests.py
     _tunnel: Tunnel  # conn_tunnels.py: the tunnel's state and the client's TLS endpoint
     _upstreams: dict[int, Upstream]  # conn_upstreams.py
-    _h2_upstreams: bool  # conn_upstreams.py
     _socks: Socks5Handshake | None  # conn_socks5.py
     _calls: dict[int, Exchange]  # conn_lifecycle.py: the exchange each hook call that is out belongs to
 
@@ -229,7 +228,7 @@ class ConnectionBase:
             framed = self._client.bytes_to_send()
             if framed:
                 self._client_buf.append(framed)
-        for up in self._upstreams.values() if self._h2_upstreams else ():
+        for up in self._upstreams.values():
             if up.layer.multiplexed:
                 framed = up.layer.bytes_to_send()
                 if framed:

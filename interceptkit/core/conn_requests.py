@@ -275,7 +275,7 @@ class Requests(ConnectionBase):
         ever sees the password.
         """
         credentials = self._config.credentials
-        value = next((v for n, v in fields if n.lower() == b"proxy-authorization"), None)
+        value = first_value(fields, b"proxy-authorization")
         rest = fields if value is None else [(n, v) for n, v in fields if n.lower() != b"proxy-authorization"]
         if self._proxy_user is not None or credentials is None or self._config.mode == "reverse":
             return rest
@@ -480,8 +480,8 @@ class Requests(ConnectionBase):
 
     def _end_request_upstream(self, ex: Exchange) -> None:
         up = ex.upstream
-        if up is None or not ex.live or (ex.upload_pace is not None and self._upload_end_waits(ex)):
-            return  # over, or it goes after the last paced piece
+        if up is None or not ex.live or self._upload_end_waits(ex):  # after the last paced piece
+            return
         end = SentEnd(ex.request_trailers)
         ex.remember(end, 0, self._config.retry_buffer_limit)
         self._frame(ex, up, end)

@@ -297,14 +297,12 @@ class Responses(ConnectionBase):
         if up is not None and up.id in self._upstreams:
             if up.layer.next_cycle():
                 up.reused = True
-                if up.paused_for:
-                    self._resume_upstream(up, "window")  # that stream's window no longer holds it back
+                self._resume_upstream(up, "window")  # that stream's window no longer holds it back
             else:
                 self._drop_upstream(up)
         if not self._client.next_cycle():
             self._close_client()  # Connection: close, HTTP/1.0, or an unread request body
             return
-        if self._pause_reasons:
-            self._resume_client("pipeline")
+        self._resume_client("pipeline")
         if self._client.input_waiting:  # HTTP/1: only a pipelined request or an EOF is worth a read
             self._pump_client()

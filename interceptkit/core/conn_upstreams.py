@@ -39,9 +39,6 @@ class Upstreams(ConnectionBase):
         #: an HTTP/2 client's streams may use several at once.
         self._upstreams: dict[int, Upstream] = {}
         self._upstream_ids = count(1)
-        #: An upstream of this connection has spoken HTTP/2: its layer writes on
-        #: its own (WINDOW_UPDATE, PING), so every flush asks (never reset: cheap).
-        self._h2_upstreams = False
 
     def _primary(self) -> Upstream | None:
         """The upstream an HTTP/1 client, a tunnel or a WebSocket is bound to."""
@@ -243,7 +240,6 @@ class Upstreams(ConnectionBase):
         tls = up.tls
         if tls is not None and tls.alpn == H2:
             up.layer = H2Upstream(b"https")
-            self._h2_upstreams = True
             for ex in list(up.exchanges.values()):
                 bind(ex, up, up.layer.start_exchange())
         for ex, part in deferred:
@@ -296,7 +292,7 @@ class Upstreams(ConnectionBase):
         self._connect_failed(up, reason, status, event.cause)
 
     def _on_upstream_data(self, event: ev.UpstreamDataReceived) -> None:
-        up = self._upstreams.get(event.upstream)
+        up = self._current_upstream(event.upstream)
         if up is None or up.eof:
             return
         up.last_activity = self._now

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
+from .http1 import connection_tokens, first_value
 from .layers import Fields, RequestHead, ResponseHead
 
 # RFC 9113 8.2.2 plus Proxy-Connection, which some HTTP/1 clients still send.
@@ -29,22 +30,13 @@ CONNECTION_SPECIFIC = frozenset({
 })
 
 
-def _connection_tokens(headers: Fields) -> set[bytes]:
-    """Field names a ``Connection`` header declares hop-by-hop (RFC 9110 7.6.1)."""
-    tokens: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
-    return tokens
-
-
 def drop_connection_specific(headers: Fields, *, keep_te_trailers: bool) -> Fields:
     """Drop connection-specific fields and those ``Connection`` names.
 
     ``TE`` is dropped unless ``keep_te_trailers`` and it names ``trailers``,
     which is then sent as exactly ``te: trailers`` (the only value h2 allows).
     """
-    named = _connection_tokens(headers) | CONNECTION_SPECIFIC
+    named = connection_tokens(headers) | CONNECTION_SPECIFIC
     out: Fields = []
     te_trailers = False
     for name, value in headers:
@@ -96,7 +88,7 @@ def h2_request_to_h1(head: RequestHead, *, keep_te_trailers: bool = False) -> Re
     """
     headers = join_cookies(drop_connection_specific(head.headers, keep_te_trailers=keep_te_trailers))
     rest = [(n, v) for n, v in headers if n.lower() != b"host"]
-    host = head.authority or next((v for n, v in headers if n.lower() == b"host"), b"")
+    host = head.authority or first_value(headers, b"host") or b""
     front: Fields = [(b"host", host)] if host else []
     return RequestHead(method=head.method, target=head.target, headers=front + rest, http_version=b"1.1")
 
@@ -125,7 +117,7 @@ def h1_request_to_h2(head: RequestHead, *, scheme: bytes) -> RequestHead:
         return RequestHead(method=head.method, target=head.target, authority=head.target,
                            headers=lower_names(kept), http_version=b"2")
     scheme, authority, path = _split_target(head.target, scheme)
-    host = next((v for n, v in kept if n.lower() == b"host"), None)
+    host = first_value(kept, b"host")
     rest = [(n, v) for n, v in kept if n.lower() != b"host"]
     return RequestHead(method=head.method, target=path or b"/", scheme=scheme, authority=authority or host,
                        headers=lower_names(rest), http_version=b"2")

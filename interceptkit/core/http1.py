@@ -52,12 +52,17 @@ def format_authority(host: str, port: int, scheme: str | None = None) -> bytes:
 
 
 def connection_tokens(fields: Fields) -> set[bytes]:
-    """The lower-cased option names listed in every Connection field."""
+    """The lower-cased option names listed in every Connection field (RFC 9110 7.6.1)."""
     tokens: set[bytes] = set()
     for name, value in fields:
         if name.lower() == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b","))
+            tokens |= listed_tokens(value)
     return tokens
+
+
+def listed_tokens(value: bytes) -> set[bytes]:
+    """The lower-cased tokens of a comma-separated field value, empty ones left out."""
+    return {t for t in (part.strip().lower() for part in value.split(b",")) if t}
 
 
 def check_request_framing(fields: Fields, http_version: bytes) -> tuple[int | None, bool]:
@@ -107,7 +112,7 @@ def end_to_end_fields(fields: Fields, *, keep_upgrade: bool = False) -> tuple[Fi
         if lower not in HOP_BY_HOP:
             kept.append((name, value))
         elif lower == b"connection":
-            named = (named or set()).union(t.strip().lower() for t in value.split(b","))
+            named = (named or set()) | listed_tokens(value)
         elif lower == b"transfer-encoding":
             chunked = True
         elif keep_upgrade and lower == b"upgrade":
