@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..vocab import HookName, TimerName
+from .records import set_slots_directly
 
 if TYPE_CHECKING:
     from ..flow import Flow
@@ -163,3 +164,7 @@ class Log(Command):
 
     level: str
     message: str
+
+
+# Made for every read and every write: see records.py.
+set_slots_directly(*(kind for kind in list(globals().values()) if isinstance(kind, type) and issubclass(kind, Command)))

@@ -263,8 +263,6 @@ class Requests(ConnectionBase):
         limit = self._config.max_request_body
         if limit is not None and length is not None and length > limit:
             raise RemoteProtocolError(f"request body over the limit of {limit} bytes", 413)
-        if chunked:
-            self._client.guard_chunks()  # raises for a size beyond 2^63-1 among the bytes held
         return self._resolve_target(head.target, fields)
 
     def _authenticate(self, fields: list[tuple[bytes, bytes]], what: str) -> list[tuple[bytes, bytes]] | None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..vocab import ConnectCause, TimerName
+from .records import set_slots_directly
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,3 +142,7 @@ class ClientBackpressure(Event):
     """
 
     blocked: bool
+
+
+# Made for every read and every write: see records.py.
+set_slots_directly(*(kind for kind in list(globals().values()) if isinstance(kind, type) and issubclass(kind, Event)))

@@ -57,15 +57,27 @@ _DATA, _END, _CLOSED, _PAUSED = h11.Data, h11.EndOfMessage, h11.ConnectionClosed
 
 
 def _no_body(fields: Fields, status: int = 0, head_request: bool = False) -> bool:
-    """Whether a message has no body by its framing (RFC 9112 6.3): no length or chunks; a 1xx, 204,
-    304 or an answer to HEAD. (A response without framing is read to the close: it has one.)"""
+    """Whether a response has no body by its framing (RFC 9112 6.3): a 1xx, 204, 304, an answer to HEAD,
+    or ``Content-Length: 0``. (A response without framing is read to the close: it has one.)"""
     if head_request or status in (204, 304):
         return True
     for name, value in fields:
         lower = name.lower()
         if lower in _FRAMING:
             return lower == b"content-length" and value.strip() == b"0"
-    return status == 0  # a request without framing has no body
+    return False
+
+
+def _request_framing(fields: Fields) -> bytes | None:
+    """``b"chunked"``, ``b"sized"`` or None (no body: no framing, or ``Content-Length: 0``), in one pass."""
+    framing = None
+    for name, value in fields:
+        lower = name.lower()
+        if lower == b"transfer-encoding":
+            return b"chunked"  # h11 takes no other coding; CL beside it is refused later (smuggling)
+        if lower == b"content-length" and value.strip() != b"0":
+            framing = b"sized"
+    return framing
 
 
 def check_request_head(head: RequestHead) -> None:
@@ -247,14 +259,21 @@ class H1ClientLayer(_H1Layer):
             self._guard = None
         return True
 
-    def guard_chunks(self) -> None:
-        """The request in flight is chunked: follow its chunk sizes, from the body bytes h11 holds.
+    def _start_guard(self, events: list[LayerEvent]) -> bool:
+        """A chunked request: follow its chunk sizes from the body bytes that came with its head.
 
-        Raises ``RemoteProtocolError`` for a size beyond 2^63-1 among them.
+        Runs as h11 hands over the head, before it parses any chunk: a size
+        beyond 2^63-1 in the same read is refused here (``LayerFailed``, 400).
         """
         guard = ChunkSizeGuard()
-        guard.feed(self._conn.trailing_data[0])
+        try:
+            guard.feed(self._conn.trailing_data[0])
+        except RemoteProtocolError as exc:
+            self._failed = True
+            events.append(LayerFailed(reason=str(exc), status_hint=exc.status))
+            return False
         self._guard = None if guard.done else guard
+        return True
 
     def _translate_head(self, event: object, events: list[LayerEvent]) -> bool:
         if type(event) is h11.Request:
@@ -262,8 +281,11 @@ class H1ClientLayer(_H1Layer):
             method = event.method
             self.head_request = method == b"HEAD"
             fields = event.headers.raw_items()
+            framing = _request_framing(fields)
+            if framing == b"chunked" and not self._start_guard(events):
+                return False  # refused before h11 read a chunk of it: no exchange starts
             head = RequestHead(method=method, target=event.target, headers=fields, http_version=event.http_version)
-            events.append(HeadReceived(xid=self._xid, head=head, end_stream=_no_body(fields)))
+            events.append(HeadReceived(xid=self._xid, head=head, end_stream=framing is None))
             return True
         # NEED_DATA, or PAUSED: the client sent more while we still answer (h11 holds it).
         self.held_back = event is _PAUSED

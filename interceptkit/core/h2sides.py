@@ -93,9 +93,6 @@ class H2Client(H2ClientLayer):
         """The exchange of ``xid`` is over: nothing of it is kept here (no map grows with streams)."""
         self._heads.discard(xid)
 
-    def guard_chunks(self) -> None:
-        """HTTP/2 frames bodies itself: nothing to follow."""
-
     def take_trailing(self) -> bytes:
         return b""
 

@@ -59,7 +59,9 @@ refused after GOAWAY) wait in the layer until ``pop_events()`` or the next
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol, get_args, runtime_checkable
+
+from .records import set_slots_directly
 
 Fields = list[tuple[bytes, bytes]]
 
@@ -208,6 +210,7 @@ class PeerClosed:
 
 LayerEvent = (HeadReceived | InformationalReceived | DataReceived | DataSent | TrailersReceived
               | MessageEnded | StreamReset | LayerFailed | ConnectionGoingAway | PeerClosed)
+set_slots_directly(*get_args(LayerEvent))  # made for every body piece: see records.py
 
 
 # -- what the exchange logic calls on a layer -------------------------------------------------

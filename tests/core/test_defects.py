@@ -124,6 +124,15 @@ def test_chunk_size_beyond_63_bits_is_400(size: bytes, split: int | None) -> Non
     assert finished(out)[0].error
 
 
+@pytest.mark.parametrize("body", [b"FFFFFFFFFFFFFFFFFF\r\nabc", b"3\r\nabc\r\n8000000000000000\r\n"])
+def test_chunk_size_beyond_63_bits_in_the_heads_read_is_400_before_any_upstream(body: bytes) -> None:
+    # The head and the size arrive in one read: h11 must not parse the chunk before the guard sees it.
+    d = Driver()
+    d.client(b"POST http://example.com/ HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+    assert_answer(d.transcript, 400, "chunk size")
+    assert not opened(d.transcript)
+
+
 def test_large_but_valid_chunk_size_waits_for_its_bytes() -> None:
     d = Driver()
     d.client(b"POST http://example.com/ HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: chunked\r\n\r\n")
