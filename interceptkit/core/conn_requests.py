@@ -385,10 +385,10 @@ class Requests(ConnectionBase):
             ex.replay = []
         target, fields = self._for_parent(up, request, fields)  # absolute-form to a parent proxy
         head = RequestHead(method=request.method.encode("ascii"), target=target, headers=fields)
-        if ex.hooked:
+        if ex.hooked or self._client.multiplexed:  # fields h11 did not parse: it checks them now
             try:
                 check_request_head(head)
-            except ProxyError as exc:  # only a hook's change can get here
+            except ProxyError as exc:  # a hook's change (an h2 client's fields passed h2's own checks)
                 self._fail_exchange(ex, exc.reason)
                 self._answer(exc.status, exc.reason, ex.xid)
                 return

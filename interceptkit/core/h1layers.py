@@ -27,6 +27,7 @@ from .http1 import (
     SUPPORTED_VERSIONS,
     ChunkSizeGuard,
     first_line_unversioned,
+    h11_checked_fields,
     h11_request,
     h11_response,
     raw_response,
@@ -81,9 +82,13 @@ def _request_framing(fields: Fields) -> bytes | None:
 
 
 def check_request_head(head: RequestHead) -> None:
-    """Raise ``ProxyError`` (502) for a head h11 would refuse to send: fields a hook set badly."""
+    """Check a head a hook may have set as h11 would, and put its fields in h11's normal form.
+
+    Raises ``ProxyError`` (502) for fields h11 refuses. After this the head
+    can go out through ``http1.h11_request``, which checks nothing itself.
+    """
     with map_exceptions(ours="a hook made an invalid request"):
-        h11.Request(method=head.method, target=head.target, headers=head.headers)
+        head.headers = h11_checked_fields(head.method, head.target, head.headers)
 
 
 class _H1Layer:

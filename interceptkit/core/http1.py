@@ -10,6 +10,7 @@ building the answers the proxy gives on its own behalf.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from http import HTTPStatus
 
@@ -159,22 +160,60 @@ def replace_field(fields: Fields, name: bytes, value: bytes) -> Fields:
     return [(name, value), *rest]
 
 
-def h11_request(method: bytes, target: bytes, fields: Fields) -> h11.Request:
-    """An h11 Request from fields h11 itself has already parsed and checked.
+def _slot_setter(event: type[object], name: str) -> Callable[[object, object], None]:
+    """How h11's own constructor sets a slot of its frozen, slotted event classes."""
+    setter: Callable[[object, object], None] = getattr(event, name).__set__
+    return setter
 
-    ``_parsed=True`` skips h11's per-field regex validation of values it
-    produced a moment ago: the largest single cost of forwarding (about a
-    fifth of the proxy's time per exchange). It is the one private keyword we
-    use; pyproject pins h11 below 0.17 and tests/core/test_h11_contract.py
-    fails if its meaning changes. Fields a hook set are validated by h11
-    (``validated=False`` path in the callers).
+
+_new_event = object.__new__
+#: h11's list of fields, as its public events carry it (the class lives in a private module).
+_H11Headers = type(h11.Request(method=b"GET", target=b"/", headers=[(b"Host", b"h")]).headers)
+_SET_METHOD, _SET_TARGET = _slot_setter(h11.Request, "method"), _slot_setter(h11.Request, "target")
+_SET_REQUEST_HEADERS = _slot_setter(h11.Request, "headers")
+_SET_REQUEST_VERSION = _slot_setter(h11.Request, "http_version")
+_SET_STATUS, _SET_REASON = _slot_setter(h11.Response, "status_code"), _slot_setter(h11.Response, "reason")
+_SET_RESPONSE_HEADERS = _slot_setter(h11.Response, "headers")
+_SET_RESPONSE_VERSION = _slot_setter(h11.Response, "http_version")
+
+
+def h11_request(method: bytes, target: bytes, fields: Fields) -> h11.Request:
+    """An h11 Request from fields that are already in h11's normal form, built without checking them again.
+
+    The fields are what h11 parsed a moment ago (checked and normalised:
+    one Host, one Content-Length, ``chunked`` in lower case), plus fields of
+    our own in that form (Host, Via, framing). Fields h11 did not parse (a
+    hook's, an HTTP/2 client's) go through :func:`h11_checked_fields` first
+    (``h1layers.check_request_head``), which refuses what h11 would. h11's constructor would
+    check all of that again, one regex and one scan per field, and scan for
+    Host through its slow sequence protocol: the largest single cost of
+    forwarding. So the event's slots are set directly, as h11's own
+    constructor sets them. ``h11._headers.Headers`` and the slot names are
+    h11 internals: pyproject pins h11 to one minor series and
+    tests/core/test_h11_contract.py proves these events equal, byte for
+    byte, the ones h11 itself builds.
     """
-    return h11.Request(method=method, target=target, headers=fields, _parsed=True)
+    request: h11.Request = _new_event(h11.Request)
+    _SET_METHOD(request, method)
+    _SET_TARGET(request, target)
+    _SET_REQUEST_HEADERS(request, _H11Headers([(name, name.lower(), value) for name, value in fields]))
+    _SET_REQUEST_VERSION(request, b"1.1")
+    return request
 
 
 def h11_response(status: int, reason: bytes, fields: Fields) -> h11.Response:
-    """An h11 Response from already-validated fields (see :func:`h11_request`)."""
-    return h11.Response(status_code=status, reason=reason, headers=fields, _parsed=True)
+    """An h11 Response from fields in h11's normal form (see :func:`h11_request`)."""
+    response: h11.Response = _new_event(h11.Response)
+    _SET_STATUS(response, status)
+    _SET_REASON(response, reason)
+    _SET_RESPONSE_HEADERS(response, _H11Headers([(name, name.lower(), value) for name, value in fields]))
+    _SET_RESPONSE_VERSION(response, b"1.1")
+    return response
+
+
+def h11_checked_fields(method: bytes, target: bytes, fields: Fields) -> Fields:
+    """A hook's request fields checked by h11 and put in its normal form; raises ``h11.LocalProtocolError``."""
+    return h11.Request(method=method, target=target, headers=fields).headers.raw_items()
 
 
 def status_phrase(status: int) -> str:

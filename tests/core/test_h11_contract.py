@@ -1,9 +1,11 @@
-"""Guard the one private h11 keyword the core relies on: ``_parsed=True``.
+"""Guard what the core relies on of h11's internals: how its events are built.
 
-core/http1.py builds ``h11.Request``/``h11.Response`` with ``_parsed=True`` to
-skip re-validating fields h11 parsed a moment ago. That is only sound while
-the installed h11 is the series pyproject pins and while ``_parsed=True``
-still means "same event, validation skipped".
+core/http1.py builds the ``h11.Request``/``h11.Response`` it sends by setting
+their slots directly (the fields are in h11's normal form already: h11 parsed
+them, or ``check_request_head`` checked them), skipping h11's checks of values
+it produced a moment ago. That is only sound while the installed h11 is the
+series pyproject pins and while those events equal, byte for byte, the ones
+h11's own constructor builds; the tests below prove both.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
+from interceptkit.core.errors import ProxyError
+from interceptkit.core.h1layers import check_request_head
 from interceptkit.core.http1 import h11_request, h11_response
+from interceptkit.core.layers import RequestHead
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
@@ -40,15 +45,16 @@ def test_installed_h11_is_within_the_pin() -> None:
 
 
 def test_the_pin_stays_on_one_minor_series() -> None:
-    # A new h11 minor may change what _parsed skips: widening the pin needs this file re-checked.
+    # A new h11 minor may change its events' slots or normal form: widening the pin needs this file re-checked.
     spec = h11_pin().specifier
     assert spec.contains("0.16.0") and not spec.contains("0.17.0") and not spec.contains("0.15.0")
     assert Version(version("h11")).release[:2] == (0, 16)
 
 
-def test_the_private_keyword_exists() -> None:
-    for event in (h11.Request, h11.Response, h11.InformationalResponse):
-        assert "_parsed" in inspect.signature(event.__init__).parameters
+def test_the_slots_set_directly_are_all_of_the_events_fields() -> None:
+    # A new field h11 added would be left unset on the events built by h11_request/h11_response.
+    assert set(h11.Request.__slots__) == {"method", "headers", "target", "http_version"}
+    assert set(h11.Response.__slots__) == {"headers", "http_version", "reason", "status_code"}
 
 
 # Header sets as they come out of h11's parser (raw names, casing, repeats, latin-1 bytes).
@@ -125,11 +131,25 @@ def test_parsed_response_is_byte_identical(name: str) -> None:
     assert sent_by_server(fast) == sent_by_server(checked)
 
 
-def test_parsed_still_enforces_framing_rules() -> None:
-    # The core relies on h11 keeping these checks even on the fast path.
-    with pytest.raises(h11.LocalProtocolError):
-        h11_request(b"GET", b"/", [(b"Host", b"a"), (b"Content-Length", b"1"), (b"Content-Length", b"2")])
-    with pytest.raises(h11.LocalProtocolError):
-        h11_request(b"GET", b"/", [])  # HTTP/1.1 without Host
-    with pytest.raises(h11.LocalProtocolError):
-        h11_request(b"GET", b"/", [(b"Host", b"a"), (b"Transfer-Encoding", b"gzip")])
+@pytest.mark.parametrize("fields", [
+    [(b"Host", b"a"), (b"Content-Length", b"1"), (b"Content-Length", b"2")],
+    [],  # HTTP/1.1 without Host
+    [(b"Host", b"a"), (b"Host", b"b")],
+    [(b"Host", b"a"), (b"Transfer-Encoding", b"gzip")],
+])
+def test_fields_h11_did_not_parse_are_refused_before_the_fast_path(fields: Fields) -> None:
+    # h11_request checks nothing: a hook's or an HTTP/2 client's fields pass check_request_head first.
+    with pytest.raises(ProxyError) as caught:
+        check_request_head(RequestHead(method=b"POST", target=b"/", headers=fields))
+    assert caught.value.status == 502
+
+
+def test_checked_fields_are_put_in_h11s_normal_form() -> None:
+    head = RequestHead(method=b"POST", target=b"/", headers=[(b"Host", b"a"), (b"Content-Length", b"2, 2"),
+                                                             (b"X-Case", b"KeepMe")])
+    check_request_head(head)
+    assert head.headers == [(b"Host", b"a"), (b"Content-Length", b"2"), (b"X-Case", b"KeepMe")]
+    fast = h11_request(head.method, head.target, head.headers)
+    assert sent_by_client(fast) == sent_by_client(h11.Request(method=b"POST", target=b"/", headers=head.headers))
+
+
