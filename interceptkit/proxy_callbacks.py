@@ -28,10 +28,12 @@ class _ProxyCallbacks(Callbacks):
         self.runner = HookRunner(proxy.hooks)
 
     def flow_started(self, flow: Flow) -> None:
-        flow._owner = self.proxy
-        for watcher in list(self.proxy._watchers):
-            watcher.flow_started(flow)
-        self.proxy.flows._add(flow)
+        proxy = self.proxy
+        flow._owner = proxy
+        if proxy._watchers:  # (copied: a watcher may detach itself) most proxies have none
+            for watcher in list(proxy._watchers):
+                watcher.flow_started(flow)
+        proxy.flows._add(flow)
 
     def run_hook(self, name: str, flow: Flow, payload: Any,
                  done: Callable[[str | None, Any], None] | None) -> None:
@@ -51,17 +53,20 @@ class _ProxyCallbacks(Callbacks):
             self.runner.run("done", flow, None, None)
         if flow.error is not None and "error" in active:
             self.runner.run("error", flow, None, None)
-        for listener in list(self.proxy._listeners):
-            try:
-                listener(flow)
-            except Exception:  # a listener's bug must not break the proxy
-                log.exception("flow listener %r failed", listener)
-        recorder = self.proxy._recorder
+        proxy = self.proxy
+        if proxy._listeners:  # each list is copied: a callback may detach itself
+            for listener in list(proxy._listeners):
+                try:
+                    listener(flow)
+                except Exception:  # a listener's bug must not break the proxy
+                    log.exception("flow listener %r failed", listener)
+        recorder = proxy._recorder
         offset = recorder.write(flow) if recorder is not None else None
-        for watcher in list(self.proxy._watchers):
-            watcher.flow_finished(flow)
+        if proxy._watchers:
+            for watcher in list(proxy._watchers):
+                watcher.flow_finished(flow)
         reload = partial(read_body, recorder.path, offset) if recorder is not None and offset is not None else None
-        self.proxy.flows._touched(flow, reload)
+        proxy.flows._touched(flow, reload)
 
 
 def _self_addresses(addresses: list[tuple[str, int]]) -> set[tuple[str, int]]:
