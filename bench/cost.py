@@ -5,7 +5,9 @@ Wall-clock req/s on a shared machine moves by ±20 % from run to run; a count
 does not. This starts the origin (bench/origin.py) and the proxy (the CLI of
 ``--python``, so two checkouts can be compared), sends ``--warmup`` requests,
 then counts over ``--requests`` sequential keep-alive GETs of /1k through one
-client connection:
+client connection, each with only a Host field, as wrk sends them in the
+referee's S1. ``--origin PORT`` uses an origin already listening on
+127.0.0.1 instead (the referee's nginx: its answer has nginx's fields):
 
   instructions  the proxy process's user-space instructions per request, from
                 valgrind's callgrind (zeroed after the warm-up, dumped after
@@ -19,6 +21,7 @@ process is stopped by its PID.
   python bench/cost.py                          # instructions (needs valgrind)
   python bench/cost.py --bytecodes --top 30     # where the Python work goes
   python bench/cost.py --python ../old/venv/bin/python   # another checkout's proxy
+  python bench/cost.py --origin 18080           # the referee's nginx, while it runs
 """
 
 from __future__ import annotations
@@ -67,7 +70,9 @@ sys.exit(main(sys.argv[1:]))
 def load(port: int, origin: int, n: int) -> None:
     client = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     for _ in range(n):
-        client.request("GET", f"http://127.0.0.1:{origin}/1k", headers={"Host": f"127.0.0.1:{origin}"})
+        client.putrequest("GET", f"http://127.0.0.1:{origin}/1k", skip_host=True, skip_accept_encoding=True)
+        client.putheader("Host", f"127.0.0.1:{origin}")
+        client.endheaders()
         response = client.getresponse()
         if response.status != 200 or len(response.read()) != 1024:
             raise SystemExit(f"unexpected answer through the proxy: {response.status}")
@@ -75,8 +80,13 @@ def load(port: int, origin: int, n: int) -> None:
 
 
 def run(args: argparse.Namespace, work: str, bytecodes: bool) -> float | dict[str, float]:
-    origin_port, port = procs.free_port(), procs.free_port()
-    origin = procs.Managed([sys.executable, os.path.join(HERE, "origin.py"), "--port", str(origin_port)], "origin")
+    port = procs.free_port()
+    origin: procs.Managed | None = None
+    origin_port = args.origin
+    if origin_port is None:
+        origin_port = procs.free_port()
+        origin = procs.Managed([sys.executable, os.path.join(HERE, "origin.py"), "--port", str(origin_port)],
+                               "origin")
     proxy_args = ["--listen-host", "127.0.0.1", "--listen-port", str(port), "--confdir", work, "-q"]
     if args.loop:  # (a checkout from before --loop existed runs on asyncio)
         proxy_args += ["--loop", args.loop]
@@ -90,9 +100,12 @@ def run(args: argparse.Namespace, work: str, bytecodes: bool) -> float | dict[st
         cli = os.path.join(os.path.dirname(args.python), "interceptkit")
         argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", args.python, cli, *proxy_args]
     os.environ["COST_OUT"] = out
+    # String hashes are salted per process: dicts and sets then differ in
+    # layout, and the count by about 0.5 %. One seed makes it repeat exactly.
+    os.environ.setdefault("PYTHONHASHSEED", "0")
     proxy = procs.Managed(argv, "proxy")
     try:
-        if not procs.wait_listening(origin_port, 10, origin) or not procs.wait_listening(port, 120, proxy):
+        if not procs.wait_listening(origin_port, 10, origin or proxy) or not procs.wait_listening(port, 120, proxy):
             raise SystemExit("the origin or the proxy did not start")
         load(port, origin_port, args.warmup)
         if bytecodes:
@@ -109,7 +122,8 @@ def run(args: argparse.Namespace, work: str, bytecodes: bool) -> float | dict[st
             procs_run(["callgrind_control", "-d", str(proxy.pid)])
     finally:
         proxy.stop(30)
-        origin.stop()
+        if origin is not None:
+            origin.stop()
     if bytecodes:
         with open(out) as f:
             return {k: v / args.requests for k, v in json.load(f).items()}
@@ -146,6 +160,8 @@ def main() -> None:
                         help="the proxy's --loop (default: not passed, the CLI's own default)")
     parser.add_argument("--bytecodes", action="store_true", help="count Python bytecodes per function instead")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--origin", type=int, default=None, metavar="PORT",
+                        help="an origin already listening on 127.0.0.1:PORT that serves /1k (default: start origin.py)")
     args = parser.parse_args()
     if args.requests < 1 or args.requests > 100_000:
         parser.error("--requests: 1 to 100,000")

@@ -107,7 +107,8 @@ class FlowTable:
                 if self._flows:
                     self._budget.forget(self._flows[0])
             self._flows.append(flow)
-        self._notify(flow)
+        if self._watchers:  # the common case: no live view (the check saves a call per flow)
+            self._notify(flow)
 
     def _touched(self, flow: Flow, reload: Callable[[str], bytes] | None = None) -> None:
         """A flow in the table finished (the proxy calls this); its bodies count against the budget.
@@ -118,7 +119,8 @@ class FlowTable:
         if self._flows.maxlen != 0:  # max_flows=0 keeps no flow, so no body counts
             with self._lock:
                 self._budget.add(flow, reload)
-        self._notify(flow)
+        if self._watchers:
+            self._notify(flow)
 
     @property
     def max_capture_bytes(self) -> int | None:
@@ -140,8 +142,6 @@ class FlowTable:
         self._notify(None)
 
     def _notify(self, flow: Flow | None) -> None:
-        if not self._watchers:  # the common case: no live view; skip the copy
-            return
         for watcher in list(self._watchers):
             try:
                 watcher(flow)

@@ -318,8 +318,9 @@ class Requests(ConnectionBase):
         if host == "interceptkit" or (host, port) in self._config.listen_addresses:
             return "", "", 0, path
         token = self._config.loop_token
-        if any(token in v and n.lower() == b"via" for n, v in fields):  # the cheap test first
-            raise RemoteProtocolError("request loop: it came through this proxy already", 508)
+        for name, value in fields:
+            if token in value and name.lower() == b"via":  # the cheap test first
+                raise RemoteProtocolError("request loop: it came through this proxy already", 508)
         return scheme, host, port, path
 
     def _route(self, path: str) -> tuple[str, str, int, str]:

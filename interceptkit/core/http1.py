@@ -133,7 +133,10 @@ def end_to_end_fields(fields: Fields, *, keep_upgrade: bool = False) -> tuple[Fi
 
 def first_value(fields: Fields, name: bytes) -> bytes | None:
     """The value of the first field called ``name`` (lower-case), if any."""
-    return next((v for n, v in fields if n.lower() == name), None)
+    for field_name, value in fields:  # a loop, not next(generator): it runs several times per request
+        if field_name.lower() == name:
+            return value
+    return None
 
 
 def asks_for_trailers(fields: Fields) -> bool:
