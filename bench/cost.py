@@ -22,17 +22,20 @@ process is stopped by its PID.
   python bench/cost.py --bytecodes --top 30     # where the Python work goes
   python bench/cost.py --python ../old/venv/bin/python   # another checkout's proxy
   python bench/cost.py --origin 18080           # the referee's nginx, while it runs
+  python bench/cost.py --origin 18080 --intercept 18443 --upstream-ca /tmp/benchwork/origin/origin.crt
+                                                # intercepted HTTPS (the referee's S2 path)
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import re
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -67,16 +70,48 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def load(port: int, origin: int, n: int) -> None:
-    client = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    for _ in range(n):
-        client.putrequest("GET", f"http://127.0.0.1:{origin}/1k", skip_host=True, skip_accept_encoding=True)
-        client.putheader("Host", f"127.0.0.1:{origin}")
-        client.endheaders()
-        response = client.getresponse()
-        if response.status != 200 or len(response.read()) != 1024:
-            raise SystemExit(f"unexpected answer through the proxy: {response.status}")
-    client.close()
+class Client:
+    """Sequential keep-alive GETs of /1k through the proxy, each with only a Host field (wrk's shape).
+
+    With ``tls_origin`` they go through a CONNECT to ``localhost:tls_origin`` that the
+    proxy intercepts (the client trusts only the proxy's CA, so interception is proven).
+    """
+
+    def __init__(self, port: int, origin: int, tls_origin: int | None, ca: str) -> None:
+        self.port, self.origin, self.tls_origin, self.ca = port, origin, tls_origin, ca
+        self.sock: socket.socket | None = None
+
+    def get(self, n: int) -> None:
+        if self.sock is None:
+            self.sock = self._connect()
+        if self.tls_origin is None:
+            request = f"GET http://127.0.0.1:{self.origin}/1k HTTP/1.1\r\nHost: 127.0.0.1:{self.origin}\r\n\r\n"
+        else:
+            request = f"GET /1k HTTP/1.1\r\nHost: localhost:{self.tls_origin}\r\n\r\n"
+        reader = self.sock.makefile("rb")
+        for _ in range(n):
+            self.sock.sendall(request.encode())
+            status = reader.readline()
+            length = 0
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            if not status.startswith(b"HTTP/1.1 200") or len(reader.read(length)) != 1024:
+                raise SystemExit(f"unexpected answer through the proxy: {status!r}")
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=60)
+        if self.tls_origin is None:
+            return sock
+        sock.sendall(f"CONNECT localhost:{self.tls_origin} HTTP/1.1\r\nHost: localhost:{self.tls_origin}\r\n\r\n"
+                     .encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(4096)
+        if not answer.startswith(b"HTTP/1.1 200"):
+            raise SystemExit(f"CONNECT refused: {answer[:80]!r}")
+        context = ssl.create_default_context(cafile=self.ca)
+        return context.wrap_socket(sock, server_hostname="localhost")
 
 
 def run(args: argparse.Namespace, work: str, bytecodes: bool) -> float | dict[str, float]:
@@ -88,6 +123,8 @@ def run(args: argparse.Namespace, work: str, bytecodes: bool) -> float | dict[st
         origin = procs.Managed([sys.executable, os.path.join(HERE, "origin.py"), "--port", str(origin_port)],
                                "origin")
     proxy_args = ["--listen-host", "127.0.0.1", "--listen-port", str(port), "--confdir", work, "-q"]
+    if args.upstream_ca:
+        proxy_args += ["--upstream-ca", args.upstream_ca]
     if args.loop:  # (a checkout from before --loop existed runs on asyncio)
         proxy_args += ["--loop", args.loop]
     out = os.path.join(work, "counts.json" if bytecodes else "callgrind.out")
@@ -107,12 +144,13 @@ def run(args: argparse.Namespace, work: str, bytecodes: bool) -> float | dict[st
     try:
         if not procs.wait_listening(origin_port, 10, origin or proxy) or not procs.wait_listening(port, 120, proxy):
             raise SystemExit("the origin or the proxy did not start")
-        load(port, origin_port, args.warmup)
+        client = Client(port, origin_port, args.intercept, os.path.join(work, "interceptkit-ca-cert.pem"))
+        client.get(args.warmup)
         if bytecodes:
             os.kill(proxy.pid, signal.SIGUSR1)
         else:
             procs_run(["callgrind_control", "-z", str(proxy.pid)])
-        load(port, origin_port, args.requests)
+        client.get(args.requests)
         if bytecodes:
             os.kill(proxy.pid, signal.SIGUSR2)
             deadline = time.monotonic() + 30
@@ -160,11 +198,18 @@ def main() -> None:
                         help="the proxy's --loop (default: not passed, the CLI's own default)")
     parser.add_argument("--bytecodes", action="store_true", help="count Python bytecodes per function instead")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--intercept", type=int, default=None, metavar="TLS_PORT",
+                        help="count intercepted HTTPS: GETs through a CONNECT to localhost:TLS_PORT (an origin already "
+                             "listening with TLS, e.g. the referee's nginx on 18443; needs --upstream-ca)")
+    parser.add_argument("--upstream-ca", default=None, metavar="FILE",
+                        help="the CA the proxy trusts for the TLS origin (the referee's: /tmp/benchwork/origin/origin.crt)")
     parser.add_argument("--origin", type=int, default=None, metavar="PORT",
                         help="an origin already listening on 127.0.0.1:PORT that serves /1k (default: start origin.py)")
     args = parser.parse_args()
     if args.requests < 1 or args.requests > 100_000:
         parser.error("--requests: 1 to 100,000")
+    if args.intercept is not None and not args.upstream_ca:
+        parser.error("--intercept needs --upstream-ca (the proxy verifies the origin's certificate)")
     if not args.bytecodes and shutil.which("valgrind") is None:
         parser.error("valgrind is not installed (apt-get install valgrind), or use --bytecodes")
     with tempfile.TemporaryDirectory(prefix="ik-cost-") as work:
@@ -172,7 +217,8 @@ def main() -> None:
     if isinstance(result, dict):
         report_bytecodes(result, args.top)
     else:
-        print(f"instructions per request: {result / 1e6:.4f} M  ({args.requests} requests, "
+        what = "intercepted HTTPS" if args.intercept is not None else "plain HTTP"
+        print(f"instructions per request: {result / 1e6:.4f} M  ({args.requests} {what} requests, "
               f"loop {args.loop or 'the CLI default'})")
 
 
