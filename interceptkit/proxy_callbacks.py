@@ -30,7 +30,7 @@ class _ProxyCallbacks(Callbacks):
     def flow_started(self, flow: Flow) -> None:
         proxy = self.proxy
         flow._owner = proxy
-        if proxy._watchers:  # (copied: a watcher may detach itself) most proxies have none
+        if proxy._watchers:  # most proxies have none; the list is copied as a watcher may detach itself
             for watcher in list(proxy._watchers):
                 watcher.flow_started(flow)
         proxy.flows._add(flow)

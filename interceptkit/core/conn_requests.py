@@ -389,7 +389,7 @@ class Requests(ConnectionBase):
         if ex.hooked or self._client.multiplexed:  # fields h11 did not parse: it checks them now
             try:
                 check_request_head(head)
-            except ProxyError as exc:  # a hook's change (an h2 client's fields passed h2's own checks)
+            except ProxyError as exc:  # a hook's change, or an h2 client's field h11 refuses
                 self._fail_exchange(ex, exc.reason)
                 self._answer(exc.status, exc.reason, ex.xid)
                 return

@@ -57,7 +57,7 @@ _FRAMING = frozenset({b"transfer-encoding", b"content-length"})
 _DATA, _END, _CLOSED, _PAUSED = h11.Data, h11.EndOfMessage, h11.ConnectionClosed, h11.PAUSED
 
 
-def _no_body(fields: Fields, status: int = 0, head_request: bool = False) -> bool:
+def _no_body(fields: Fields, status: int, head_request: bool) -> bool:
     """Whether a response has no body by its framing (RFC 9112 6.3): a 1xx, 204, 304, an answer to HEAD,
     or ``Content-Length: 0``. (A response without framing is read to the close: it has one.)"""
     if head_request or status in (204, 304):
@@ -82,7 +82,8 @@ def _request_framing(fields: Fields) -> bytes | None:
 
 
 def check_request_head(head: RequestHead) -> None:
-    """Check a head a hook may have set as h11 would, and put its fields in h11's normal form.
+    """Check a head h11 did not parse (a hook's, an HTTP/2 client's) as h11 would, and put its fields in
+    h11's normal form.
 
     Raises ``ProxyError`` (502) for fields h11 refuses. After this the head
     can go out through ``http1.h11_request``, which checks nothing itself.

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from functools import lru_cache
 from http import HTTPStatus
+from typing import TypeVar
 
 import h11
 
@@ -163,21 +164,33 @@ def replace_field(fields: Fields, name: bytes, value: bytes) -> Fields:
     return [(name, value), *rest]
 
 
-def _slot_setter(event: type[object], name: str) -> Callable[[object, object], None]:
-    """How h11's own constructor sets a slot of its frozen, slotted event classes."""
-    setter: Callable[[object, object], None] = getattr(event, name).__set__
-    return setter
+SlotSetter = Callable[[object, object], None]
 
 
-_new_event = object.__new__
+def _slot_setters(event: type[object], *names: str) -> tuple[SlotSetter, ...]:
+    """How h11's own constructor sets the slots of its frozen, slotted event classes."""
+    return tuple(getattr(event, name).__set__ for name in names)
+
+
 #: h11's list of fields, as its public events carry it (the class lives in a private module).
 _H11Headers = type(h11.Request(method=b"GET", target=b"/", headers=[(b"Host", b"h")]).headers)
-_SET_METHOD, _SET_TARGET = _slot_setter(h11.Request, "method"), _slot_setter(h11.Request, "target")
-_SET_REQUEST_HEADERS = _slot_setter(h11.Request, "headers")
-_SET_REQUEST_VERSION = _slot_setter(h11.Request, "http_version")
-_SET_STATUS, _SET_REASON = _slot_setter(h11.Response, "status_code"), _slot_setter(h11.Response, "reason")
-_SET_RESPONSE_HEADERS = _slot_setter(h11.Response, "headers")
-_SET_RESPONSE_VERSION = _slot_setter(h11.Response, "http_version")
+_REQUEST_SLOTS = _slot_setters(h11.Request, "method", "target", "headers", "http_version")
+_RESPONSE_SLOTS = _slot_setters(h11.Response, "status_code", "reason", "headers", "http_version")
+
+
+_Event = TypeVar("_Event", h11.Request, h11.Response)
+
+
+def _built(kind: type[_Event], setters: tuple[SlotSetter, ...], *values: object) -> _Event:
+    """An h11 event of ``kind`` with its slots set to ``values``, h11's checks skipped."""
+    event = object.__new__(kind)
+    for set_slot, value in zip(setters, values):
+        set_slot(event, value)
+    return event
+
+
+def _normal_fields(fields: Fields) -> object:
+    return _H11Headers([(name, name.lower(), value) for name, value in fields])
 
 
 def h11_request(method: bytes, target: bytes, fields: Fields) -> h11.Request:
@@ -191,31 +204,22 @@ def h11_request(method: bytes, target: bytes, fields: Fields) -> h11.Request:
     check all of that again, one regex and one scan per field, and scan for
     Host through its slow sequence protocol: the largest single cost of
     forwarding. So the event's slots are set directly, as h11's own
-    constructor sets them. ``h11._headers.Headers`` and the slot names are
+    constructor sets them. h11's Headers class and the slot names are
     h11 internals: pyproject pins h11 to one minor series and
     tests/core/test_h11_contract.py proves these events equal, byte for
     byte, the ones h11 itself builds.
     """
-    request: h11.Request = _new_event(h11.Request)
-    _SET_METHOD(request, method)
-    _SET_TARGET(request, target)
-    _SET_REQUEST_HEADERS(request, _H11Headers([(name, name.lower(), value) for name, value in fields]))
-    _SET_REQUEST_VERSION(request, b"1.1")
-    return request
+    return _built(h11.Request, _REQUEST_SLOTS, method, target, _normal_fields(fields), b"1.1")
 
 
 def h11_response(status: int, reason: bytes, fields: Fields) -> h11.Response:
     """An h11 Response from fields in h11's normal form (see :func:`h11_request`)."""
-    response: h11.Response = _new_event(h11.Response)
-    _SET_STATUS(response, status)
-    _SET_REASON(response, reason)
-    _SET_RESPONSE_HEADERS(response, _H11Headers([(name, name.lower(), value) for name, value in fields]))
-    _SET_RESPONSE_VERSION(response, b"1.1")
-    return response
+    return _built(h11.Response, _RESPONSE_SLOTS, status, reason, _normal_fields(fields), b"1.1")
 
 
 def h11_checked_fields(method: bytes, target: bytes, fields: Fields) -> Fields:
-    """A hook's request fields checked by h11 and put in its normal form; raises ``h11.LocalProtocolError``."""
+    """Request fields h11 did not parse (a hook's, an HTTP/2 client's), checked by h11 and put in its
+    normal form; raises ``h11.LocalProtocolError``."""
     return h11.Request(method=method, target=target, headers=fields).headers.raw_items()
 
 
