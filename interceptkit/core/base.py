@@ -233,9 +233,10 @@ class ConnectionBase:
                 framed = up.layer.bytes_to_send()
                 if framed:
                     self._to_upstream(up, framed)
-        if self._client_buf:
-            data = b"".join(self._client_buf) if len(self._client_buf) > 1 else self._client_buf[0]
-            self._client_buf = []
+        buf = self._client_buf  # cleared, never replaced: the HTTP/1 client layer writes into it
+        if buf:
+            data = b"".join(buf) if len(buf) > 1 else buf[0]
+            buf.clear()
             tls = self._tunnel.tls
             if tls is not None:
                 data = tls.send(data)
@@ -342,7 +343,7 @@ class ConnectionBase:
     def _internal_error(self, exc: Exception) -> None:
         import traceback
 
-        self._client_buf = []
+        self._client_buf.clear()
         for up in self._dirty:
             up.out = []
         self._dirty = []

@@ -51,7 +51,7 @@ class Requests(ConnectionBase):
 
     def _init_client_side(self, client_address: tuple[str, int] | None) -> None:
         self._client_address = client_address
-        self._client = H1ClientLayer(self._config.max_header_size)
+        self._client = H1ClientLayer(self._config.max_header_size, sink=self._client_buf)
         self._client_eof = False
         self._client_activity = 0.0
         self._client_blocked = False
@@ -71,7 +71,7 @@ class Requests(ConnectionBase):
 
     def _restart_client_parser(self) -> None:
         """A fresh client layer: the decrypted content of a tunnel starts its own HTTP."""
-        self._client = H1ClientLayer(self._config.max_header_size)
+        self._client = H1ClientLayer(self._config.max_header_size, sink=self._client_buf)
 
     def _speak_h2(self) -> None:
         """The client chose h2 (ALPN, or the prior-knowledge preface): streams from here on."""
@@ -479,11 +479,12 @@ class Requests(ConnectionBase):
 
     def _end_request_upstream(self, ex: Exchange) -> None:
         up = ex.upstream
-        if up is None or not ex.live or self._upload_end_waits(ex):  # after the last paced piece
-            return
-        end = SentEnd(ex.request_trailers)
-        ex.remember(end, 0, self._config.retry_buffer_limit)
-        self._frame(ex, up, end)
+        if up is None or not ex.live or (ex.upload_pace is not None and self._upload_end_waits(ex)):
+            return  # the end goes after the last paced piece
+        if not ex.request_bodyless:  # a body-less request ended with its head (_send_part): nothing to frame
+            end = SentEnd(ex.request_trailers)
+            ex.remember(end, 0, self._config.retry_buffer_limit)
+            self._frame(ex, up, end)
         if up.ready:  # otherwise it leaves once connected: _upstream_ready stamps it
             ex.flow.timings.request_sent = self._now
         self._arm_read_timer(self._config.read_timeout)

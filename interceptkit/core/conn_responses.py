@@ -89,7 +89,8 @@ class Responses(ConnectionBase):
             self._answer(exc.status, exc.reason, ex.xid)
             return
         ex.enter(ExchangeState.RESPONDING)
-        self._to_client(self._client.bytes_to_send())
+        # No take here nor after the body's sends: HTTP/1 writes into the client buffer
+        # (its sink), HTTP/2's bytes are taken at each flush.
 
     def _on_response_data(self, ex: Exchange, data: bytes) -> None:
         if ex.state is ExchangeState.REPLACED or ex.flow.response is None:
@@ -111,7 +112,6 @@ class Responses(ConnectionBase):
         shape = ex.body_shape
         if shape is None:  # the hot path: no shaping asked for
             self._client.send_data(ex.xid, data)
-            self._to_client(self._client.bytes_to_send())
         elif shape.pace is not None:
             self._pace(ex, shape.pace, data)
         else:
@@ -192,7 +192,6 @@ class Responses(ConnectionBase):
                 names = ", ".join(sorted({n.decode("latin-1").lower() for n, _ in trailers}))
                 self._log("info", f"trailers dropped for an HTTP/1 client ({names}): {ex.flow.request.url}")
             self._client.end(ex.xid)
-        self._to_client(self._client.bytes_to_send())
         self._complete_exchange(ex, up)
 
     def _after_response_hook(self, ex: Exchange, _: Any, payload: Any = None) -> None:
@@ -297,12 +296,14 @@ class Responses(ConnectionBase):
         if up is not None and up.id in self._upstreams:
             if up.layer.next_cycle():
                 up.reused = True
-                self._resume_upstream(up, "window")  # that stream's window no longer holds it back
+                if up.paused_for:  # that stream's window no longer holds it back
+                    self._resume_upstream(up, "window")
             else:
                 self._drop_upstream(up)
         if not self._client.next_cycle():
             self._close_client()  # Connection: close, HTTP/1.0, or an unread request body
             return
-        self._resume_client("pipeline")
+        if self._pause_reasons:
+            self._resume_client("pipeline")
         if self._client.input_waiting:  # HTTP/1: only a pipelined request or an EOF is worth a read
             self._pump_client()

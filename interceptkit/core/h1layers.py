@@ -223,8 +223,16 @@ class H1ClientLayer(_H1Layer):
 
     versions = SUPPORTED_VERSIONS
 
-    def __init__(self, max_header_size: int) -> None:
+    def __init__(self, max_header_size: int, sink: list[bytes] | None = None) -> None:
         super().__init__()
+        if sink is not None:
+            # The connection's own buffer of bytes for the client: what this
+            # layer frames lands there at once, in order with the bytes the
+            # connection writes itself (a tunnel's, a WebSocket's), and there
+            # is nothing to take afterwards (a call less per send; HTTP/1
+            # sends three times per answer).
+            self._out = sink
+        self._sinks = sink is not None
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_size)
         self._guard: ChunkSizeGuard | None = None
         #: Bytes fed since the connection (or its last cycle) began: a head
@@ -236,6 +244,10 @@ class H1ClientLayer(_H1Layer):
         self.held_back = False
         #: After ``next_cycle``: a pipelined request or the client's EOF waits to be read.
         self.input_waiting = False
+
+    def bytes_to_send(self) -> bytes:
+        """What was framed since the last call; always ``b""`` with a sink (the bytes are there already)."""
+        return b"" if self._sinks else super().bytes_to_send()
 
     def receive_data(self, data: bytes) -> list[LayerEvent]:
         if data:
