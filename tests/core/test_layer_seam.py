@@ -8,13 +8,17 @@ from pathlib import Path
 
 from h2helpers import Pair, peer
 
+from interceptkit.core.h1layers import H1ClientLayer
 from interceptkit.core.http2 import H2ClientLayer, H2UpstreamLayer
 from interceptkit.core.layers import (
     ClientLayer,
+    HeadReceived,
     LayerEvent,
+    MessageEnded,
     PeerClosed,
     ProtocolLayer,
     RequestHead,
+    ResponseHead,
     StreamReset,
     UpstreamLayer,
 )
@@ -79,3 +83,28 @@ def test_eof_between_messages_is_peer_closed_and_mid_message_a_reset() -> None:
                                (b":path", b"/")])
     busy.pump()
     assert busy.layer.receive_data(b"") == [StreamReset(xid=1, reason="connection closed"), PeerClosed()]
+
+
+def test_an_http1_client_layer_frames_into_its_sink_in_order_and_has_nothing_left_to_take() -> None:
+    """The connection hands the HTTP/1 client layer its own client buffer: an answer lands there as it is
+    framed, after what was in it, and bytes_to_send() returns nothing (the bytes are out already)."""
+    answer = (200, b"OK", [(b"Content-Length", b"2")])
+
+    def serve(layer: H1ClientLayer) -> None:
+        events = layer.receive_data(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert [type(e) for e in events] == [HeadReceived, MessageEnded]
+        status, reason, headers = answer
+        layer.send_head(1, ResponseHead(status=status, reason=reason, headers=headers))
+        layer.send_data(1, b"ok")
+        layer.end(1)
+
+    sink = [b"earlier bytes|"]
+    with_sink = H1ClientLayer(65536, sink=sink)
+    serve(with_sink)
+    assert with_sink.bytes_to_send() == b""
+    assert b"".join(sink) == b"earlier bytes|HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    own = H1ClientLayer(65536)  # without a sink: the bytes wait in the layer until taken
+    serve(own)
+    assert own.bytes_to_send() == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    assert own.bytes_to_send() == b""
