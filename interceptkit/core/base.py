@@ -222,8 +222,10 @@ class ConnectionBase:
         self._out.append(command)
 
     def _flush(self) -> None:
-        # What an HTTP/2 layer wrote on its own (SETTINGS, PING, WINDOW_UPDATE);
-        # HTTP/1 layers write only when asked, and that is taken at once.
+        # The client layer's bytes: HTTP/1 writes them into _client_buf (its sink) as
+        # it frames; HTTP/2's are taken here, with what h2 wrote on its own (SETTINGS,
+        # PING, WINDOW_UPDATE). An upstream's HTTP/1 bytes are taken after each part
+        # of a request (_frame); its HTTP/2 ones here too.
         if self._client.multiplexed:
             framed = self._client.bytes_to_send()
             if framed:
@@ -382,7 +384,6 @@ class ConnectionBase:
 
     def _send_whole_answer(self, head: ResponseHead, body: bytes, xid: int | None = None) -> None:
         self._client.send_whole_answer(head, body, xid)
-        self._to_client(self._client.bytes_to_send())
         if not self._client.multiplexed:
             self._close_client()
 
@@ -390,6 +391,5 @@ class ConnectionBase:
         """A response cut short: never let it look complete (HTTP/1 closes; HTTP/2 resets the stream)."""
         if self._client.multiplexed:
             self._client.reset(ex.xid, "the answer was cut short")
-            self._to_client(self._client.bytes_to_send())
         else:
             self._close_client()

@@ -408,7 +408,6 @@ class Requests(ConnectionBase):
             if self._client.expects_continue:
                 # Nobody upstream will say "100" before it sees the head: we do.
                 self._client.send_informational(ex.xid, ResponseHead(status=100, reason=b"Continue"))
-                self._to_client(self._client.bytes_to_send())
         else:
             self._send_request_head(ex)
 
@@ -479,8 +478,8 @@ class Requests(ConnectionBase):
 
     def _end_request_upstream(self, ex: Exchange) -> None:
         up = ex.upstream
-        if up is None or not ex.live or (ex.upload_pace is not None and self._upload_end_waits(ex)):
-            return  # the end goes after the last paced piece
+        if up is None or not ex.live or self._upload_end_waits(ex):  # after the last paced piece
+            return
         if not ex.request_bodyless:  # a body-less request ended with its head (_send_part): nothing to frame
             end = SentEnd(ex.request_trailers)
             ex.remember(end, 0, self._config.retry_buffer_limit)

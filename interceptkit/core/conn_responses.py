@@ -37,7 +37,6 @@ class Responses(ConnectionBase):
         fields, _ = end_to_end_fields(head.headers)
         self._client.send_informational(ex.xid, ResponseHead(status=head.status, headers=fields,
                                                              reason=head.reason))
-        self._to_client(self._client.bytes_to_send())
 
     def _on_response(self, ex: Exchange, head: ResponseHead) -> None:
         response = Response(
@@ -89,8 +88,6 @@ class Responses(ConnectionBase):
             self._answer(exc.status, exc.reason, ex.xid)
             return
         ex.enter(ExchangeState.RESPONDING)
-        # No take here nor after the body's sends: HTTP/1 writes into the client buffer
-        # (its sink), HTTP/2's bytes are taken at each flush.
 
     def _on_response_data(self, ex: Exchange, data: bytes) -> None:
         if ex.state is ExchangeState.REPLACED or ex.flow.response is None:
@@ -121,7 +118,6 @@ class Responses(ConnectionBase):
         send, now = shape.cut.take(data) if shape.cut is not None else (data, False)
         if send:
             self._client.send_data(ex.xid, send)
-            self._to_client(self._client.bytes_to_send())
         if now:
             up = ex.upstream
             self._fail_exchange(ex, f"response body truncated after {ex.flow.truncate_after} bytes")
@@ -222,7 +218,6 @@ class Responses(ConnectionBase):
             if not ex.live:
                 return False  # cut short (flow.truncate_after)
         self._client.end(ex.xid)
-        self._to_client(self._client.bytes_to_send())
         return True
 
     def _upstream_data_sent_on(self, ex: Exchange, up: Upstream, n: int) -> None:
@@ -288,7 +283,6 @@ class Responses(ConnectionBase):
         self._drop_upstream_if_busy(up)
         if self._client.multiplexed and not reset:
             self._client.reset(ex.xid, "killed by a hook")  # HTTP/2: that stream only (RST_STREAM CANCEL)
-            self._to_client(self._client.bytes_to_send())
         else:
             self._close_client(reset=reset)
 
@@ -296,14 +290,12 @@ class Responses(ConnectionBase):
         if up is not None and up.id in self._upstreams:
             if up.layer.next_cycle():
                 up.reused = True
-                if up.paused_for:  # that stream's window no longer holds it back
-                    self._resume_upstream(up, "window")
+                self._resume_upstream(up, "window")  # that stream's window no longer holds it back
             else:
                 self._drop_upstream(up)
         if not self._client.next_cycle():
             self._close_client()  # Connection: close, HTTP/1.0, or an unread request body
             return
-        if self._pause_reasons:
-            self._resume_client("pipeline")
+        self._resume_client("pipeline")
         if self._client.input_waiting:  # HTTP/1: only a pipelined request or an EOF is worth a read
             self._pump_client()

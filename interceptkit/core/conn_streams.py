@@ -58,7 +58,6 @@ class Streams(ConnectionBase):
     def _end_stream(self, ex: Exchange) -> None:
         ex.streaming = None
         self._client.end(ex.xid)
-        self._to_client(self._client.bytes_to_send())
         up = ex.upstream
         if up is not None and up.layer.sending:
             self._drop_upstream(up)  # a half-sent request cannot be taken back

@@ -115,7 +115,6 @@ class Tunnels(ConnectionBase):
         flow.state = "open"
         self._emit(cmd.FlowStarted(flow=flow))
         self._end_flow(flow, None)
-        self._to_client(self._client.bytes_to_send())
         self._close_client()
 
     def _should_intercept(self, host: str, port: int) -> bool:
@@ -131,7 +130,6 @@ class Tunnels(ConnectionBase):
             tunnel.keep_early(self._socks_reply(Reply.SUCCEEDED))
         else:
             self._client.send_head(0, ResponseHead(status=200, reason=b"Connection established"), validate=False)
-            self._to_client(self._client.bytes_to_send())
             tunnel.keep_early(self._client.take_trailing())
         tunnel.mark_answered()
         flow = tunnel.flow
@@ -292,7 +290,6 @@ class Tunnels(ConnectionBase):
     def _switch_protocols(self, up: Upstream, ex: Exchange, head: ResponseHead) -> None:
         fields, _ = end_to_end_fields(head.headers, keep_upgrade=True)
         self._client.send_informational(ex.xid, ResponseHead(status=101, headers=fields, reason=head.reason))
-        self._to_client(self._client.bytes_to_send())
         ex.flow.response = Response(
             status=101, reason=head.reason.decode("latin-1"), headers=Headers.from_wire(head.headers)
         )
