@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TextIO
 
 from . import loops
@@ -102,6 +104,34 @@ async def _flush_periodically(stream: TextIO, every: float = 0.25) -> None:
     while True:
         await asyncio.sleep(every)
         stream.flush()
+
+
+@contextlib.contextmanager
+def lines_in_batches() -> Iterator[None]:
+    """Buffer stdout while the proxy runs when it is a pipe or a file left unbuffered (``PYTHONUNBUFFERED``, ``-u``).
+
+    Unbuffered, every exchange's line is a write(2) of its own: a system call
+    per request, at thousands a second (Docker images set PYTHONUNBUFFERED
+    nearly always). Buffered, ``_flush_periodically`` still shows each line
+    within 0.25 s and the way out flushes the rest. A terminal is left as it
+    is (it flushes each line), and so is a stdout that is not a real file
+    (tests capturing it, a notebook).
+    """
+    out = sys.stdout
+    raw = getattr(out, "buffer", None)
+    if not isinstance(out, io.TextIOWrapper) or not isinstance(raw, io.FileIO) or out.isatty():
+        yield
+        return
+    # A BufferedWriter, not write_through=False: it finishes a write a signal cut short.
+    batched = io.TextIOWrapper(io.BufferedWriter(raw), encoding=out.encoding, errors=out.errors)
+    sys.stdout = batched
+    try:
+        yield
+    finally:
+        sys.stdout = out
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nobody reads any more
+            batched.flush()
+        batched.detach().detach()  # hand the file back unclosed
 
 
 async def _run(proxy: Proxy) -> None:
@@ -224,6 +254,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
     tune_allocator()
+    with lines_in_batches():
+        return _start(args)
+
+
+def _start(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     try:

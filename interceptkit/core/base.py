@@ -43,6 +43,7 @@ class ConnectionBase:
     _proxy_user: str | None  # conn_requests.py
     _tunnel: Tunnel  # conn_tunnels.py: the tunnel's state and the client's TLS endpoint
     _upstreams: dict[int, Upstream]  # conn_upstreams.py
+    _h2_upstreams: bool  # conn_upstreams.py: one of them spoke HTTP/2 (_flush takes its bytes)
     _socks: Socks5Handshake | None  # conn_socks5.py
     _calls: dict[int, Exchange]  # conn_lifecycle.py: the exchange each hook call that is out belongs to
 
@@ -230,11 +231,12 @@ class ConnectionBase:
             framed = self._client.bytes_to_send()
             if framed:
                 self._client_buf.append(framed)
-        for up in self._upstreams.values():
-            if up.layer.multiplexed:
-                framed = up.layer.bytes_to_send()
-                if framed:
-                    self._to_upstream(up, framed)
+        if self._h2_upstreams:
+            for up in self._upstreams.values():
+                if up.layer.multiplexed:
+                    framed = up.layer.bytes_to_send()
+                    if framed:
+                        self._to_upstream(up, framed)
         buf = self._client_buf  # cleared, never replaced: the HTTP/1 client layer writes into it
         if buf:
             data = b"".join(buf) if len(buf) > 1 else buf[0]

@@ -18,7 +18,7 @@ from .alpn import h2_enabled
 from .h2sides import H2Client
 from .h2translate import strip_h2c_upgrade
 from .http2 import starts_with_h2_preface
-from .layers import LayerEvent, RequestHead, ResponseHead
+from .layers import DataReceived, HeadReceived, LayerEvent, MessageEnded, RequestHead, ResponseHead
 from .proxyauth import challenge_answer
 from .http1 import (
     IDEMPOTENT_METHODS,
@@ -209,7 +209,10 @@ class Requests(ConnectionBase):
             return
         self._refuse(status, message, "unparsable request")
 
-    def _on_request(self, xid: int, head: RequestHead, bodyless: bool = False) -> None:
+    def _on_request(self, ex: Exchange | None, event: HeadReceived) -> None:
+        """A request head from the client's layer (``ex`` is None: a new exchange starts here)."""
+        xid, head, bodyless = event.xid, event.head, event.end_stream
+        assert isinstance(head, RequestHead)
         fields = head.headers
         upgrade = first_value(fields, b"upgrade")
         if upgrade is not None and any(n.lower() == b"upgrade" and b"h2c" in v.lower() for n, v in fields):
@@ -424,7 +427,14 @@ class Requests(ConnectionBase):
             return True
         return False
 
-    def _on_request_data(self, ex: Exchange, data: bytes) -> None:
+    def _on_request_data(self, ex: Exchange | None, event: DataReceived) -> None:
+        if ex is not None:
+            self._request_piece(ex, event.data)
+        # Sent on (or held within the hook limit, or dropped for a mock): the
+        # client may send more (HTTP/2: WINDOW_UPDATE; HTTP/1: nothing to say).
+        self._client.consumed(event.xid, len(event.data))
+
+    def _request_piece(self, ex: Exchange, data: bytes) -> None:
         capture_body(ex.flow.request, data, self._config.body_capture_limit)
         limit = self._config.max_request_body
         if limit is not None and ex.flow.request.body_size > limit:
@@ -451,7 +461,14 @@ class Requests(ConnectionBase):
             ex.remember(data, len(data), self._config.retry_buffer_limit)
             self._frame(ex, up, data)
 
-    def _on_request_end(self, ex: Exchange) -> None:
+    def _on_request_end(self, ex: Exchange | None, event: MessageEnded) -> None:
+        if ex is None:
+            return
+        self._request_complete(ex)
+        if self._exchanges and self._client.pipelined:
+            self._pause_client("pipeline")  # the answer is pending: read no more meanwhile
+
+    def _request_complete(self, ex: Exchange) -> None:
         ex.request_complete = True
         if ex.state is ExchangeState.MOCKED:
             self._send_mock(ex)

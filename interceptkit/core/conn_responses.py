@@ -13,7 +13,7 @@ from .base import ConnectionBase
 from .errors import ProxyError
 from .exchange import Exchange, ExchangeState, capture_body, set_held_body, unbind
 from .http1 import end_to_end_fields, reframe, sized
-from .layers import ResponseHead
+from .layers import DataReceived, HeadReceived, MessageEnded, ResponseHead
 from .shaping import Pace, Shape
 from .state import Upstream
 
@@ -38,7 +38,13 @@ class Responses(ConnectionBase):
         self._client.send_informational(ex.xid, ResponseHead(status=head.status, headers=fields,
                                                              reason=head.reason))
 
-    def _on_response(self, ex: Exchange, head: ResponseHead) -> None:
+    def _on_response(self, up: Upstream, ex: Exchange | None, event: HeadReceived) -> None:
+        """A final response head from ``up``'s layer."""
+        head = event.head
+        assert isinstance(head, ResponseHead)
+        if ex is None or (up.parent is not None and self._parent_refused(up, head)):
+            return
+        ex.response_bodyless = event.end_stream
         response = Response(
             status=head.status, reason=head.reason.decode("latin-1"),
             http_version="HTTP/" + head.http_version.decode("ascii"), headers=Headers.from_wire(head.headers),
@@ -89,7 +95,16 @@ class Responses(ConnectionBase):
             return
         ex.enter(ExchangeState.RESPONDING)
 
-    def _on_response_data(self, ex: Exchange, data: bytes) -> None:
+    def _on_response_data(self, up: Upstream, ex: Exchange | None, event: DataReceived) -> None:
+        data = event.data
+        if ex is None:
+            up.layer.consumed(event.xid, len(data))
+            return
+        self._response_piece(ex, data)
+        if self._client.multiplexed or up.layer.multiplexed:  # HTTP/1 both sides: no window, nothing to say
+            self._upstream_data_sent_on(ex, up, len(data))
+
+    def _response_piece(self, ex: Exchange, data: bytes) -> None:
         if ex.state is ExchangeState.REPLACED or ex.flow.response is None:
             return
         capture_body(ex.flow.response, data, self._config.body_capture_limit)
@@ -102,6 +117,8 @@ class Responses(ConnectionBase):
                         self._send_body(ex, part)
         elif "response_chunk" in self._config.hooks:
             self._hook("response_chunk", ex, payload=data)
+        elif ex.body_shape is None:  # the hot path, without the call _send_body would be
+            self._client.send_data(ex.xid, data)
         else:
             self._send_body(ex, data)
 
@@ -162,7 +179,9 @@ class Responses(ConnectionBase):
         if isinstance(chunk, (bytes, bytearray)) and chunk and ex.live:
             self._send_body(ex, bytes(chunk))
 
-    def _on_response_end(self, up: Upstream, ex: Exchange) -> None:
+    def _on_response_end(self, up: Upstream, ex: Exchange | None, event: MessageEnded) -> None:
+        if ex is None:
+            return
         if ex.state is ExchangeState.REPLACED:
             self._finish_mocked_after_upstream(ex, up)
             return

@@ -39,6 +39,9 @@ class Upstreams(ConnectionBase):
         #: an HTTP/2 client's streams may use several at once.
         self._upstreams: dict[int, Upstream] = {}
         self._upstream_ids = count(1)
+        #: One of them has spoken HTTP/2 (it stays True): only then does _flush look for
+        #: bytes an upstream layer framed on its own (HTTP/1's are taken as each part is framed).
+        self._h2_upstreams = False
 
     def _primary(self) -> Upstream | None:
         """The upstream an HTTP/1 client, a tunnel or a WebSocket is bound to."""
@@ -240,6 +243,7 @@ class Upstreams(ConnectionBase):
         tls = up.tls
         if tls is not None and tls.alpn == H2:
             up.layer = H2Upstream(b"https")
+            self._h2_upstreams = True
             for ex in list(up.exchanges.values()):
                 bind(ex, up, up.layer.start_exchange())
         for ex, part in deferred:
@@ -292,7 +296,7 @@ class Upstreams(ConnectionBase):
         self._connect_failed(up, reason, status, event.cause)
 
     def _on_upstream_data(self, event: ev.UpstreamDataReceived) -> None:
-        up = self._current_upstream(event.upstream)
+        up = self._upstreams.get(event.upstream)
         if up is None or up.eof:
             return
         up.last_activity = self._now

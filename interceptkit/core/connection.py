@@ -205,29 +205,9 @@ _HANDLERS[ev.ConnectionClosed] = _on_closed
 _CONNECTION_WIDE = frozenset({ly.LayerFailed, ly.ConnectionGoingAway, ly.PeerClosed})
 
 
-def _request_head(self: ProxyConnection, ex: Exchange | None, event: ly.HeadReceived) -> None:
-    assert isinstance(event.head, ly.RequestHead)
-    self._on_request(event.xid, event.head, event.end_stream)
-
-
-def _request_data(self: ProxyConnection, ex: Exchange | None, event: ly.DataReceived) -> None:
-    if ex is not None:
-        self._on_request_data(ex, event.data)
-    # Sent on (or held within the hook limit, or dropped for a mock): the
-    # client may send more (HTTP/2: WINDOW_UPDATE; HTTP/1: nothing to say).
-    self._client.consumed(event.xid, len(event.data))
-
-
 def _request_trailers(self: ProxyConnection, ex: Exchange | None, event: ly.TrailersReceived) -> None:
     if ex is not None:
         ex.request_trailers = event.headers
-
-
-def _request_end(self: ProxyConnection, ex: Exchange | None, event: ly.MessageEnded) -> None:
-    if ex is not None:
-        self._on_request_end(ex)
-        if self._exchanges and self._client.pipelined:
-            self._pause_client("pipeline")  # the answer is pending: read no more meanwhile
 
 
 def _client_failed(self: ProxyConnection, ex: Exchange | None, event: ly.LayerFailed) -> None:
@@ -266,10 +246,10 @@ def _ignored(self: ProxyConnection, ex: Exchange | None, event: ly.LayerEvent) -
 
 
 _FROM_CLIENT: dict[type[ly.LayerEvent], Callable[[ProxyConnection, Exchange | None, Any], None]] = {
-    ly.HeadReceived: _request_head,
-    ly.DataReceived: _request_data,
+    ly.HeadReceived: ProxyConnection._on_request,
+    ly.DataReceived: ProxyConnection._on_request_data,
     ly.TrailersReceived: _request_trailers,
-    ly.MessageEnded: _request_end,
+    ly.MessageEnded: ProxyConnection._on_request_end,
     ly.LayerFailed: _client_failed,
     ly.PeerClosed: _client_closed,
     ly.InformationalReceived: _ignored,
@@ -279,37 +259,16 @@ _FROM_CLIENT: dict[type[ly.LayerEvent], Callable[[ProxyConnection, Exchange | No
 }
 
 
-def _response_head(self: ProxyConnection, up: Upstream, ex: Exchange | None, event: ly.HeadReceived) -> None:
-    assert isinstance(event.head, ly.ResponseHead)
-    if ex is not None and (up.parent is None or not self._parent_refused(up, event.head)):
-        ex.response_bodyless = event.end_stream
-        self._on_response(ex, event.head)
-
-
 def _informational(self: ProxyConnection, up: Upstream, ex: Exchange | None,
                    event: ly.InformationalReceived) -> None:
     if ex is not None:
         self._on_informational(up, ex, event.head)
 
 
-def _response_data(self: ProxyConnection, up: Upstream, ex: Exchange | None, event: ly.DataReceived) -> None:
-    if ex is None:
-        up.layer.consumed(event.xid, len(event.data))
-        return
-    self._on_response_data(ex, event.data)
-    if self._client.multiplexed or up.layer.multiplexed:  # HTTP/1 both sides: no window, nothing to say
-        self._upstream_data_sent_on(ex, up, len(event.data))
-
-
 def _response_trailers(self: ProxyConnection, up: Upstream, ex: Exchange | None,
                        event: ly.TrailersReceived) -> None:
     if ex is not None:
         ex.response_trailers = event.headers
-
-
-def _response_end(self: ProxyConnection, up: Upstream, ex: Exchange | None, event: ly.MessageEnded) -> None:
-    if ex is not None:
-        self._on_response_end(up, ex)
 
 
 def _upstream_layer_failed(self: ProxyConnection, up: Upstream, ex: Exchange | None,
@@ -338,11 +297,11 @@ def _upstream_going_away(self: ProxyConnection, up: Upstream, ex: Exchange | Non
 
 
 _FROM_UPSTREAM: dict[type[ly.LayerEvent], Callable[[ProxyConnection, Upstream, Exchange | None, Any], None]] = {
-    ly.HeadReceived: _response_head,
+    ly.HeadReceived: ProxyConnection._on_response,
     ly.InformationalReceived: _informational,
-    ly.DataReceived: _response_data,
+    ly.DataReceived: ProxyConnection._on_response_data,
     ly.TrailersReceived: _response_trailers,
-    ly.MessageEnded: _response_end,
+    ly.MessageEnded: ProxyConnection._on_response_end,
     ly.LayerFailed: _upstream_layer_failed,
     ly.PeerClosed: _upstream_peer_closed,
     ly.DataSent: _upstream_window,

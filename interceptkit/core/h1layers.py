@@ -51,22 +51,8 @@ from .layers import (
 __all__ = ["H1ClientLayer", "H1UpstreamLayer"]
 
 
-_FRAMING = frozenset({b"transfer-encoding", b"content-length"})
-
 # h11's names, bound once: the read loop below runs for every body piece.
 _DATA, _END, _CLOSED, _PAUSED = h11.Data, h11.EndOfMessage, h11.ConnectionClosed, h11.PAUSED
-
-
-def _no_body(fields: Fields, status: int, head_request: bool) -> bool:
-    """Whether a response has no body by its framing (RFC 9112 6.3): a 1xx, 204, 304, an answer to HEAD,
-    or ``Content-Length: 0``. (A response without framing is read to the close: it has one.)"""
-    if head_request or status in (204, 304):
-        return True
-    for name, value in fields:
-        lower = name.lower()
-        if lower in _FRAMING:
-            return lower == b"content-length" and value.strip() == b"0"
-    return False
 
 
 def _request_framing(fields: Fields) -> bytes | None:
@@ -197,6 +183,11 @@ class _H1Layer:
                 trailers = event.headers  # type: ignore[union-attr]
                 if trailers:
                     events.append(TrailersReceived(xid=self._xid, headers=trailers.raw_items()))
+                elif events and isinstance(last := events[-1], HeadReceived) and not last.end_stream:
+                    # h11 ended the message right after its head (HEAD, 204, 304,
+                    # Content-Length: 0, an empty chunked body): no body follows.
+                    # h11 applied the framing rules; this reads its verdict.
+                    events[-1] = HeadReceived(xid=self._xid, head=last.head, end_stream=True)
                 events.append(MessageEnded(xid=self._xid))
                 break  # the other side answers first (HTTP/1: one exchange at a time)
             elif kind is _CLOSED:
@@ -409,7 +400,6 @@ class H1UpstreamLayer(_H1Layer):
     def __init__(self) -> None:
         super().__init__()
         self._conn = h11.Connection(h11.CLIENT)
-        self._head_request = False  # the request in flight is a HEAD: its answer has no body
 
     def start_exchange(self) -> int:
         self._xid += 1
@@ -431,7 +421,6 @@ class H1UpstreamLayer(_H1Layer):
     def send_head(self, xid: int, head: RequestHead, *, end_stream: bool = False, validate: bool = True) -> None:
         if validate:
             check_request_head(head)
-        self._head_request = head.method == b"HEAD"
         headers = [(n, v) for n, v in head.headers if n != b"te"] if (b"te", b"trailers") in head.headers \
             else head.headers  # added for HTTP/2 origins: hop-by-hop here
         data = self._conn.send(h11_request(head.method, head.target, headers))
@@ -450,8 +439,7 @@ class H1UpstreamLayer(_H1Layer):
                                 headers=event.headers.raw_items(),  # type: ignore[attr-defined]
                                 http_version=event.http_version)  # type: ignore[attr-defined]
             if kind is h11.Response:
-                bodyless = _no_body(head.headers, head.status, self._head_request)
-                events.append(HeadReceived(xid=self._xid, head=head, end_stream=bodyless))
+                events.append(HeadReceived(xid=self._xid, head=head))  # pop_events marks one without a body
                 return True
             events.append(InformationalReceived(xid=self._xid, head=head))
             return head.status != 101  # after a 101 the bytes are another protocol's
