@@ -28,6 +28,7 @@ from .http1 import (
     connection_tokens,
     end_to_end_fields,
     first_value,
+    forwarded_fields,
     format_authority,
     has_dot_segments,
     head_size,
@@ -238,7 +239,11 @@ class Requests(ConnectionBase):
             self._on_connect(xid, head.target, head.http_version, fields)
             return
         try:
-            scheme, host, port, path = self._check_request(head, fields)
+            length, _ = check_request_framing(fields, head.http_version)  # refuses smuggling shapes
+            limit = self._config.max_request_body
+            if limit is not None and length is not None and length > limit:
+                raise RemoteProtocolError(f"request body over the limit of {limit} bytes", 413)
+            scheme, host, port, path = self._resolve_target(head.target, fields)
         except RemoteProtocolError as exc:
             self._refuse(exc.status, str(exc), head.describe(), xid)
             return
@@ -259,14 +264,6 @@ class Requests(ConnectionBase):
         self._add_exchange(ex)
         self._emit(cmd.FlowStarted(flow=ex.flow))
         self._hook("request_headers", ex)
-
-    def _check_request(self, head: RequestHead, fields: list[tuple[bytes, bytes]]) -> tuple[str, str, int, str]:
-        """Framing, the body limit and the target of a request; raises RemoteProtocolError to refuse it."""
-        length, chunked = check_request_framing(fields, head.http_version)
-        limit = self._config.max_request_body
-        if limit is not None and length is not None and length > limit:
-            raise RemoteProtocolError(f"request body over the limit of {limit} bytes", 413)
-        return self._resolve_target(head.target, fields)
 
     def _authenticate(self, fields: list[tuple[bytes, bytes]], what: str) -> list[tuple[bytes, bytes]] | None:
         """Check ``Proxy-Authorization`` once per connection; the fields without it, or None after a 407.
@@ -337,17 +334,6 @@ class Requests(ConnectionBase):
                 return scheme, route.host, route.port, route.target(path)
         raise RemoteProtocolError(f"no route for {path.partition('?')[0]}", 404)
 
-    def _forwarded_fields(self, fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        """X-Forwarded-For/-Proto/-Host, appended to what earlier proxies said."""
-        host = first_value(fields, b"host") or b""
-        proto = b"https" if self._client_tls is not None else b"http"
-        client = (self._client_address[0] if self._client_address else "unknown").encode("ascii")
-        for name, value in ((b"X-Forwarded-For", client), (b"X-Forwarded-Proto", proto),
-                            (b"X-Forwarded-Host", host)):
-            if value:
-                fields = append_to_field(fields, name, value)
-        return fields
-
     def _send_request_head(self, ex: Exchange, body_length: int | None = None) -> None:
         failure = self._take_alpn_failure() if self._alpn_failure is not None else None
         if failure is not None:  # the upstream failed as the tunnel opened: that is this request's answer
@@ -363,7 +349,8 @@ class Requests(ConnectionBase):
                       for n, v in fields]
             fields = [(n, v) for n, v in fields if v or n.lower() != b"sec-websocket-extensions"]
         if self._config.mode == "reverse":
-            fields = self._forwarded_fields(fields)
+            client = self._client_address[0] if self._client_address else "unknown"
+            fields = forwarded_fields(fields, client, https=self._client_tls is not None)
         origin = self._tunnel.origin
         moved = origin is not None and (request.scheme, request.host, request.port) != origin
         if ex.absolute_form or moved or not any(n.lower() == b"host" for n, _ in fields):
@@ -464,21 +451,17 @@ class Requests(ConnectionBase):
     def _on_request_end(self, ex: Exchange | None, event: MessageEnded) -> None:
         if ex is None:
             return
-        self._request_complete(ex)
-        if self._exchanges and self._client.pipelined:
-            self._pause_client("pipeline")  # the answer is pending: read no more meanwhile
-
-    def _request_complete(self, ex: Exchange) -> None:
         ex.request_complete = True
         if ex.state is ExchangeState.MOCKED:
             self._send_mock(ex)
-            return
-        if ex.request_parts is not None:
+        elif ex.request_parts is not None:
             set_held_body(ex.flow.request, ex.request_parts)
             ex.request_parts = None
             self._hook("request", ex)
-            return
-        self._end_request_upstream(ex)
+        else:
+            self._end_request_upstream(ex)
+        if self._exchanges and self._client.pipelined:
+            self._pause_client("pipeline")  # the answer is pending: read no more meanwhile
 
     def _after_request_hook(self, ex: Exchange, _: Any, payload: Any = None) -> None:
         if self._intervened(ex):

@@ -100,27 +100,24 @@ class Responses(ConnectionBase):
         if ex is None:
             up.layer.consumed(event.xid, len(data))
             return
-        self._response_piece(ex, data)
+        response = ex.flow.response
+        if ex.state is not ExchangeState.REPLACED and response is not None:  # else the body goes nowhere
+            capture_body(response, data, self._config.body_capture_limit)
+            if ex.response_parts is not None:
+                if ex.hold(ex.response_parts, data, self._config.hook_body_limit):
+                    parts, ex.response_parts = ex.response_parts, None
+                    self._send_response_head(ex, None)
+                    for part in parts:
+                        if ex.live:
+                            self._send_body(ex, part)
+            elif "response_chunk" in self._config.hooks:
+                self._hook("response_chunk", ex, payload=data)
+            elif ex.body_shape is None:  # the hot path, without the call _send_body would be
+                self._client.send_data(ex.xid, data)
+            else:
+                self._send_body(ex, data)
         if self._client.multiplexed or up.layer.multiplexed:  # HTTP/1 both sides: no window, nothing to say
             self._upstream_data_sent_on(ex, up, len(data))
-
-    def _response_piece(self, ex: Exchange, data: bytes) -> None:
-        if ex.state is ExchangeState.REPLACED or ex.flow.response is None:
-            return
-        capture_body(ex.flow.response, data, self._config.body_capture_limit)
-        if ex.response_parts is not None:
-            if ex.hold(ex.response_parts, data, self._config.hook_body_limit):
-                parts, ex.response_parts = ex.response_parts, None
-                self._send_response_head(ex, None)
-                for part in parts:
-                    if ex.live:
-                        self._send_body(ex, part)
-        elif "response_chunk" in self._config.hooks:
-            self._hook("response_chunk", ex, payload=data)
-        elif ex.body_shape is None:  # the hot path, without the call _send_body would be
-            self._client.send_data(ex.xid, data)
-        else:
-            self._send_body(ex, data)
 
     def _send_body(self, ex: Exchange, data: bytes) -> None:
         shape = ex.body_shape

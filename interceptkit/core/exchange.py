@@ -199,7 +199,8 @@ class Exchange:
 
 def bind(ex: Exchange, up: Upstream, up_xid: int) -> None:
     """``ex`` goes out on ``up`` as ``up_xid``: both sides of the binding, set in one place."""
-    unbind(ex)
+    if ex.upstream is not None:  # a retry, or an HTTP/2 stream moved: off the old one first
+        unbind(ex)
     ex.upstream, ex.up_xid = up, up_xid
     up.exchanges[up_xid] = ex
 

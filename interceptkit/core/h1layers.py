@@ -53,6 +53,9 @@ __all__ = ["H1ClientLayer", "H1UpstreamLayer"]
 
 # h11's names, bound once: the read loop below runs for every body piece.
 _DATA, _END, _CLOSED, _PAUSED = h11.Data, h11.EndOfMessage, h11.ConnectionClosed, h11.PAUSED
+#: Layer events are named tuples; made with their fields in order this way, no
+#: Python code runs (the generated ``__new__`` would): see layers.py.
+_new = tuple.__new__
 
 
 def _request_framing(fields: Fields) -> bytes | None:
@@ -178,7 +181,7 @@ class _H1Layer:
             # The seam's events for one h11 event (inline: this loop runs for every body piece).
             kind = type(event)
             if kind is _DATA:
-                events.append(DataReceived(xid=self._xid, data=event.data))  # type: ignore[union-attr]
+                events.append(_new(DataReceived, (self._xid, event.data)))  # type: ignore[union-attr]
             elif kind is _END:
                 trailers = event.headers  # type: ignore[union-attr]
                 if trailers:
@@ -188,7 +191,7 @@ class _H1Layer:
                     # Content-Length: 0, an empty chunked body): no body follows.
                     # h11 applied the framing rules; this reads its verdict.
                     events[-1] = HeadReceived(xid=self._xid, head=last.head, end_stream=True)
-                events.append(MessageEnded(xid=self._xid))
+                events.append(_new(MessageEnded, (self._xid,)))
                 break  # the other side answers first (HTTP/1: one exchange at a time)
             elif kind is _CLOSED:
                 events.append(PeerClosed())
@@ -294,7 +297,7 @@ class H1ClientLayer(_H1Layer):
             if framing == b"chunked" and not self._start_guard(events):
                 return False  # refused before h11 read a chunk of it: no exchange starts
             head = RequestHead(method=method, target=event.target, headers=fields, http_version=event.http_version)
-            events.append(HeadReceived(xid=self._xid, head=head, end_stream=framing is None))
+            events.append(_new(HeadReceived, (self._xid, head, framing is None)))
             return True
         # NEED_DATA, or PAUSED: the client sent more while we still answer (h11 holds it).
         self.held_back = event is _PAUSED
@@ -406,7 +409,7 @@ class H1UpstreamLayer(_H1Layer):
         return self._xid
 
     def can_start_exchange(self) -> bool:
-        return self.idle
+        return self._conn.our_state is h11.IDLE and self._conn.their_state is h11.IDLE  # idle, without its call
 
     @property
     def idle(self) -> bool:
@@ -439,7 +442,7 @@ class H1UpstreamLayer(_H1Layer):
                                 headers=event.headers.raw_items(),  # type: ignore[attr-defined]
                                 http_version=event.http_version)  # type: ignore[attr-defined]
             if kind is h11.Response:
-                events.append(HeadReceived(xid=self._xid, head=head))  # pop_events marks one without a body
+                events.append(_new(HeadReceived, (self._xid, head, False)))  # pop_events marks one without a body
                 return True
             events.append(InformationalReceived(xid=self._xid, head=head))
             return head.status != 101  # after a 101 the bytes are another protocol's

@@ -289,6 +289,17 @@ def sized(fields: Fields, length: int) -> Fields:
     return kept
 
 
+def forwarded_fields(fields: Fields, client: str, *, https: bool) -> Fields:
+    """Reverse mode: X-Forwarded-For/-Proto/-Host, appended to what earlier proxies said."""
+    host = first_value(fields, b"host") or b""
+    proto = b"https" if https else b"http"
+    for name, value in ((b"X-Forwarded-For", client.encode("ascii")), (b"X-Forwarded-Proto", proto),
+                        (b"X-Forwarded-Host", host)):
+        if value:
+            fields = append_to_field(fields, name, value)
+    return fields
+
+
 def append_to_field(fields: list[tuple[bytes, bytes]], name: bytes, value: bytes) -> list[tuple[bytes, bytes]]:
     """Append to a comma-list field, or add it."""
     lower = name.lower()

@@ -49,8 +49,11 @@ one error model of ``errors_base.ProxyError`` (h11/h2 exceptions never cross
 this seam). The peer's GOAWAY is ``ConnectionGoingAway``: no new exchanges,
 the ones it covers go on.
 
-Events are frozen dataclasses with keyword fields, one per past-tense fact;
-``LayerEvent`` is their union, so a ``match`` over it can be checked for
+Events are named tuples, one per past-tense fact: immutable, and made for
+every body piece, so made cheaply (``tuple.__new__(DataReceived, (xid, data))``
+on the hot path runs no Python code; a dataclass's ``__init__`` costs about
+three times as much). Build them with keywords elsewhere; compare them by
+type first (two kinds with equal fields are equal tuples). ``LayerEvent`` is their union, so a ``match`` over it can be checked for
 exhaustiveness (``typing.assert_never``). Events a call produces (a request
 refused after GOAWAY) wait in the layer until ``pop_events()`` or the next
 ``receive_data()``.
@@ -59,9 +62,7 @@ refused after GOAWAY) wait in the layer until ``pop_events()`` or the next
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, get_args, runtime_checkable
-
-from .records import set_slots_directly
+from typing import NamedTuple, Protocol, runtime_checkable
 
 Fields = list[tuple[bytes, bytes]]
 
@@ -108,8 +109,7 @@ Head = RequestHead | ResponseHead
 # -- what a layer reports (past tense, per exchange id) ----------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HeadReceived:
+class HeadReceived(NamedTuple):
     """A request head (client side) or a final response head (upstream side).
 
     ``end_stream``: no body follows (HTTP/2 END_STREAM on HEADERS; HTTP/1 a
@@ -121,24 +121,21 @@ class HeadReceived:
     end_stream: bool = False
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class InformationalReceived:
+class InformationalReceived(NamedTuple):
     """A 1xx response head (the upstream side only)."""
 
     xid: int
     head: ResponseHead
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DataReceived:
+class DataReceived(NamedTuple):
     """Body bytes of the message of ``xid``; flow-controlled layers count them until ``consumed``."""
 
     xid: int
     data: bytes
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DataSent:
+class DataSent(NamedTuple):
     """``n`` body bytes of ``xid`` that the peer's window held back were framed
     into ``bytes_to_send()`` (HTTP/2, after a WINDOW_UPDATE or SETTINGS)."""
 
@@ -146,23 +143,20 @@ class DataSent:
     n: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TrailersReceived:
+class TrailersReceived(NamedTuple):
     """Trailer fields; ``MessageEnded`` follows."""
 
     xid: int
     headers: Fields
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MessageEnded:
+class MessageEnded(NamedTuple):
     """The message of ``xid`` in this direction is complete."""
 
     xid: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StreamReset:
+class StreamReset(NamedTuple):
     """The exchange ``xid`` ended abnormally: the peer cut it (HTTP/2
     RST_STREAM; HTTP/1 a connection cut mid-message), a protocol error on
     that stream only, a stream GOAWAY did not cover, or the connection lost.
@@ -178,8 +172,7 @@ class StreamReset:
     retryable: bool = False
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LayerFailed:
+class LayerFailed(NamedTuple):
     """A protocol error on the whole connection (HTTP/2 GOAWAY sent; HTTP/1 garbage).
 
     ``status_hint`` is the answer the client should get (400, 431, 502, ...).
@@ -192,8 +185,7 @@ class LayerFailed:
     xids: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ConnectionGoingAway:
+class ConnectionGoingAway(NamedTuple):
     """The peer announced it is closing (HTTP/2 GOAWAY): no new exchanges on
     this layer; the ones it will still process go on and end normally (those
     it will not are reported as retryable ``StreamReset``)."""
@@ -202,15 +194,13 @@ class ConnectionGoingAway:
     reason: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PeerClosed:
+class PeerClosed(NamedTuple):
     """The peer closed its side (EOF, ``receive_data(b"")``); exchanges it cut
     short were reported by ``StreamReset`` just before."""
 
 
 LayerEvent = (HeadReceived | InformationalReceived | DataReceived | DataSent | TrailersReceived
               | MessageEnded | StreamReset | LayerFailed | ConnectionGoingAway | PeerClosed)
-set_slots_directly(*get_args(LayerEvent))  # made for every body piece: see records.py
 
 
 # -- what the exchange logic calls on a layer -------------------------------------------------
