@@ -1,10 +1,11 @@
 """Frozen records that are cheap to make: the events and commands of the hot path.
 
-Events, layer events and commands are frozen dataclasses with keyword
-fields: nobody can change one after it is made. A frozen dataclass's own
+Events and commands are frozen dataclasses with keyword fields: nobody
+can change one after it is made (layer events are named tuples, cheaper
+still: see layers.py). A frozen dataclass's own
 ``__init__`` sets each field with ``object.__setattr__(self, name, value)``,
-a generic attribute lookup per field; a forwarded request makes about a
-dozen of these records, and that lookup was a measurable share of what a
+a generic attribute lookup per field; a forwarded request makes about six
+of these records, and that lookup was a measurable share of what a
 request costs (``bench/cost.py``). :func:`set_slots_directly` gives such a
 class an ``__init__`` that stores each field through its slot's own
 descriptor instead: the same signature, the same defaults, still frozen
