@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -103,7 +104,12 @@ async def _flush_periodically(stream: TextIO, every: float = 0.25) -> None:
     """Pipes and log files see lines within ``every`` seconds, without a write per line."""
     while True:
         await asyncio.sleep(every)
-        stream.flush()
+        try:
+            stream.flush()
+        except (OSError, ValueError) as exc:  # the reader went away (| head, a closed pipe): say so once
+            print(f"interceptkit: stdout cannot be written ({exc}); exchange lines are lost from now on",
+                  file=sys.stderr, flush=True)
+            return  # the proxy goes on carrying traffic
 
 
 @contextlib.contextmanager
@@ -118,11 +124,12 @@ def lines_in_batches() -> Iterator[None]:
     (tests capturing it, a notebook).
     """
     out = sys.stdout
-    raw = getattr(out, "buffer", None)
-    if not isinstance(out, io.TextIOWrapper) or not isinstance(raw, io.FileIO) or out.isatty():
+    if not isinstance(out, io.TextIOWrapper) or not isinstance(out.buffer, io.FileIO) or out.isatty():
         yield
         return
-    # A BufferedWriter, not write_through=False: it finishes a write a signal cut short.
+    # A file object of our own on the same descriptor (closing it leaves stdout open), under a
+    # BufferedWriter (not write_through=False: it finishes a write a signal cut short).
+    raw = io.FileIO(out.fileno(), "wb", closefd=False)
     batched = io.TextIOWrapper(io.BufferedWriter(raw), encoding=out.encoding, errors=out.errors)
     sys.stdout = batched
     try:
@@ -131,7 +138,7 @@ def lines_in_batches() -> Iterator[None]:
         sys.stdout = out
         with contextlib.suppress(OSError, ValueError):  # a closed pipe: nobody reads any more
             batched.flush()
-        batched.detach().detach()  # hand the file back unclosed
+        raw.close()  # what could not be written is dropped; the descriptor stays stdout's
 
 
 async def _run(proxy: Proxy) -> None:
@@ -243,8 +250,21 @@ def _serve(proxy: Proxy) -> int:
     except CertStoreError as exc:
         print(f"interceptkit: {exc}", file=sys.stderr)
         return 1
-    sys.stdout.flush()
+    _flush_stdout()
     return 0
+
+
+def _flush_stdout() -> None:
+    """Flush what is left; if nobody reads stdout any more, drop it quietly (and exit 0 still)."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        # Python's own flush at exit would fail again and make the exit status 120:
+        # point the descriptor at /dev/null, as the signal module's docs advise for EPIPE.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

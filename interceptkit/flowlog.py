@@ -180,16 +180,26 @@ def _as_text(data: bytes, charset: str) -> str | None:
 
 def printer(stream: TextIO, formatter: FlowFormatter,
             wanted: Callable[[Flow], bool] | None = None) -> Callable[[Flow], None]:
-    """A flow listener writing ``formatter``'s text for the flows ``wanted`` lets through."""
+    """A flow listener writing ``formatter``'s text for the flows ``wanted`` lets through.
+
+    Once the stream cannot be written (its reader went away: ``| head``, a
+    closed pipe) it stops printing; the proxy goes on carrying traffic (the
+    CLI's flusher says so on stderr).
+    """
     tty = stream.isatty()
+    gone = False
 
     def print_flow(flow: Flow) -> None:
-        if wanted is not None and not wanted(flow):
+        nonlocal gone
+        if gone or (wanted is not None and not wanted(flow)):
             return
         text = formatter.format(flow)
         if text:
-            stream.write(text + "\n")
-            if tty:
-                stream.flush()
+            try:
+                stream.write(text + "\n")
+                if tty:
+                    stream.flush()
+            except (OSError, ValueError):  # ValueError: the stream was closed
+                gone = True
 
     return print_flow

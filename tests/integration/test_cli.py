@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,6 +155,38 @@ def test_exchange_lines_appear_while_running_when_piped(cli, origin):
     curl(f"http://127.0.0.1:{origin.port}/hello", proxy=f"http://127.0.0.1:{port}", check=True)
     line = proc.next_line(timeout=2, match=r"/hello")
     assert line.startswith("GET ")
+
+
+@pytest.mark.parametrize("unbuffered", ["1", None], ids=["PYTHONUNBUFFERED", "buffered"])
+def test_a_reader_that_goes_away_costs_the_lines_not_the_proxy(confdir, origin, unbuffered):
+    env = {**clean_env(), "INTERCEPTKIT_HOME": str(confdir)}
+    env.pop("PYTHONUNBUFFERED", None)
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = unbuffered
+    proc = subprocess.Popen([sys.executable, "-m", "interceptkit", "--confdir", str(confdir), "--listen-port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        found = None
+        while found is None:
+            line = proc.stdout.readline().decode()
+            assert line, proc.stderr.read().decode()
+            found = LISTENING.search(line)
+        proc.stdout.close()  # as `interceptkit | head -1` does once it has its line
+        proxy = urllib.request.ProxyHandler({"http": f"http://127.0.0.1:{found.group(1)}"})
+        opener = urllib.request.build_opener(proxy)
+        url = f"http://127.0.0.1:{origin.port}/hello"
+        for i in range(300):  # more lines than a buffer holds, and a periodic flush between them
+            with opener.open(url, timeout=5) as answer:
+                assert answer.read() == HELLO
+            if i == 20:
+                time.sleep(0.6)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        err = proc.stderr.read().decode()
+    finally:
+        proc.kill()
+    assert "stdout cannot be written" in err and "Traceback" not in err, err
 
 
 def test_sigterm_exits_0(cli, origin):
