@@ -96,10 +96,12 @@ class Requests(ConnectionBase):
 
     def _feed_client(self, data: bytes) -> None:
         """Client bytes into its layer (decrypted first inside an intercepted tunnel)."""
-        plain = self._client_plaintext(data)
-        if plain is None:
-            return
-        data, closed = plain
+        closed = False
+        if self._tunnel.tls is not None:  # intercepted: decrypt first (conn_tunnels.py)
+            plain = self._client_plaintext(data)
+            if plain is None:
+                return
+            data, closed = plain
         if self._preface is not None:
             data = self._sniff_preface(data, closed)
         events = self._client.receive_data(data) if data else []

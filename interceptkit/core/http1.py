@@ -96,6 +96,7 @@ def check_request_framing(fields: Fields, http_version: bytes) -> tuple[int | No
 
 
 _NEVER_HOP_BY_HOP = frozenset({b"close", b"keep-alive", b"content-length", b"host"})
+_ONLY_HOP = frozenset({b"close", b"keep-alive"})
 #: What a Connection field's list leaves to drop beyond these: only other names.
 _NOT_NAMED = _NEVER_HOP_BY_HOP | HOP_BY_HOP
 
@@ -114,7 +115,8 @@ def end_to_end_fields(fields: Fields, *, keep_upgrade: bool = False) -> tuple[Fi
         if lower not in HOP_BY_HOP:
             kept.append((name, value))
         elif lower == b"connection":
-            named = (named or set()) | listed_tokens(value)
+            if value.lower() not in _ONLY_HOP:  # "keep-alive" or "close" alone name nothing else
+                named = (named or set()) | listed_tokens(value)
         elif lower == b"transfer-encoding":
             chunked = True
         elif keep_upgrade and lower == b"upgrade":
