@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from itertools import count
-from typing import Any, ClassVar
+from typing import Any
 
 from ..flow import Flow, Request
 from ..vocab import HookName, PauseReason, UpstreamPause
 from . import commands as cmd
 from .config import ProxyConfig
-from .exchange import Exchange, ExchangeState, SentPart, unbind
+from .exchange import Exchange, FAILED, SentPart, unbind
 from .h1layers import H1ClientLayer
 from .h2sides import H2Client
 from .http1 import INFO_PAGE, info_page_fields, plain_answer
@@ -143,7 +143,7 @@ class ConnectionBase:
         raise NotImplementedError  # connection.py: one layer event to its handler (source None: the client)
 
     #: What follows each hook, by name: ``(self, ex, result, payload)`` (connection.py's table).
-    _after_hooks: ClassVar[Mapping[HookName, Callable[[Any, Exchange, Any, Any], None]]]
+    _after_hooks: Mapping[HookName, Callable[[Any, Exchange, Any, Any], None]]
 
     def _upstream_failed(self, up: Upstream, reason: str, status: int = 502, *, timeout: bool = False) -> None:
         raise NotImplementedError
@@ -316,7 +316,7 @@ class ConnectionBase:
 
     def _fail_exchange(self, ex: Exchange, reason: str) -> None:
         if ex.live:
-            ex.enter(ExchangeState.FAILED)
+            ex.enter(FAILED)
         self._remove_exchange(ex)
         self._end_flow(ex.flow, reason)
 

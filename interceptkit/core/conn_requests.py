@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..flow import Headers, Request
+from ..flow import Request
+from ..headers import wire_headers
 from . import commands as cmd
 from . import events as ev
 from .base import ConnectionBase
 from .errors import ProxyError, RemoteProtocolError
-from .exchange import Exchange, ExchangeState, SentEnd, bind, capture_body, set_held_body
+from .exchange import Exchange, FORWARDING, MOCKED, SentEnd, bind, capture_body, set_held_body
 from .h1layers import H1ClientLayer, check_request_head
 from .alpn import h2_enabled
 from .h2sides import H2Client
@@ -255,7 +256,7 @@ class Requests(ConnectionBase):
         request = Request(
             method=method, scheme=scheme, host=host, port=port, path=path,
             http_version="HTTP/" + head.http_version.decode("ascii"),
-            headers=Headers.from_wire(fields),
+            headers=wire_headers(fields),
         )
         reverse = self._config.mode == "reverse"
         ex = Exchange(xid, self._new_flow(request),
@@ -388,7 +389,7 @@ class Requests(ConnectionBase):
         if (up.deferred is not None or up.layer.multiplexed) and asks_for_trailers(request.headers.fields):
             head.headers.append((b"te", b"trailers"))  # gRPC needs it towards h2; an HTTP/1 layer drops it
         bind(ex, up, up.layer.start_exchange())
-        ex.enter(ExchangeState.FORWARDING)
+        ex.enter(FORWARDING)
         ex.remember(head, 0, self._config.retry_buffer_limit)
         self._frame(ex, up, head)
 
@@ -410,7 +411,7 @@ class Requests(ConnectionBase):
             self._kill(ex)
             return True
         if flow.response is not None and flow.response is not ex.upstream_response:
-            ex.enter(ExchangeState.MOCKED)
+            ex.enter(MOCKED)
             if ex.request_complete:
                 self._send_mock(ex)
             return True
@@ -429,7 +430,7 @@ class Requests(ConnectionBase):
         if limit is not None and ex.flow.request.body_size > limit:
             self._exchange_error(ex, 413, f"request body over the limit of {limit} bytes")
             return
-        if ex.state is ExchangeState.MOCKED:
+        if ex.state is MOCKED:
             return
         if ex.request_parts is not None:
             if ex.hold(ex.request_parts, data, self._config.hook_body_limit):
@@ -454,7 +455,7 @@ class Requests(ConnectionBase):
         if ex is None:
             return
         ex.request_complete = True
-        if ex.state is ExchangeState.MOCKED:
+        if ex.state is MOCKED:
             self._send_mock(ex)
         elif ex.request_parts is not None:
             set_held_body(ex.flow.request, ex.request_parts)

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..flow import Headers, Response
+from ..flow import Response
+from ..headers import wire_headers
 from . import commands as cmd
 from .base import ConnectionBase
 from .errors import ProxyError
-from .exchange import Exchange, ExchangeState, capture_body, set_held_body, unbind
+from .exchange import ANSWERING, DONE, Exchange, REPLACED, RESPONDING, capture_body, set_held_body, unbind
 from .http1 import end_to_end_fields, reframe, sized
 from .layers import DataReceived, HeadReceived, MessageEnded, ResponseHead
 from .shaping import Pace, Shape
@@ -47,11 +48,11 @@ class Responses(ConnectionBase):
         ex.response_bodyless = event.end_stream
         response = Response(
             status=head.status, reason=head.reason.decode("latin-1"),
-            http_version="HTTP/" + head.http_version.decode("ascii"), headers=Headers.from_wire(head.headers),
+            http_version="HTTP/" + head.http_version.decode("ascii"), headers=wire_headers(head.headers),
         )
         ex.flow.response = ex.upstream_response = response
         ex.flow.timings.response_start = self._now
-        ex.enter(ExchangeState.ANSWERING)
+        ex.enter(ANSWERING)
         self._hook("response_headers", ex)
 
     def _after_response_headers(self, ex: Exchange, _: Any, payload: Any = None) -> None:
@@ -60,7 +61,7 @@ class Responses(ConnectionBase):
             self._kill(ex)
             return
         if flow.response is not ex.upstream_response:
-            ex.enter(ExchangeState.REPLACED)  # the upstream's body goes nowhere now
+            ex.enter(REPLACED)  # the upstream's body goes nowhere now
             return
         response = flow.response
         if "response" in self._config.hooks and response is not None and not response.stream:
@@ -93,7 +94,7 @@ class Responses(ConnectionBase):
             self._drop_upstream_if_busy(up)
             self._answer(exc.status, exc.reason, ex.xid)
             return
-        ex.enter(ExchangeState.RESPONDING)
+        ex.enter(RESPONDING)
 
     def _on_response_data(self, up: Upstream, ex: Exchange | None, event: DataReceived) -> None:
         data = event.data
@@ -101,7 +102,7 @@ class Responses(ConnectionBase):
             up.layer.consumed(event.xid, len(data))
             return
         response = ex.flow.response
-        if ex.state is not ExchangeState.REPLACED and response is not None:  # else the body goes nowhere
+        if ex.state is not REPLACED and response is not None:  # else the body goes nowhere
             capture_body(response, data, self._config.body_capture_limit)
             if ex.response_parts is not None:
                 if ex.hold(ex.response_parts, data, self._config.hook_body_limit):
@@ -179,7 +180,7 @@ class Responses(ConnectionBase):
     def _on_response_end(self, up: Upstream, ex: Exchange | None, event: MessageEnded) -> None:
         if ex is None:
             return
-        if ex.state is ExchangeState.REPLACED:
+        if ex.state is REPLACED:
             self._finish_mocked_after_upstream(ex, up)
             return
         if ex.response_parts is not None:
@@ -266,7 +267,7 @@ class Responses(ConnectionBase):
         flow = ex.flow
         flow.timings.end = self._now
         flow.state = "done"
-        ex.enter(ExchangeState.DONE)
+        ex.enter(DONE)
         self._remove_exchange(ex)
         self._touch_client()  # idle time counts from the end of the answer
         self._emit(cmd.FlowFinished(flow=flow))

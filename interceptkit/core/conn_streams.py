@@ -16,7 +16,7 @@ from collections.abc import Callable
 from . import commands as cmd
 from . import events as ev
 from .base import ConnectionBase
-from .exchange import Exchange, ExchangeState
+from .exchange import Exchange, RESPONDING
 from .state import Upstream
 
 
@@ -36,7 +36,7 @@ class Streams(ConnectionBase):
 
     def _on_body_piece(self, event: ev.BodyPiece) -> None:
         ex = self._exchanges.get(event.xid)
-        if ex is None or ex.streaming is None or ex.state is not ExchangeState.RESPONDING:
+        if ex is None or ex.streaming is None or ex.state is not RESPONDING:
             return  # it ended meanwhile (the client left, a cut): the transport closes the source
         response = ex.flow.response
         if event.data:

@@ -12,7 +12,7 @@ from ..vocab import ConnectCause
 from . import commands as cmd
 from .base import ConnectionBase
 from .errors import ProxyError, RemoteProtocolError
-from .exchange import Exchange, ExchangeState
+from .exchange import Exchange, UPGRADED
 from .http1 import end_to_end_fields, parse_authority, sized
 from .alpn import H2, fallback_protocols, h2_enabled
 from .layers import ResponseHead
@@ -294,7 +294,7 @@ class Tunnels(ConnectionBase):
             status=101, reason=head.reason.decode("latin-1"), headers=Headers.from_wire(head.headers)
         )
         ex.flow.timings.response_start = self._now
-        ex.enter(ExchangeState.UPGRADED)
+        ex.enter(UPGRADED)
         self._remove_exchange(ex)
         self._tunnel.keep_early(self._client.take_trailing())
         upstream_rest = up.layer.take_trailing()

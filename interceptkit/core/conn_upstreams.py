@@ -11,10 +11,10 @@ from ..flow import Request
 from . import commands as cmd
 from . import events as ev
 from .base import ConnectionBase
-from .exchange import Exchange, ExchangeState, SentEnd, SentPart, bind
+from .exchange import Exchange, FORWARDING, SentEnd, SentPart, bind
 from .http1 import format_authority
 from .layers import RequestHead, ResponseHead, StreamReset
-from .state import Phase, Upstream, UpstreamKey, tls_info
+from .state import IN_HTTP, Phase, Upstream, UpstreamKey, tls_info
 from .upstreamproxy import ParentAnswer, ParentTunnel, UpstreamProxy
 from .tls import (
     TLSEndpoint,
@@ -309,7 +309,10 @@ class Upstreams(ConnectionBase):
             if decrypted is None:
                 return
             data, closed = decrypted
-        _UPSTREAM_BYTES.get(self._phase, Upstreams._http_response_bytes)(self, up, data, closed)
+        if self._phase is IN_HTTP:  # the common case, without a table lookup
+            self._http_response_bytes(up, data, closed)
+        else:
+            _UPSTREAM_BYTES.get(self._phase, Upstreams._http_response_bytes)(self, up, data, closed)
 
     def _http_response_bytes(self, up: Upstream, data: bytes, closed: bool) -> None:
         if not data and not closed:
@@ -439,7 +442,7 @@ class Upstreams(ConnectionBase):
         key = (request.host, request.port, request.scheme in ("https", "wss"))
         up = self._open_upstream(key, reuse=False, for_exchange=ex)
         bind(ex, up, up.layer.start_exchange())
-        ex.enter(ExchangeState.FORWARDING)
+        ex.enter(FORWARDING)
         for part in replay:
             self._frame(ex, up, part)
         if ex.request_complete:

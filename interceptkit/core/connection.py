@@ -63,8 +63,9 @@ from .conn_streams import Streams
 from .conn_tunnels import Tunnels
 from .conn_upstreams import Upstreams
 from .conn_websockets import WebSockets
+from .config import ProxyConfig
 from .exchange import Exchange
-from .state import Phase, Upstream
+from .state import IN_HTTP, Phase, Upstream
 
 
 AfterHook = Callable[[Any, Exchange, Any, Any], None]
@@ -89,7 +90,11 @@ class ProxyConnection(Requests, Responses, Upstreams, Tunnels, WebSockets, Lifec
     raises on any bytes from a peer: bad input becomes an HTTP answer.
     """
 
-    _after_hooks = _AFTER_HOOK
+    def __init__(self, config: ProxyConfig, client_address: tuple[str, int] | None = None) -> None:
+        super().__init__(config, client_address)
+        # On the instance, not the class: CPython 3.11 looks a class attribute
+        # up in full on every read through an instance (twice per request here).
+        self._after_hooks = _AFTER_HOOK
 
     def handle(self, event: ev.Event) -> list[cmd.Command]:
         """Process one event; return the commands it calls for."""
@@ -102,8 +107,8 @@ class ProxyConnection(Requests, Responses, Upstreams, Tunnels, WebSockets, Lifec
 
     def _route_client_bytes(self, data: bytes) -> None:
         """Client bytes go where the connection's phase says (the table below)."""
-        if self._phase is Phase.HTTP:  # the common case, without hashing the enum (Python code)
-            Requests._feed_client(self, data)
+        if self._phase is IN_HTTP:  # the common case, without a table lookup
+            self._feed_client(data)
             return
         route = _CLIENT_BYTES.get(self._phase)
         if route is not None:  # CLOSED: nothing is read any more
@@ -115,7 +120,7 @@ class ProxyConnection(Requests, Responses, Upstreams, Tunnels, WebSockets, Lifec
     def _client_events(self, events: list[ly.LayerEvent], *, any_phase: bool = False) -> None:
         exchanges = self._exchanges
         for event in events:
-            if self._phase is not Phase.HTTP and not any_phase:
+            if self._phase is not IN_HTTP and not any_phase:
                 return  # a CONNECT or an upgrade took the stream over: the rest is not HTTP
             kind = type(event)
             ex = None if kind in _CONNECTION_WIDE else exchanges.get(event.xid)  # type: ignore[union-attr]

@@ -40,6 +40,13 @@ class ExchangeState(Enum):
 
 _S = ExchangeState
 
+# Each state as a module global too, for the per-request path: CPython 3.11
+# specialises loading a global but not an attribute of a class, so
+# ``ExchangeState.DONE`` is a full lookup (type cache, class dict) each time.
+RECEIVING, FORWARDING, MOCKED = _S.RECEIVING, _S.FORWARDING, _S.MOCKED
+ANSWERING, REPLACED, RESPONDING = _S.ANSWERING, _S.REPLACED, _S.RESPONDING
+UPGRADED, DONE, FAILED = _S.UPGRADED, _S.DONE, _S.FAILED
+
 #: Which state may follow which; ``Exchange.enter`` checks it. FORWARDING to
 #: itself: a retry on a fresh connection. FAILED is reachable from every live state.
 EXCHANGE_TRANSITIONS: dict[ExchangeState, frozenset[ExchangeState]] = {
@@ -117,7 +124,7 @@ class Exchange:
     def __init__(self, xid: int, flow: Flow, *, absolute_form: bool) -> None:
         self.xid = xid
         self.flow = flow
-        self.state = ExchangeState.RECEIVING
+        self.state = RECEIVING
         self.upstream: Upstream | None = None
         self.up_xid = 0
         self.request_complete = False

@@ -86,9 +86,12 @@ class _H1Layer:
 
     _conn: h11.Connection
     #: One exchange at a time on the connection (HTTP/2 layers say True).
-    multiplexed = False
+    multiplexed: bool
 
     def __init__(self) -> None:
+        # Constants, yet set on the instance: read several times per request, and
+        # CPython 3.11 looks a class attribute up in full on each read through an instance.
+        self.multiplexed = False
         self._xid = 0
         self._out: list[bytes] = []
         self._paused = False
@@ -215,10 +218,9 @@ class H1ClientLayer(_H1Layer):
     header-size check), and whether the request in flight is a HEAD.
     """
 
-    versions = SUPPORTED_VERSIONS
-
     def __init__(self, max_header_size: int, sink: list[bytes] | None = None) -> None:
         super().__init__()
+        self.versions = SUPPORTED_VERSIONS  # (on the instance: see _H1Layer.__init__)
         if sink is not None:
             # The connection's own buffer of bytes for the client: what this
             # layer frames lands there at once, in order with the bytes the

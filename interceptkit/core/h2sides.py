@@ -38,8 +38,6 @@ class H2Client(H2ClientLayer):
     answers carry no body).
     """
 
-    multiplexed = True
-    versions = VERSIONS_H2
     head_bytes = 0  # h2 bounds the header list itself (SETTINGS_MAX_HEADER_LIST_SIZE)
     held_back = False
     pipelined = False
@@ -49,6 +47,8 @@ class H2Client(H2ClientLayer):
 
     def __init__(self) -> None:
         super().__init__()
+        self.multiplexed = True  # (on the instance, as the HTTP/1 layers have them: see h1layers.py)
+        self.versions = VERSIONS_H2
         self._heads: set[int] = set()
         self.head_request = False
 
@@ -104,10 +104,9 @@ class H2Client(H2ClientLayer):
 class H2Upstream(H2UpstreamLayer):
     """HTTP/2 towards one origin, shaped for the exchange logic: ``Host`` becomes ``:authority``."""
 
-    multiplexed = True
-
     def __init__(self, scheme: bytes) -> None:
         super().__init__()
+        self.multiplexed = True
         self._scheme = scheme
 
     @property

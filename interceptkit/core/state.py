@@ -31,6 +31,9 @@ class Phase(Enum):
     CLOSED = auto()  # the client connection is closed or closing
 
 
+#: ``Phase.HTTP`` as a global, for the per-request path (see exchange.py's states).
+IN_HTTP = Phase.HTTP
+
 #: Which phase may follow which; ``ConnectionBase._enter`` checks it.
 PHASE_TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     Phase.HTTP: frozenset({Phase.SOCKS, Phase.CONNECTING, Phase.SNIFF, Phase.TUNNEL, Phase.WEBSOCKET,
