@@ -111,6 +111,19 @@ class Message:
         #: Whether the capture budget (``max_capture_bytes``) dropped this body.
         self.body_dropped = False
 
+    def capture_piece(self, data: bytes, limit: int) -> None:
+        """Count ``data`` as body bytes on the wire and keep a prefix of at most ``limit`` bytes.
+
+        The proxy calls this for each body piece as it passes; a hook sees
+        ``content`` (cut short: ``truncated``) and ``body_size`` (all of it).
+        """
+        self.body_size += len(data)
+        kept = self._content if self._reload is None else self.content  # (no property call per piece)
+        if len(kept) < limit:
+            self.content = kept + data[: limit - len(kept)] if kept else data[:limit]
+        if self.body_size > limit:
+            self.truncated = True
+
     def _drop_body(self, reload: Callable[[], bytes] | None) -> int:
         """Forget the captured body (the capture budget is spent); returns the bytes freed.
 

@@ -13,7 +13,7 @@ from . import commands as cmd
 from . import events as ev
 from .base import ConnectionBase
 from .errors import ProxyError, RemoteProtocolError
-from .exchange import Exchange, FORWARDING, MOCKED, SentEnd, bind, capture_body, set_held_body
+from .exchange import Exchange, FORWARDING, MOCKED, SentEnd, bind, set_held_body
 from .h1layers import H1ClientLayer, check_request_head
 from .alpn import h2_enabled
 from .h2sides import H2Client
@@ -425,7 +425,7 @@ class Requests(ConnectionBase):
         self._client.consumed(event.xid, len(event.data))
 
     def _request_piece(self, ex: Exchange, data: bytes) -> None:
-        capture_body(ex.flow.request, data, self._config.body_capture_limit)
+        ex.flow.request.capture_piece(data, self._config.body_capture_limit)
         limit = self._config.max_request_body
         if limit is not None and ex.flow.request.body_size > limit:
             self._exchange_error(ex, 413, f"request body over the limit of {limit} bytes")

@@ -12,7 +12,7 @@ from ..headers import wire_headers
 from . import commands as cmd
 from .base import ConnectionBase
 from .errors import ProxyError
-from .exchange import ANSWERING, DONE, Exchange, REPLACED, RESPONDING, capture_body, set_held_body, unbind
+from .exchange import ANSWERING, DONE, Exchange, REPLACED, RESPONDING, set_held_body, unbind
 from .http1 import end_to_end_fields, reframe, sized
 from .layers import DataReceived, HeadReceived, MessageEnded, ResponseHead
 from .shaping import Pace, Shape
@@ -103,7 +103,7 @@ class Responses(ConnectionBase):
             return
         response = ex.flow.response
         if ex.state is not REPLACED and response is not None:  # else the body goes nowhere
-            capture_body(response, data, self._config.body_capture_limit)
+            response.capture_piece(data, self._config.body_capture_limit)
             if ex.response_parts is not None:
                 if ex.hold(ex.response_parts, data, self._config.hook_body_limit):
                     parts, ex.response_parts = ex.response_parts, None

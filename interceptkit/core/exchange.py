@@ -225,12 +225,3 @@ def set_held_body(message: Request | Response, parts: list[bytes]) -> None:
     message.content = b"".join(parts)
     message.body_size, message.truncated = len(message.content), False
 
-
-def capture_body(message: Request | Response, data: bytes, limit: int) -> None:
-    """Count body bytes and keep a prefix of at most ``limit`` of them."""
-    kept = len(message.content)
-    message.body_size += len(data)
-    if kept < limit:
-        message.content = message.content + data[: limit - kept] if kept else data[:limit]
-    if message.body_size > limit:
-        message.truncated = True

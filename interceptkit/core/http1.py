@@ -181,13 +181,15 @@ _RESPONSE_SLOTS = _slot_setters(h11.Response, "status_code", "reason", "headers"
 
 
 _Event = TypeVar("_Event", h11.Request, h11.Response)
+#: Bound once: ``object.__new__`` is a full attribute lookup on every call (CPython 3.11).
+_new_object = object.__new__
 
 
 def _built(kind: type[_Event], setters: tuple[SlotSetter, ...], first: object, second: object, fields: Fields,
            version: bytes) -> _Event:
     """An h11 event of ``kind`` with its four slots set, h11's checks skipped (unrolled: twice per request)."""
     set_first, set_second, set_fields, set_version = setters
-    event = object.__new__(kind)
+    event = _new_object(kind)
     set_first(event, first)
     set_second(event, second)
     set_fields(event, _H11Headers([(name, name.lower(), value) for name, value in fields]))
