@@ -233,12 +233,14 @@ class TLSEndpoint:
             TLSError: the session failed.
         """
         self._require("send")
-        view = memoryview(plaintext)
         try:
             # Memory BIOs grow without bound, so OpenSSL writes everything;
             # loop anyway in case a write ever comes back short.
-            while view:
-                view = view[self._sslobj.write(view) :]
+            written = self._sslobj.write(plaintext) if plaintext else 0
+            if written < len(plaintext):
+                view = memoryview(plaintext)[written:]
+                while view:
+                    view = view[self._sslobj.write(view) :]
         except ssl.SSLError as exc:
             raise self._fail(exc) from exc
         return self._outgoing.read()
@@ -333,9 +335,14 @@ class TLSEndpoint:
             return b"", False
         chunks: list[bytes] = []
         closed = False
+        sslobj, incoming = self._sslobj, self._incoming
         try:
-            while chunk := self._sslobj.read(_READ_SIZE):
+            while chunk := sslobj.read(_READ_SIZE):
                 chunks.append(chunk)
+                if not (incoming.pending or sslobj.pending() or self._eof_fed):
+                    # Every byte fed so far is read: asking again could only raise
+                    # SSLWantReadError, which costs about 1 µs (twice per forwarded request).
+                    return b"".join(chunks), False
             # An empty read is close_notify, or EOF under
             # OP_IGNORE_UNEXPECTED_EOF.
             closed = True

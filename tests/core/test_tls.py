@@ -498,6 +498,17 @@ def test_first_data_with_last_handshake_flight(
     assert got.plaintext == b"first bytes"
 
 
+def test_records_and_a_partial_one_in_one_read(pki: PKI) -> None:
+    """Whole records are read at once; a record cut short waits for its rest (no read is left out)."""
+    pair = make_pair(pki)
+    handshake(pair)
+    wire = b"".join(pair.client.send(piece) for piece in (b"one ", b"two ", b"three"))
+    got = pair.server.receive(wire[:-3])
+    assert (got.plaintext, got.closed) == (b"one two ", False)
+    got = pair.server.receive(wire[-3:])
+    assert (got.plaintext, got.closed) == (b"three", False)
+
+
 def test_ip_hostname_sends_no_sni(pki: PKI) -> None:
     pair = make_pair(pki, hostname="127.0.0.1")
     handshake(pair)
