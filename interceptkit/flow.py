@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json as _json
 import os
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from urllib.parse import parse_qsl
 
 from . import export as _export
 from ._wire import format_authority, parse_absolute_url
+from .codings import decode_content
 from .flow_owner import FlowOwner, ReplayError, lent_service, owner_of
 from .headers import HeaderFields, Headers
 from .vocab import FlowKind, FlowState
@@ -38,34 +38,6 @@ def _stream_from(response: Response, body: Any) -> None:
         size = os.fstat(body.fileno()).st_size - body.tell()
     if size is not None and "transfer-encoding" not in response.headers:
         response.headers["Content-Length"] = str(size)
-
-
-def _decode_content_encoding(body: bytes, encoding: str) -> bytes:
-    for coding in reversed([c.strip().lower() for c in encoding.split(",") if c.strip()]):
-        body = _decode_one(body, coding)
-    return body
-
-
-def _decode_one(body: bytes, coding: str) -> bytes:
-    if coding in ("identity", ""):
-        return body
-    if coding in ("gzip", "x-gzip"):
-        return zlib.decompress(body, 16 + zlib.MAX_WBITS)
-    if coding == "deflate":
-        # RFC 9110 8.4.1.2 says zlib-wrapped; some servers send raw deflate.
-        try:
-            return zlib.decompress(body)
-        except zlib.error:
-            return zlib.decompress(body, -zlib.MAX_WBITS)
-    if coding == "br":
-        import brotli  # type: ignore[import-not-found]  # optional extra
-
-        return bytes(brotli.decompress(body))
-    if coding == "zstd":
-        import zstandard  # type: ignore[import-not-found]  # optional extra
-
-        return bytes(zstandard.ZstdDecompressor().decompressobj().decompress(body))
-    raise ValueError(f"unsupported Content-Encoding: {coding}")
 
 
 class Message:
@@ -152,7 +124,7 @@ class Message:
     def decoded_content(self) -> bytes:
         """The body with Content-Encoding (gzip, deflate; br, zstd if installed) undone."""
         encoding = self.headers.get("content-encoding")
-        return _decode_content_encoding(self.content, encoding) if encoding else self.content
+        return decode_content(self.content, encoding) if encoding else self.content
 
     @property
     def charset(self) -> str:

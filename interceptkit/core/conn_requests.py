@@ -9,8 +9,7 @@ from typing import Any
 
 from ..flow import Request
 from ..headers import wire_headers
-from . import commands as cmd
-from . import events as ev
+from . import commands as cmd, events as ev
 from .base import ConnectionBase
 from .errors import ProxyError, RemoteProtocolError
 from .exchange import Exchange, FORWARDING, MOCKED, SentEnd, bind, set_held_body

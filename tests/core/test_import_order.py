@@ -26,7 +26,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "interceptkit"
 #: The rings, lowest first. A module's ring is named by its first dotted part.
 RINGS: list[frozenset[str]] = [
     frozenset({"_wire", "errors_base", "vocab"}),
-    frozenset({"flow", "flow_owner", "headers", "export"}),
+    frozenset({"flow", "flow_owner", "headers", "export", "codings"}),
     frozenset({"core"}),
     frozenset({"policy", "certs", "hooks", "transport", "display", "har", "store", "columns", "filters",
                "redact", "views", "budget", "arrow", "matching", "faults",
