@@ -19,6 +19,7 @@ def _b(value: str | bytes) -> bytes:
 #: specialises neither it nor a classmethod called on its class).
 _new = object.__new__
 
+
 class Headers:
     """HTTP header fields: case-insensitive, multi-valued, order and casing kept.
 
