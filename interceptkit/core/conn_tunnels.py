@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..flow import Flow, Headers, Request, Response
+from ..flow import Flow, Request, Response
+from ..headers import wire_headers
 from ..vocab import ConnectCause
 from . import commands as cmd
 from .base import ConnectionBase
@@ -55,7 +56,7 @@ class Tunnels(ConnectionBase):
         request = Request(
             method="CONNECT", scheme="https" if port == 443 else "tcp", host=host, port=port, path="",
             http_version="HTTP/" + http_version.decode("ascii"),
-            headers=Headers.from_wire(fields), authority=target.decode("ascii"),
+            headers=wire_headers(fields), authority=target.decode("ascii"),
         )
         self._begin_tunnel(Exchange(xid, self._new_flow(request), absolute_form=False))
 
@@ -291,7 +292,7 @@ class Tunnels(ConnectionBase):
         fields, _ = end_to_end_fields(head.headers, keep_upgrade=True)
         self._client.send_informational(ex.xid, ResponseHead(status=101, headers=fields, reason=head.reason))
         ex.flow.response = Response(
-            status=101, reason=head.reason.decode("latin-1"), headers=Headers.from_wire(head.headers)
+            status=101, reason=head.reason.decode("latin-1"), headers=wire_headers(head.headers)
         )
         ex.flow.timings.response_start = self._now
         ex.enter(UPGRADED)
